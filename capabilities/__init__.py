@@ -1,0 +1,1 @@
+"""The twin's built-in capabilities, each a plugin package registered by entry point."""

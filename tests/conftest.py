@@ -1,0 +1,141 @@
+"""Shared fixtures: in-process twins on fresh data directories, and real `twin serve` processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from twin.app import create_app
+from twin.core import Twin, initialize
+from twin.settings import Settings
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class Running:
+    """An in-process twin with an HTTP client on its app."""
+
+    twin: Twin
+    client: httpx.AsyncClient
+    settings: Settings
+
+    async def token(self, *scopes: str, name: str = "test") -> str:
+        _, secret = await self.twin.tokens.create(frozenset(scopes), name)
+        return str(secret)
+
+    async def auth(self, *scopes: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self.token(*scopes)}"}
+
+
+@asynccontextmanager
+async def running_twin(data_dir: Path, **settings: Any) -> AsyncIterator[Running]:
+    config = Settings(data_dir=data_dir, rate_limit=settings.pop("rate_limit", 0), **settings)
+    if not config.key_path.exists():
+        initialize(config)
+    twin = await Twin.open(config)
+    await twin.start()
+    app = create_app(twin)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost:8470") as client:
+            yield Running(twin, client, config)
+    finally:
+        await twin.stop()
+
+
+@pytest.fixture
+async def tw(tmp_path: Path) -> AsyncIterator[Running]:
+    async with running_twin(tmp_path / "twin") as running:
+        yield running
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Process:
+    """A real `twin serve` process on loopback."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    data_dir: Path
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+def twin_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "twin", *args]
+
+
+def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Any]:
+    """Start `twin serve` processes; each is stopped at the end of the test."""
+    started: list[Process] = []
+
+    def start(*extra: str, data_dir: Path | None = None, env: dict[str, str] | None = None,
+              stdin: str | None = None) -> Process:
+        port = free_port()
+        data_dir = data_dir or tmp_path / f"twin-{port}"
+        log = tmp_path / f"serve-{port}.log"
+        full_env = {**os.environ, "TWIN_RATE_LIMIT": "0", **(env or {})}
+        handle = log.open("w")
+        proc = subprocess.Popen(
+            twin_command("serve", "--data-dir", str(data_dir), "--port", str(port), *extra),
+            stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.PIPE if stdin else
+            subprocess.DEVNULL, env=full_env, text=True)
+        if stdin:
+            assert proc.stdin is not None
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        process = Process(proc, f"http://127.0.0.1:{port}", data_dir, log)
+        started.append(process)
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"twin serve exited early:\n{process.output()}")
+            try:
+                return httpx.get(process.url + "/api/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, what="twin serve to answer /api/health")
+        return process
+
+    yield start
+    for process in started:
+        process.proc.terminate()
+        try:
+            process.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            process.proc.kill()
+            process.proc.wait()

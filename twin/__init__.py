@@ -1,0 +1,41 @@
+"""twin: a self-hosted digital twin. This module is the surface plugin authors import.
+
+A capability plugin subclasses :class:`Capability`, declares its endpoints with
+``twin.api.get/put/post/patch/delete`` and its tables with :class:`Migration`.
+"""
+
+from twin import api
+from twin.__about__ import __version__
+from twin.api import Call, Endpoint
+from twin.capability import Capability, Context
+from twin.db import Migration
+from twin.errors import (BadInput, Conflict, Forbidden, Invalid, InvalidSignature, NotFound,
+                         PluginError, RateLimited, TooLarge, TwinError, Unauthorized,
+                         UnsupportedMedia, VaultLocked, WrongPassphrase)
+from twin.manifest import Manifest, Permission
+
+__all__ = [
+    "BadInput",
+    "Call",
+    "Capability",
+    "Conflict",
+    "Context",
+    "Endpoint",
+    "Forbidden",
+    "Invalid",
+    "InvalidSignature",
+    "Manifest",
+    "Migration",
+    "NotFound",
+    "Permission",
+    "PluginError",
+    "RateLimited",
+    "TooLarge",
+    "TwinError",
+    "Unauthorized",
+    "UnsupportedMedia",
+    "VaultLocked",
+    "WrongPassphrase",
+    "__version__",
+    "api",
+]

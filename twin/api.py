@@ -1,0 +1,74 @@
+"""How a capability declares its HTTP API: endpoints with a permission, a body type and a response type."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from twin.scopes import Principal
+
+Handler = Callable[["Call"], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One route under ``/api/<capability>/``.
+
+    ``permission`` names the capability's permission the caller needs; ``None`` makes the route
+    public. ``body`` and ``response`` are msgspec Structs (or types msgspec understands); they
+    validate input and describe the route in ``/openapi.json``. ``raw_body`` lists the media types
+    the route takes as raw bytes instead of JSON.
+    """
+
+    method: str
+    path: str
+    handler: Handler
+    permission: str | None
+    summary: str
+    body: Any = None
+    response: Any = None
+    status: int = 200
+    raw_body: tuple[str, ...] = ()
+    raw_response: str | None = None
+    max_body: int | None = None
+    allow_locked: bool = False
+    query: tuple[tuple[str, str], ...] = field(default=())
+
+
+def _declare(method: str) -> Callable[..., Endpoint]:
+    def declare(path: str, handler: Handler, *, permission: str | None, summary: str,
+                **options: Any) -> Endpoint:
+        return Endpoint(method, path, handler, permission, summary, **options)
+
+    declare.__name__ = method.lower()
+    declare.__doc__ = f"Declare a {method} endpoint."
+    return declare
+
+
+get = _declare("GET")
+put = _declare("PUT")
+post = _declare("POST")
+patch = _declare("PATCH")
+delete = _declare("DELETE")
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a handler receives: the request, who makes it, and the validated body."""
+
+    request: Request
+    principal: Principal
+    body: Any = None
+    raw: bytes = b""
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.request.path_params
+
+    @property
+    def query(self) -> Any:
+        return self.request.query_params

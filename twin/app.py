@@ -1,0 +1,100 @@
+"""Builds the ASGI app of one twin: the API, the shell, the experiences and the public document."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from twin import openapi
+from twin.core import Twin
+from twin.errors import TwinError
+from twin.http import (SecurityHeaders, endpoint_route, error_response, http_exception,
+                       json_response, server_error, twin_error)
+from twin.settings import Settings
+from twin.shell import shell_routes
+
+
+def create_app(twin: Twin) -> Starlette:
+    """The twin's app; its lifespan starts the twin unless the caller already did."""
+    async def health(request: Request) -> Response:
+        return json_response({"status": "ok", "did": twin.did, "version": twin.version,
+                              "locked": twin.vault.locked})
+
+    async def openapi_json(request: Request) -> Response:
+        return json_response(spec)
+
+    async def well_known(request: Request) -> Response:
+        try:
+            document = await twin.public_document()
+        except TwinError as exc:
+            return error_response(exc)
+        return json_response(document, headers={"Cache-Control": "max-age=300",
+                                                "Access-Control-Allow-Origin": "*"})
+
+    spec: dict[str, object] = {}
+
+    def mount() -> None:
+        routes = app.router.routes
+        routes.append(Route("/api/health", health, methods=["GET"]))
+        for cap_id, item in twin.registry.loaded.items():
+            routes.extend(endpoint_route(twin, cap_id, e) for e in item.endpoints)
+        routes.extend(shell_routes(twin))
+        spec.update(openapi.build(
+            ((cap_id, item.manifest.name, item.endpoints)
+             for cap_id, item in twin.registry.loaded.items()), twin.version))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not twin.started:
+            await twin.start()
+            mount()
+        try:
+            yield
+        finally:
+            await twin.stop()
+
+    app = Starlette(
+        routes=[
+            Route("/openapi.json", openapi_json, methods=["GET"]),
+            Route("/.well-known/twin", well_known, methods=["GET"]),
+        ],
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={HTTPException: http_exception, TwinError: twin_error,
+                            Exception: server_error},
+        lifespan=lifespan,
+    )
+    if twin.started:
+        mount()
+    return app
+
+
+class _Deferred:
+    """An app that opens its twin in the lifespan; what ``twin dev``'s reloader imports."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app: Starlette | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and self.app is None:
+            passphrase = None
+            if self.settings.passphrase_file is not None:
+                passphrase = self.settings.passphrase_file.read_text().rstrip("\r\n")
+            twin = await Twin.open(self.settings, passphrase)
+            await twin.start()
+            self.app = create_app(twin)
+        assert self.app is not None, "the server must run the lifespan (lifespan='on')"
+        await self.app(scope, receive, send)
+
+
+def app_from_environment() -> _Deferred:
+    """The twin configured by TWIN_* variables, opened when the server starts."""
+    return _Deferred(Settings.resolve())

@@ -1,0 +1,83 @@
+"""The base class every capability subclasses, built-in or a stranger's, and what it sees of the twin."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from twin.errors import PluginError
+
+if TYPE_CHECKING:
+    from twin.api import Endpoint
+    from twin.db import Database, Migration
+    from twin.manifest import Manifest
+    from twin.settings import Settings
+    from twin.vault import Box, Vault
+
+C = TypeVar("C", bound="Capability")
+
+
+@dataclass(frozen=True)
+class Context:
+    """The parts of the twin a capability may use: its database, its vault boxes, its peers."""
+
+    manifest: Manifest
+    db: Database
+    vault: Vault
+    settings: Settings
+    did: str
+    package_dir: Path
+    required: Mapping[str, Capability]
+
+    def box(self, purpose: str = "data") -> Box:
+        """An encryption box with a key derived for this capability and purpose."""
+        return self.vault.box(self.manifest.id, purpose)
+
+    @property
+    def log(self) -> logging.Logger:
+        return logging.getLogger(f"twin.cap.{self.manifest.id}")
+
+
+class Capability:
+    """Subclass this; the manifest comes from ``capability.toml`` beside your module.
+
+    Importing a capability's module must touch no disk, network or database: do that in
+    ``startup()``. Tables are prefixed with the capability id and created by ``migrations``.
+    """
+
+    migrations: Sequence[Migration] = ()
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    @property
+    def id(self) -> str:
+        return self.context.manifest.id
+
+    @property
+    def db(self) -> Database:
+        return self.context.db
+
+    def routes(self) -> Sequence[Endpoint]:
+        """The endpoints this capability mounts under ``/api/<id>/``."""
+        return ()
+
+    async def startup(self) -> None:
+        """Runs once the capability's migrations are applied (the vault may still be locked)."""
+
+    async def shutdown(self) -> None:
+        """Runs when the twin stops."""
+
+    async def public_document(self) -> Mapping[str, Any] | None:
+        """What this capability publishes in ``/.well-known/twin`` under its id (None for nothing)."""
+        return None
+
+    def require(self, cls: type[C]) -> C:
+        """Another capability this one declared in ``requires``, by class."""
+        for other in self.context.required.values():
+            if isinstance(other, cls):
+                return other
+        raise PluginError(f"{self.id} did not declare a requirement providing {cls.__name__}")

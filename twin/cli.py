@@ -1,0 +1,462 @@
+"""The ``twin`` command: init, serve, dev, check, status, token and access verbs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from twin.__about__ import __version__
+from twin.errors import PluginError, TwinError, WrongPassphrase
+from twin.settings import SETTINGS, Settings
+
+T = TypeVar("T")
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _option(name: str, **extra: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    setting = _BY_NAME[name]
+
+    def convert(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return setting.parse(value)
+        except TwinError as exc:
+            raise click.BadParameter(exc.message) from None
+
+    return click.option(setting.flag, name, default=None, callback=convert,
+                        help=f"{setting.help} [env {setting.env}]", **extra)
+
+
+def data_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return _option("data_dir", metavar="DIR")(fn)
+
+
+def _settings(**flags: Any) -> Settings:
+    try:
+        return Settings.resolve(flags)
+    except TwinError as exc:
+        raise click.UsageError(exc.message) from None
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+    except ImportError:  # pragma: no cover - uvloop is missing only on Windows
+        return asyncio.run(coro)
+
+
+def _fail_on_twin_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TwinError as exc:
+            raise click.ClickException(exc.message) from None
+
+    return wrapper
+
+
+def _read_passphrase_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise click.ClickException(f"cannot read passphrase file {path}: {exc.strerror}") from None
+
+
+def _passphrase_for(settings: Settings, *, required: bool) -> str | None:
+    """The passphrase for a sealed key: from --passphrase-file, else asked at the terminal."""
+    from twin.identity import read_key_file
+
+    if not settings.key_path.exists() or not read_key_file(settings.key_path).sealed:
+        return None
+    if settings.passphrase_file is not None:
+        return _read_passphrase_file(settings.passphrase_file)
+    if sys.stdin.isatty():
+        return str(click.prompt("Passphrase to unlock the twin", hide_input=True))
+    if required:
+        raise click.ClickException("the key is sealed: give --passphrase-file or run this "
+                                   "at a terminal to be asked for the passphrase")
+    return None
+
+
+async def _open(settings: Settings, *, unlock: bool = True) -> Any:
+    from twin.core import Twin
+
+    passphrase = _passphrase_for(settings, required=unlock)
+    return await Twin.open(settings, passphrase)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="twin")
+def main() -> None:
+    """Your digital twin: identity, encrypted vault and capabilities in one process."""
+
+
+def _announce_identity(identity: Any, settings: Settings, passphrase: str | None) -> None:
+    words = identity.phrase().split()
+    click.echo(f"Created a new twin in {settings.data_dir}")
+    click.echo(f"  id: {identity.did}")
+    click.echo("\nRecovery phrase (shown this once; write it down and keep it offline; it is "
+               "the only way to restore this twin elsewhere):\n")
+    for row in range(0, 24, 6):
+        click.echo("  " + "  ".join(f"{i + 1:>2}. {w:<9}" for i, w in
+                                   enumerate(words[row:row + 6], start=row)))
+    click.echo("")
+    if passphrase is None:
+        click.echo(f"The root key is stored unencrypted in {settings.key_path} (mode 0600): "
+                   "whoever has root on this machine can read it. Seal it with a passphrase: "
+                   "`twin init --passphrase` on a fresh data directory.")
+    else:
+        click.echo("The root key is sealed with your passphrase; the twin starts locked until "
+                   "it is given.")
+
+
+def _new_passphrase(settings: Settings, ask: bool) -> str | None:
+    if settings.passphrase_file is not None:
+        passphrase = _read_passphrase_file(settings.passphrase_file)
+    elif ask:
+        passphrase = str(click.prompt("New passphrase", hide_input=True,
+                                      confirmation_prompt=True))
+    else:
+        return None
+    if len(passphrase) < 8:
+        raise click.ClickException("a passphrase needs at least 8 characters")
+    return passphrase
+
+
+def _read_phrase() -> str:
+    if sys.stdin.isatty():
+        return str(click.prompt("Your 24-word recovery phrase", hide_input=True))
+    return sys.stdin.read()
+
+
+async def _print_setup_link(settings: Settings, twin: Any) -> None:
+    secret = await twin.sessions.create_link()
+    click.echo(f"Sign in (works once, for one hour): {settings.url}/setup/{secret}")
+
+
+@main.command()
+@data_dir_option
+@click.option("--recover", is_flag=True, help="Restore a twin from its 24-word recovery phrase "
+              "(asked for, or read from standard input).")
+@click.option("--passphrase", "ask_passphrase", is_flag=True,
+              help="Seal the root key with a passphrase (asked for twice).")
+@_option("passphrase_file", metavar="FILE")
+@_fail_on_twin_errors
+def init(data_dir: Path | None, recover: bool, ask_passphrase: bool,
+         passphrase_file: Path | None) -> None:
+    """Create a twin: its data directory and root key."""
+    from twin.core import initialize
+    from twin.identity import Identity
+
+    settings = _settings(data_dir=data_dir, passphrase_file=passphrase_file)
+    identity = Identity.from_phrase(_read_phrase()) if recover else None
+    passphrase = _new_passphrase(settings, ask_passphrase)
+    identity = initialize(settings, passphrase=passphrase, identity=identity)
+    if recover:
+        click.echo(f"Restored twin {identity.did} in {settings.data_dir}")
+    else:
+        _announce_identity(identity, settings, passphrase)
+
+    async def link() -> None:
+        twin = await _open(settings, unlock=False)
+        try:
+            await _print_setup_link(settings, twin)
+        finally:
+            await twin.stop()
+
+    _run(link())
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _serve_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for name in reversed(["data_dir", "host", "port", "public_url", "passphrase_file",
+                          "max_body", "rate_limit", "log_level"]):
+        fn = _option(name)(fn)
+    return fn
+
+
+@main.command()
+@_serve_options
+@_fail_on_twin_errors
+def serve(**flags: Any) -> None:
+    """Run the twin (creating it on first run)."""
+    import uvicorn
+
+    from twin.app import create_app
+    from twin.core import initialize
+
+    settings = _settings(**flags)
+    _configure_logging(settings.log_level)
+    if not settings.key_path.exists():
+        identity = initialize(settings)
+        _announce_identity(identity, settings, None)
+
+    async def run() -> None:
+        twin = await _open(settings, unlock=False)
+        for attempt in range(3):
+            if not twin.vault.locked or not sys.stdin.isatty() or settings.passphrase_file:
+                break
+            try:
+                twin.unlock(str(click.prompt("Passphrase to unlock the twin", hide_input=True)))
+            except WrongPassphrase:
+                click.echo("That passphrase does not open the key.", err=True)
+        try:
+            await twin.start()
+        except BaseException:
+            await twin.stop()
+            raise
+        for cap_id, reason in sorted(twin.registry.failed.items()):
+            click.echo(f"Disabled {cap_id}: {reason}", err=True)
+        click.echo(f"Twin {twin.did}")
+        click.echo(f"Listening on http://{_hostport(settings)} ({settings.url})")
+        if twin.vault.locked:
+            click.echo("The twin is LOCKED: unlock it with its passphrase "
+                       "(POST /api/twin/unlock, or restart at a terminal).")
+        await _print_setup_link(settings, twin)
+        config = uvicorn.Config(create_app(twin), host=settings.host, port=settings.port,
+                                log_level=settings.log_level, access_log=False,
+                                http="httptools", lifespan="on", server_header=False)
+        await uvicorn.Server(config).serve()
+
+    _run(run())
+
+
+def _hostport(settings: Settings) -> str:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"{host}:{settings.port}"
+
+
+@main.command()
+@_serve_options
+@_fail_on_twin_errors
+def dev(**flags: Any) -> None:
+    """Run the twin and restart it when code, templates or manifests change."""
+    import uvicorn
+
+    from twin.registry import find_sources, package_dir
+
+    settings = _settings(**flags)
+    if not settings.key_path.exists():
+        from twin.core import initialize
+
+        _announce_identity(initialize(settings), settings, None)
+    for setting in SETTINGS:
+        value = getattr(settings, setting.name, None)
+        if value is not None and value != "":
+            os.environ[setting.env] = str(value)
+    watched = {Path(__file__).parent}
+    import twin_capabilities
+    import twin_web
+
+    watched |= {Path(twin_web.__file__).parent, Path(twin_capabilities.__file__).parent}
+    for source in find_sources():
+        try:
+            watched.add(package_dir(source))
+        except PluginError:
+            continue
+    click.echo(f"Watching {len(watched)} folder(s); serving http://{_hostport(settings)}")
+    uvicorn.run("twin.app:app_from_environment", factory=True, reload=True,
+                reload_dirs=[str(p) for p in sorted(watched)],
+                reload_includes=["*.py", "*.html", "*.toml", "*.css", "*.js"],
+                host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+@main.command()
+@data_dir_option
+@_fail_on_twin_errors
+def check(data_dir: Path | None) -> None:
+    """Validate every installed capability and experience; exit 1 if any is broken."""
+    from twin.registry import find_sources
+
+    settings = _settings(data_dir=data_dir)
+    try:
+        sources = find_sources()
+    except PluginError as exc:
+        raise click.ClickException(exc.message) from None
+
+    async def run() -> int:
+        import tempfile
+
+        from twin.core import Twin, initialize
+
+        with tempfile.TemporaryDirectory() as scratch:
+            target = settings
+            if not settings.key_path.exists():
+                target = Settings(data_dir=Path(scratch) / "twin")
+                initialize(target)
+            logging.getLogger("twin.registry").setLevel(logging.CRITICAL)
+            twin = await Twin.open(target)
+            try:
+                await twin.start(sources)
+                for cap_id, item in sorted(twin.registry.loaded.items()):
+                    click.echo(f"ok      capability {cap_id} {item.manifest.version} "
+                               f"({item.source}, {len(item.endpoints)} routes)")
+                for exp_id, exp in sorted(twin.registry.experiences.items()):
+                    click.echo(f"ok      experience {exp_id} (uses {', '.join(sorted(exp.uses)) or 'nothing'})")
+                for name, reason in sorted(twin.registry.failed.items()):
+                    click.echo(f"FAILED  {name}: {reason}")
+                return 1 if twin.registry.failed else 0
+            finally:
+                await twin.stop()
+
+    sys.exit(_run(run()))
+
+
+@main.command()
+@data_dir_option
+@_fail_on_twin_errors
+def status(data_dir: Path | None) -> None:
+    """Show this twin's identity, lock state, capabilities and whether it is running."""
+    from twin.identity import key_file_permissions_ok, read_key_file
+    from twin.registry import installed_manifests
+
+    settings = _settings(data_dir=data_dir)
+    if not settings.key_path.exists():
+        raise click.ClickException(f"no twin in {settings.data_dir}: run `twin init` or `twin serve`")
+    keyfile = read_key_file(settings.key_path)
+    manifests, failed = installed_manifests()
+    size = sum(p.stat().st_size for p in settings.data_dir.glob("twin.db*") if p.is_file())
+    click.echo(f"twin        {keyfile.did}")
+    click.echo(f"data        {settings.data_dir} ({size / 1024:.0f} KiB database)")
+    key_state = "sealed with a passphrase" if keyfile.sealed else "unencrypted (mode 0600)"
+    if not key_file_permissions_ok(settings.key_path):
+        key_state += "; WARNING: readable by other users, run chmod 600"
+    click.echo(f"key         {key_state}")
+    click.echo(f"capabilities {', '.join(sorted(manifests))}")
+    for cap_id, reason in sorted(failed.items()):
+        click.echo(f"broken      {cap_id}: {reason}")
+    click.echo(f"server      {_probe(settings)}")
+
+
+def _probe(settings: Settings) -> str:
+    import json
+    import urllib.request
+
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
+    host = f"[{host}]" if ":" in host else host
+    try:
+        with urllib.request.urlopen(f"http://{host}:{settings.port}/api/health", timeout=1) as r:
+            health = json.load(r)
+    except (OSError, ValueError):
+        return f"not running on {_hostport(settings)}"
+    state = "locked" if health.get("locked") else "unlocked"
+    return f"running at {settings.url} ({state}, version {health.get('version')})"
+
+
+@main.group()
+def token() -> None:
+    """Create, list and revoke bearer tokens for scripts and clients."""
+
+
+@token.command("create")
+@click.option("--scope", "scopes", multiple=True, required=True,
+              help="cap:perm, cap:* or * (repeat for several).")
+@click.option("--name", default="cli", show_default=True, help="A name to recognise it by.")
+@data_dir_option
+@_option("passphrase_file", metavar="FILE")
+@_fail_on_twin_errors
+def token_create(scopes: tuple[str, ...], name: str, data_dir: Path | None,
+                 passphrase_file: Path | None) -> None:
+    """Print a new bearer token (shown once; only its hash is kept)."""
+    from twin.registry import installed_manifests
+    from twin.scopes import parse_scopes
+
+    settings = _settings(data_dir=data_dir, passphrase_file=passphrase_file)
+    manifests, _ = installed_manifests()
+    parsed = parse_scopes([s for arg in scopes for s in arg.split()], manifests)
+
+    async def run() -> str:
+        twin = await _open(settings)
+        try:
+            _, secret = await twin.tokens.create(parsed, name)
+            return str(secret)
+        finally:
+            await twin.stop()
+
+    click.echo(_run(run()))
+
+
+@token.command("list")
+@data_dir_option
+@_option("passphrase_file", metavar="FILE")
+@_fail_on_twin_errors
+def token_list(data_dir: Path | None, passphrase_file: Path | None) -> None:
+    """List tokens: id, name, scopes, last use."""
+    import time
+
+    settings = _settings(data_dir=data_dir, passphrase_file=passphrase_file)
+
+    async def run() -> list[Any]:
+        twin = await _open(settings)
+        try:
+            return list(await twin.tokens.list())
+        finally:
+            await twin.stop()
+
+    tokens = _run(run())
+    if not tokens:
+        click.echo("No tokens yet: `twin token create --scope ... --name ...` makes one.")
+    for t in tokens:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(t.last_used)) if t.last_used else "never"
+        click.echo(f"{t.id:<18} {t.kind:<10} {t.name:<24} {' '.join(t.scopes):<30} last used {used}")
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@data_dir_option
+@_option("passphrase_file", metavar="FILE")
+@_fail_on_twin_errors
+def token_revoke(token_id: str, data_dir: Path | None, passphrase_file: Path | None) -> None:
+    """Revoke a token by its id or name (takes effect within seconds on a running twin)."""
+    settings = _settings(data_dir=data_dir, passphrase_file=passphrase_file)
+
+    async def run() -> Any:
+        twin = await _open(settings)
+        try:
+            return await twin.tokens.revoke(token_id)
+        finally:
+            await twin.stop()
+
+    info = _run(run())
+    click.echo(f"Revoked {info.id} ({info.name})")
+
+
+@main.group()
+def access() -> None:
+    """Regain access to the twin from its machine's shell."""
+
+
+@access.command("link")
+@data_dir_option
+@_option("public_url")
+@_option("host")
+@_option("port")
+@_fail_on_twin_errors
+def access_link(**flags: Any) -> None:
+    """Print a fresh one-time sign-in link (whoever holds this shell is the owner)."""
+    settings = _settings(**flags)
+
+    async def run() -> None:
+        twin = await _open(settings, unlock=False)
+        try:
+            await _print_setup_link(settings, twin)
+        finally:
+            await twin.stop()
+
+    _run(run())

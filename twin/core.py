@@ -1,0 +1,161 @@
+"""The Twin: one person's identity, vault, database and capabilities, held together in one object."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+
+from twin.__about__ import __version__
+from twin.accesslog import AccessLog
+from twin.capability import Capability, Context
+from twin.db import Database
+from twin.errors import BadInput, Unauthorized, VaultLocked
+from twin.grants import Grants
+from twin.http import RateLimiter
+from twin.identity import Identity, KeyFile, read_key_file, write_key_file
+from twin.manifest import Manifest
+from twin.registry import Registry, Source, find_sources
+from twin.schema import MIGRATIONS
+from twin.scopes import Principal
+from twin.sessions import Sessions
+from twin.settings import Settings
+from twin.tokens import Tokens
+from twin.vault import Vault
+
+log = logging.getLogger("twin")
+DOCUMENT_TTL = 24 * 3600
+Builtin = tuple[Callable[[Context], Capability], Manifest, Path]
+
+
+def experience_dirs() -> list[Path]:
+    """The experiences shipped in ``web/`` (every folder with an experience.toml)."""
+    import twin_web
+
+    root = Path(twin_web.__file__).parent
+    return sorted(p.parent for p in root.glob("*/experience.toml"))
+
+
+def initialize(settings: Settings, *, passphrase: str | None = None,
+               identity: Identity | None = None) -> Identity:
+    """Create the data directory and the root key; refuses to overwrite an existing key."""
+    if settings.key_path.exists():
+        raise BadInput(f"{settings.data_dir} already holds a twin ({settings.key_path.name}); "
+                       "use another --data-dir, or move it away first")
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(settings.data_dir, 0o700)
+    identity = identity or Identity.generate()
+    write_key_file(settings.key_path, identity, passphrase)
+    return identity
+
+
+class Twin:
+    """Everything one twin holds; ``start()`` opens the database and loads the capabilities."""
+
+    def __init__(self, settings: Settings, keyfile: KeyFile, db: Database) -> None:
+        self.settings = settings
+        self.keyfile = keyfile
+        self.db = db
+        self.identity: Identity | None = None
+        self.vault = Vault(None)
+        self.registry = Registry()
+        self.access = AccessLog(db)
+        self.tokens = Tokens(db, self.vault, self.registry.declared)
+        self.grants = Grants(db, self.vault, self.tokens)
+        self.sessions = Sessions(db)
+        self.limiter = RateLimiter(settings.rate_limit)
+        self.started = False
+        self.started_at = time.time()
+
+    @property
+    def did(self) -> str:
+        return self.keyfile.did
+
+    @property
+    def version(self) -> str:
+        return __version__
+
+    @classmethod
+    async def open(cls, settings: Settings, passphrase: str | None = None) -> Twin:
+        """Open an initialised data directory; unlocks at once unless the key is sealed and no
+        passphrase is given."""
+        if not settings.key_path.exists():
+            raise BadInput(f"no twin in {settings.data_dir}: run `twin init` (or `twin serve`, "
+                           "which creates one)")
+        keyfile = read_key_file(settings.key_path)
+        db = await Database.open(settings.db_path)
+        twin = cls(settings, keyfile, db)
+        try:
+            await db.migrate("twin", MIGRATIONS)
+            if not keyfile.sealed or passphrase is not None:
+                twin.unlock(passphrase)
+        except BaseException:
+            await db.close()
+            raise
+        return twin
+
+    def unlock(self, passphrase: str | None) -> None:
+        """Open the sealed root key (a wrong passphrase raises WrongPassphrase)."""
+        identity = self.keyfile.unlock(passphrase)
+        self.identity = identity
+        self.vault.unlock(identity.seed)
+
+    def require_identity(self) -> Identity:
+        if self.identity is None:
+            raise VaultLocked("the twin is locked: unlock it with its passphrase")
+        return self.identity
+
+    async def start(self, sources: Sequence[Source] | None = None,
+                    builtin: Sequence[Builtin] | None = None) -> None:
+        """Load every capability (entry points unless ``sources`` is given) and experience."""
+        from twin.admin import admin_builtin
+
+        await self.registry.load(
+            builtin if builtin is not None else [admin_builtin(self)],
+            find_sources() if sources is None else sources,
+            db=self.db, vault=self.vault, settings=self.settings, did=self.did,
+            experience_dirs=experience_dirs())
+        self.started = True
+
+    async def stop(self) -> None:
+        if self.started:
+            await self.registry.shutdown()
+            self.started = False
+        await self.db.close()
+
+    async def authenticate(self, request: Request) -> Principal:
+        """The principal of a request's bearer token; 401 without a valid one."""
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header:
+            raise Unauthorized("send Authorization: Bearer <token>; create a token with "
+                               "`twin token create --scope ...`")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+        principal = await self.tokens.authenticate(token.strip())
+        if principal is None:
+            raise Unauthorized("that token is not valid: it was revoked or mistyped")
+        return principal
+
+    async def public_document(self) -> dict[str, Any]:
+        """The twin's signed public document, served at ``/.well-known/twin``."""
+        identity = self.require_identity()
+        url = self.settings.url
+        document: dict[str, Any] = {
+            "type": "twin",
+            "did": identity.did,
+            "version": self.version,
+            "endpoints": {"api": f"{url}/api", "inbox": f"{url}/p2p/v1/inbox", "web": url},
+            "issued": int(time.time()),
+            "expires": int(time.time()) + DOCUMENT_TTL,
+        }
+        for cap_id, item in self.registry.loaded.items():
+            part = await item.capability.public_document()
+            if part is not None:
+                document[cap_id] = dict(part)
+        return {**document, "signature": identity.sign(document)}

@@ -1,0 +1,79 @@
+"""The domain errors every part of the twin raises; one place (``twin.http``) maps them to HTTP.
+
+    TwinError
+     ├── BadInput        input that does not fit (wrong type, too long, malformed)
+     │    └── TooLarge   a body or a value over its size limit
+     ├── Unauthorized    no credentials, or credentials that are not valid
+     ├── Forbidden       valid credentials without the scope the request needs
+     ├── NotFound
+     ├── Conflict        the request clashes with what is stored
+     ├── VaultLocked     the root secret is sealed and the twin has not been unlocked
+     ├── InvalidSignature
+     ├── WrongPassphrase
+     ├── RateLimited
+     └── PluginError     a capability or experience that cannot be loaded (manifest, dependencies)
+"""
+
+from __future__ import annotations
+
+
+class TwinError(Exception):
+    """Base of every error the twin raises on purpose; ``code`` is its stable machine name."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadInput(TwinError):
+    code = "bad_input"
+
+
+class Invalid(BadInput):
+    code = "invalid"
+
+
+class TooLarge(BadInput):
+    code = "too_large"
+
+
+class UnsupportedMedia(BadInput):
+    code = "unsupported_media_type"
+
+
+class Unauthorized(TwinError):
+    code = "unauthorized"
+
+
+class Forbidden(TwinError):
+    code = "forbidden"
+
+
+class NotFound(TwinError):
+    code = "not_found"
+
+
+class Conflict(TwinError):
+    code = "conflict"
+
+
+class VaultLocked(TwinError):
+    code = "locked"
+
+
+class InvalidSignature(TwinError):
+    code = "invalid_signature"
+
+
+class WrongPassphrase(TwinError):
+    code = "wrong_passphrase"
+
+
+class RateLimited(TwinError):
+    code = "rate_limited"
+
+
+class PluginError(TwinError):
+    code = "plugin_error"

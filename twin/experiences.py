@@ -1,0 +1,70 @@
+"""Experiences: folders with ``experience.toml``, templates and static files, and no Python."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from twin.errors import BadInput, PluginError
+from twin.manifest import ID_PATTERN, Manifest
+from twin.scopes import parse_scopes
+
+EXPERIENCE_FILE = "experience.toml"
+_KNOWN_KEYS = {"id", "name", "description", "uses", "icon"}
+
+
+@dataclass(frozen=True)
+class Experience:
+    """A thin browser UI: what it is called, which scopes it uses, where its files are."""
+
+    id: str
+    name: str
+    description: str
+    uses: frozenset[str]
+    root: Path
+    source: str
+    icon: str = ""
+
+    @property
+    def templates(self) -> Path:
+        return self.root / "templates"
+
+    @property
+    def static(self) -> Path:
+        return self.root / "static"
+
+
+def load_experience(root: Path, source: str, manifests: Mapping[str, Manifest]) -> Experience:
+    """Read ``experience.toml`` in ``root`` and check each ``uses`` entry names a real permission."""
+    path = root / EXPERIENCE_FILE
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PluginError(f"{path}: missing") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PluginError(f"{path}: not valid TOML ({exc})") from None
+    unknown = sorted(set(data) - _KNOWN_KEYS)
+    if unknown:
+        raise PluginError(f"{path}: unknown field(s) {', '.join(unknown)}")
+    exp_id = data.get("id")
+    if not isinstance(exp_id, str) or not ID_PATTERN.fullmatch(exp_id):
+        raise PluginError(f"{path}: id {exp_id!r} must match [a-z][a-z0-9_]*")
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise PluginError(f"{path}: name is required")
+    description = data.get("description", "")
+    icon = data.get("icon", "")
+    uses = data.get("uses", [])
+    if not isinstance(uses, list) or not all(isinstance(u, str) for u in uses):
+        raise PluginError(f"{path}: uses must be a list like [\"files:read\"]")
+    if "*" in uses or any(u.endswith(":*") for u in uses):
+        raise PluginError(f"{path}: uses must name each permission, not a wildcard")
+    try:
+        scopes = parse_scopes(uses, manifests) if uses else frozenset()
+    except BadInput as exc:
+        raise PluginError(f"{path}: {exc.message}") from None
+    if not (root / "templates" / "index.html").is_file():
+        raise PluginError(f"{path}: templates/index.html is missing")
+    return Experience(exp_id, name.strip(), str(description), scopes, root, source, str(icon))

@@ -1,0 +1,214 @@
+"""The one place where domain errors become HTTP, and where capability endpoints become routes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from twin.api import Call, Endpoint
+from twin.errors import (BadInput, Conflict, Forbidden, Invalid, InvalidSignature, NotFound,
+                         PluginError, RateLimited, TooLarge, TwinError, Unauthorized,
+                         UnsupportedMedia, VaultLocked, WrongPassphrase)
+from twin.scopes import PUBLIC, Principal
+
+if TYPE_CHECKING:
+    from twin.core import Twin
+
+log = logging.getLogger("twin.http")
+_json = msgspec.json.Encoder()
+
+STATUS: dict[type[TwinError], int] = {
+    Invalid: 422,
+    TooLarge: 413,
+    UnsupportedMedia: 415,
+    BadInput: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    WrongPassphrase: 403,
+    NotFound: 404,
+    Conflict: 409,
+    VaultLocked: 423,
+    RateLimited: 429,
+    InvalidSignature: 400,
+    PluginError: 500,
+}
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type",
+               429: "rate_limited"}
+
+
+def status_of(exc: TwinError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+def error_json(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    body = _json.encode({"error": {"code": code, "message": message}})
+    return Response(body, status, headers=headers, media_type="application/json")
+
+
+def error_response(exc: TwinError) -> Response:
+    status = status_of(exc)
+    headers = {"WWW-Authenticate": 'Bearer realm="twin"'} if status == 401 else None
+    return error_json(status, exc.code, exc.message, headers)
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    message = {404: f"nothing at {request.url.path}",
+               405: f"{request.method} is not allowed on {request.url.path}"}.get(status, exc.detail)
+    return error_json(status, _HTTP_CODES.get(status, "error"), message, exc.headers)
+
+
+async def twin_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TwinError)
+    return error_response(exc)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_json(500, "internal", "the twin failed unexpectedly; its log has the details")
+
+
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_json.encode(value), status, headers=headers, media_type="application/json")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to pass ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadInput("Content-Length must be a number")
+        if int(declared) > limit:
+            raise TooLarge(f"the body is {int(declared)} bytes; the limit is {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def decode_body(request: Request, endpoint: Endpoint, limit: int) -> tuple[Any, bytes]:
+    if endpoint.body is None and not endpoint.raw_body:
+        return None, b""
+    raw = await read_body(request, endpoint.max_body or limit)
+    media = _media_type(request)
+    if endpoint.raw_body:
+        if media not in endpoint.raw_body:
+            raise UnsupportedMedia(f"send the body as one of: {', '.join(endpoint.raw_body)}")
+        return None, raw
+    if media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMedia("send the body as JSON with Content-Type: application/json")
+    if not raw:
+        raise BadInput("a JSON body is required")
+    try:
+        return msgspec.json.decode(raw, type=endpoint.body), raw
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"the body does not fit: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise BadInput(f"the body is not valid JSON: {exc}") from None
+
+
+def render(result: Any, endpoint: Endpoint) -> Response:
+    if isinstance(result, Response):
+        return result
+    if result is None:
+        return Response(status_code=204)
+    return json_response(result, endpoint.status)
+
+
+def endpoint_route(twin: Twin, cap_id: str, endpoint: Endpoint) -> Route:
+    """Wrap a capability endpoint: authenticate, authorise, check the lock, decode, log."""
+    path = f"/api/{cap_id}{endpoint.path}"
+    scope_name = f"{cap_id}:{endpoint.permission}"
+
+    async def handle(request: Request) -> Response:
+        principal: Principal = PUBLIC
+        try:
+            if endpoint.permission is not None:
+                principal = await twin.authenticate(request)
+                if not principal.allows(cap_id, endpoint.permission):
+                    raise Forbidden(f"this needs the scope {scope_name}, which was not granted "
+                                    f"to {principal.label}")
+                twin.limiter.check(principal.label)
+            if twin.vault.locked and not endpoint.allow_locked:
+                raise VaultLocked("the twin is locked: unlock it with its passphrase "
+                                  "(`twin serve` asks for it, or POST /api/twin/unlock)")
+            body, raw = await decode_body(request, endpoint, twin.settings.max_body)
+            response = render(await endpoint.handler(Call(request, principal, body, raw)), endpoint)
+        except TwinError as exc:
+            response = error_response(exc)
+        if endpoint.permission is not None:
+            twin.access.record(principal.label if principal is not PUBLIC else "anonymous",
+                               cap_id, endpoint.permission, request.method, path,
+                               response.status_code)
+        return response
+
+    return Route(path, handle, methods=[endpoint.method], name=f"{cap_id}:{endpoint.handler.__name__}")
+
+
+class RateLimiter:
+    """A token bucket per principal: ``rate`` requests a second, bursts up to four times that."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def check(self, key: str) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        burst = self.rate * 4
+        tokens, last = self._buckets.get(key, (burst, now))
+        tokens = min(burst, tokens + (now - last) * self.rate)
+        if tokens < 1:
+            raise RateLimited(f"too many requests from {key}; the limit is {self.rate:g} a "
+                              "second, try again shortly")
+        self._buckets[key] = (tokens - 1, now)
+
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy",
+     b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+     b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"),
+]
+
+
+class SecurityHeaders:
+    """Adds the browser-safety headers to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

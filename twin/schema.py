@@ -1,0 +1,64 @@
+"""The core's own tables, as its named, ordered migration set (owner ``twin``)."""
+
+from __future__ import annotations
+
+from twin.db import Migration
+
+MIGRATIONS = (
+    Migration("create tokens", """
+        CREATE TABLE twin_tokens (
+            id TEXT PRIMARY KEY,
+            hash BLOB NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            name BLOB NOT NULL,
+            scopes TEXT NOT NULL,
+            experience TEXT,
+            created REAL NOT NULL,
+            last_used REAL
+        );
+    """),
+    Migration("create grants", """
+        CREATE TABLE twin_grants (
+            experience TEXT PRIMARY KEY,
+            scopes TEXT NOT NULL,
+            nonce TEXT NOT NULL,
+            granted REAL NOT NULL
+        );
+    """),
+    Migration("create sessions and links", """
+        CREATE TABLE twin_sessions (
+            hash BLOB PRIMARY KEY,
+            created REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            expires REAL NOT NULL
+        );
+        CREATE TABLE twin_links (
+            hash BLOB PRIMARY KEY,
+            purpose TEXT NOT NULL,
+            created REAL NOT NULL,
+            expires REAL NOT NULL,
+            used REAL
+        );
+    """),
+    Migration("create access log", """
+        CREATE TABLE twin_access (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            principal TEXT NOT NULL,
+            capability TEXT NOT NULL,
+            permission TEXT NOT NULL,
+            method TEXT NOT NULL,
+            route TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            outcome TEXT NOT NULL
+        );
+        CREATE INDEX twin_access_principal ON twin_access (principal, id);
+    """),
+    Migration("create permission record", """
+        CREATE TABLE twin_permissions (
+            capability TEXT NOT NULL,
+            permission TEXT NOT NULL,
+            PRIMARY KEY (capability, permission)
+        );
+    """),
+)

@@ -1,0 +1,65 @@
+"""Scopes (``capability:permission``, ``capability:*``, ``*``) and the principal a request acts as."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from twin.errors import BadInput
+from twin.manifest import Manifest
+
+SCOPE_PATTERN = re.compile(r"\*|[a-z][a-z0-9_]{0,39}:(\*|[a-z][a-z0-9_]{0,39})")
+MAX_SCOPES = 64
+
+
+def parse_scopes(scopes: Iterable[str], manifests: Mapping[str, Manifest]) -> frozenset[str]:
+    """Check each scope's form and that it names a real, current permission."""
+    result = set()
+    for scope in scopes:
+        if not isinstance(scope, str) or not SCOPE_PATTERN.fullmatch(scope):
+            raise BadInput(f"scope {scope!r} must look like files:read, files:* or *")
+        if scope != "*":
+            cap_id, permission = scope.split(":")
+            manifest = manifests.get(cap_id)
+            if manifest is None:
+                raise BadInput(f"scope {scope!r}: no capability {cap_id!r} is installed")
+            if permission != "*":
+                declared = manifest.permission(permission)
+                if declared is None:
+                    known = ", ".join(sorted(manifest.permissions)) or "none"
+                    raise BadInput(f"scope {scope!r}: {cap_id} has no permission "
+                                   f"{permission!r} (it has: {known})")
+                if declared.obsolete:
+                    raise BadInput(f"scope {scope!r}: that permission is obsolete")
+        result.add(scope)
+    if not result:
+        raise BadInput("give at least one scope")
+    if len(result) > MAX_SCOPES:
+        raise BadInput(f"at most {MAX_SCOPES} scopes")
+    return frozenset(result)
+
+
+def covers(scopes: frozenset[str], capability: str, permission: str) -> bool:
+    """Whether ``scopes`` include ``capability:permission``."""
+    return ("*" in scopes or f"{capability}:*" in scopes
+            or f"{capability}:{permission}" in scopes)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for: the owner, one of their tokens, or an experience."""
+
+    kind: str  # "owner", "token", "experience", "public"
+    id: str
+    scopes: frozenset[str]
+
+    def allows(self, capability: str, permission: str) -> bool:
+        return covers(self.scopes, capability, permission)
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+PUBLIC = Principal("public", "-", frozenset())

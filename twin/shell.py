@@ -1,0 +1,168 @@
+"""The shell: the owner's pages at ``/`` (sign-in by setup link, experiences, grants, activity)
+and each experience's page and static files under ``/x/<id>/``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import jinja2
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from twin.errors import Forbidden, NotFound
+from twin.experiences import Experience
+from twin.http import error_json
+
+if TYPE_CHECKING:
+    from twin.core import Twin
+
+COOKIE = "twin_session"
+
+
+def _web_root() -> Path:
+    import twin_web
+
+    return Path(twin_web.__file__).parent
+
+
+def shell_loader() -> jinja2.BaseLoader:
+    return jinja2.FileSystemLoader(_web_root() / "shell" / "templates")
+
+
+def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
+    env = jinja2.Environment(loader=loader, autoescape=True, auto_reload=False)
+    env.filters["when"] = lambda ts: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    return env
+
+
+def same_origin(request: Request, twin: Twin) -> None:
+    """Refuse a state-changing browser request that did not come from the twin's own pages."""
+    site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    if site is None and origin is None:
+        raise Forbidden("this form must be sent by a browser from the twin's own page")
+    if site is not None and site not in ("same-origin", "none"):
+        raise Forbidden("cross-site request refused")
+    if origin is not None:
+        own = {f"{request.url.scheme}://{request.headers.get('host', '')}",
+               twin.settings.url}
+        parts = urlsplit(origin)
+        if f"{parts.scheme}://{parts.netloc}" not in own:
+            raise Forbidden(f"request from another origin ({origin}) refused")
+
+
+def shell_routes(twin: Twin) -> list[BaseRoute]:
+    """The shell's routes plus one page route and one static mount per experience."""
+    shell = _environment(shell_loader())
+    experience_envs = {
+        exp.id: _environment(jinja2.ChoiceLoader([
+            jinja2.FileSystemLoader(exp.templates),
+            jinja2.PrefixLoader({"twin": shell_loader()}),
+        ]))
+        for exp in twin.registry.experiences.values()
+    }
+    secure = twin.settings.url.startswith("https://")
+
+    def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        context.setdefault("twin", twin)
+        return HTMLResponse(shell.get_template(name).render(**context), status,
+                            headers={"Cache-Control": "no-store"})
+
+    async def signed_in(request: Request) -> bool:
+        return await twin.sessions.check(request.cookies.get(COOKIE))
+
+    async def home(request: Request) -> Response:
+        if not await signed_in(request):
+            return page("welcome.html")
+        grants = await twin.grants.all()
+        return page("home.html", experiences=sorted(twin.registry.experiences.values(),
+                                                    key=lambda e: e.name.lower()),
+                    grants=grants, failed=twin.registry.failed)
+
+    async def setup(request: Request) -> Response:
+        secret = request.path_params["secret"]
+        if not await twin.sessions.link_valid(secret):
+            return page("link_dead.html", status=410)
+        if request.method == "GET":
+            return page("setup.html", secret=secret)
+        same_origin(request, twin)
+        if not await twin.sessions.use_link(secret):
+            return page("link_dead.html", status=410)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(COOKIE, await twin.sessions.start(), httponly=True,
+                            samesite="strict", secure=secure, path="/")
+        return response
+
+    async def logout(request: Request) -> Response:
+        same_origin(request, twin)
+        await twin.sessions.end(request.cookies.get(COOKIE))
+        response = RedirectResponse("/", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    async def activity(request: Request) -> Response:
+        if not await signed_in(request):
+            return RedirectResponse("/", status_code=303)
+        return page("activity.html", entries=await twin.access.entries(limit=200))
+
+    def find(request: Request) -> Experience:
+        exp = twin.registry.experiences.get(request.path_params["exp"])
+        if exp is None:
+            raise NotFound(f"no experience {request.path_params['exp']!r} is installed")
+        return exp
+
+    async def experience(request: Request) -> Response:
+        try:
+            exp = find(request)
+        except NotFound as missing:
+            return page("not_found.html", status=404, message=missing.message)
+        if not await signed_in(request):
+            return RedirectResponse("/", status_code=303)
+        grant = await twin.grants.get(exp.id)
+        if grant is None and exp.uses:
+            manifests = twin.registry.manifests
+            wants = [(scope, manifests[scope.split(":")[0]].permission(scope.split(":")[1]))
+                     for scope in sorted(exp.uses)]
+            return page("grant.html", experience=exp, wants=wants)
+        token = twin.grants.token(grant) if grant else ""
+        html = experience_envs[exp.id].get_template("index.html").render(
+            experience=exp, token=token, did=twin.did, version=twin.version,
+            granted=sorted(grant.scopes) if grant else [])
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+    async def grant(request: Request) -> Response:
+        exp = find(request)
+        if not await signed_in(request):
+            return error_json(401, "unauthorized", "sign in to the twin first")
+        same_origin(request, twin)
+        await twin.grants.grant(exp, exp.uses)
+        return RedirectResponse(f"/x/{exp.id}/", status_code=303)
+
+    async def revoke(request: Request) -> Response:
+        exp = find(request)
+        if not await signed_in(request):
+            return error_json(401, "unauthorized", "sign in to the twin first")
+        same_origin(request, twin)
+        await twin.grants.revoke(exp.id)
+        return RedirectResponse("/", status_code=303)
+
+    routes: list[BaseRoute] = [
+        Route("/", home, methods=["GET"]),
+        Route("/setup/{secret}", setup, methods=["GET", "POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/activity", activity, methods=["GET"]),
+        Mount("/static", app=StaticFiles(directory=_web_root() / "shell" / "static"),
+              name="static"),
+        Route("/x/{exp}/", experience, methods=["GET"]),
+        Route("/x/{exp}/grant", grant, methods=["POST"]),
+        Route("/x/{exp}/revoke", revoke, methods=["POST"]),
+    ]
+    for exp in twin.registry.experiences.values():
+        if exp.static.is_dir():
+            routes.append(Mount(f"/x/{exp.id}/static", app=StaticFiles(directory=exp.static)))
+    return routes

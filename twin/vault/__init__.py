@@ -1,0 +1,6 @@
+"""Encryption at rest: keys derived from the root seed per owner and purpose, and boxes using them."""
+
+from twin.vault._box import Box
+from twin.vault._keys import Vault
+
+__all__ = ["Box", "Vault"]
