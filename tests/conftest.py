@@ -108,11 +108,11 @@ def serve(tmp_path: Path) -> Iterator[Any]:
         data_dir = data_dir or tmp_path / f"twin-{port}"
         log = tmp_path / f"serve-{port}.log"
         full_env = {**os.environ, "TWIN_RATE_LIMIT": "0", **(env or {})}
-        handle = log.open("w")
-        proc = subprocess.Popen(
-            twin_command("serve", "--data-dir", str(data_dir), "--port", str(port), *extra),
-            stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.PIPE if stdin else
-            subprocess.DEVNULL, env=full_env, text=True)
+        with log.open("w") as handle:
+            proc = subprocess.Popen(
+                twin_command("serve", "--data-dir", str(data_dir), "--port", str(port), *extra),
+                stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.PIPE if stdin else
+                subprocess.DEVNULL, env=full_env, text=True)
         if stdin:
             assert proc.stdin is not None
             proc.stdin.write(stdin)

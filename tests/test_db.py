@@ -19,7 +19,7 @@ from twin.errors import BadInput, Conflict
 pytestmark = pytest.mark.anyio
 
 NOTES = [
-    Migration("create notes", "CREATE TABLE notes_items (id INTEGER PRIMARY KEY, body TEXT NOT NULL)"),
+    Migration("create notes", "CREATE TABLE notes_items (id INTEGER PRIMARY KEY, body TEXT)"),
     Migration(
         "add tags",
         """
@@ -98,6 +98,30 @@ async def test_a_failing_job_fails_only_its_caller(db: Database) -> None:
     rows = await db.fetchall("SELECT v FROM t ORDER BY id")
     # The failed executemany left none of its rows behind, not even "x" and "y".
     assert [row["v"] for row in rows] == ["taken", "one", "two"]
+
+
+async def test_a_job_that_loses_the_whole_transaction_fails_alone(db: Database) -> None:
+    await db.execute("INSERT INTO t (v) VALUES ('taken')")
+    calls = 0
+
+    async def counted(conn: aiosqlite.Connection) -> None:
+        nonlocal calls
+        calls += 1
+        await conn.execute("INSERT INTO t (v) VALUES ('from fn')")
+
+    # OR ROLLBACK ends the shared transaction, so the batch is retried without that job.
+    outcomes = await asyncio.gather(
+        db.execute("INSERT INTO t (v) VALUES ('before')"),
+        db.transaction(counted),
+        db.execute("INSERT OR ROLLBACK INTO t (v) VALUES ('taken')"),
+        db.execute("INSERT INTO t (v) VALUES ('after')"),
+        return_exceptions=True,
+    )
+    kinds = [type(outcome) for outcome in outcomes]
+    assert kinds == [WriteResult, type(None), sqlite3.IntegrityError, WriteResult]
+    rows = await db.fetchall("SELECT v FROM t ORDER BY id")
+    assert [row["v"] for row in rows] == ["taken", "before", "from fn", "after"]
+    assert calls == 2
 
 
 async def test_jobs_cannot_end_the_shared_transaction(db: Database) -> None:
@@ -291,7 +315,8 @@ async def test_a_failing_migration_keeps_the_earlier_ones(db: Database) -> None:
         await db.migrate("notes", broken)
     assert "in migration 'half done' of 'notes'" in (raised.value.__notes__ or [])
     assert await db.applied_migrations("notes") == ["create notes"]
-    tables = {row[0] for row in await db.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    rows = await db.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
+    tables = {row["name"] for row in rows}
     assert "notes_items" in tables
     assert "notes_half" not in tables and "notes_never" not in tables
 

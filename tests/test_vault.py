@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import nacl.hash
 import pytest
@@ -115,7 +116,7 @@ def test_plaintext_does_not_appear_in_the_ciphertext(vault: Vault) -> None:
 
 def test_wrong_context_owner_or_purpose_fails(vault: Vault) -> None:
     sealed = vault.box("notes").seal(b"body of note 1", context="note-1")
-    attempts = [
+    attempts: list[Callable[[], bytes]] = [
         lambda: vault.box("notes").open(sealed, context="note-2"),
         lambda: vault.box("notes").open(sealed),
         lambda: vault.box("chat").open(sealed, context="note-1"),
@@ -152,7 +153,8 @@ def test_truncated_or_foreign_input_fails(vault: Vault) -> None:
 
 def test_text_and_json(vault: Vault) -> None:
     box = vault.box("profile")
-    assert box.open_text(box.seal("grüße, 世界", context="name"), context="name") == "grüße, 世界"
+    text = "grüße, 世界"
+    assert box.open_text(box.seal(text, context="name"), context="name") == text
     value = {"name": "Zoë", "tags": ["a", "b"], "n": 3, "nested": {"ok": True, "none": None}}
     sealed = box.seal_json(value, context=b"7")
     assert box.open_json(sealed, context=b"7") == value

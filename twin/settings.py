@@ -19,10 +19,11 @@ class Setting:
     default: Any
     help: str
     parse: Callable[[str], Any] = str
+    env_name: str = ""
 
     @property
     def env(self) -> str:
-        return "TWIN_" + self.name.upper()
+        return self.env_name or "TWIN_" + self.name.upper()
 
     @property
     def flag(self) -> str:
@@ -65,6 +66,16 @@ def _public_url(text: str) -> str:
     return url
 
 
+def _rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise BadInput(f"rate limit must be a number of requests a second, got {text!r}") from None
+    if rate < 0 or rate != rate:
+        raise BadInput(f"rate limit must be 0 (off) or more, got {text!r}")
+    return rate
+
+
 def _log_level(text: str) -> str:
     level = text.strip().lower()
     if level not in {"debug", "info", "warning", "error"}:
@@ -74,7 +85,7 @@ def _log_level(text: str) -> str:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", None, "Where the twin keeps its key, database and files "
-            "(default: $XDG_DATA_HOME/twin, usually ~/.local/share/twin).", Path),
+            "(default: $XDG_DATA_HOME/twin, usually ~/.local/share/twin).", Path, "TWIN_HOME"),
     Setting("host", "127.0.0.1", "Address to listen on; 0.0.0.0 inside a container."),
     Setting("port", 8470, "Port to listen on.", _port),
     Setting("public_url", "", "The URL people and peers reach this twin at "
@@ -84,7 +95,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_body", 1024 * 1024, "Largest request body the API accepts, in bytes "
             "(suffixes k, m, g).", _size),
     Setting("rate_limit", 50.0, "Requests a second each token may make, in bursts of four "
-            "times that; 0 turns the limit off.", float),
+            "times that; 0 turns the limit off.", _rate),
     Setting("log_level", "info", "debug, info, warning or error.", _log_level),
 )
 

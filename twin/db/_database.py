@@ -38,7 +38,7 @@ _SAVE = f"/* twin */ SAVEPOINT {_SAVEPOINT}"
 _RELEASE = f"/* twin */ RELEASE {_SAVEPOINT}"
 _UNDO = f"/* twin */ ROLLBACK TO {_SAVEPOINT}"
 
-_INSERTS = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*(?:insert|replace)\b", re.I | re.S)
+_INSERTS = re.compile(r"(?:\s|--[^\n]*(?:\n|$)|/\*.*?\*/)*(?:insert|replace)\b", re.I | re.S)
 
 
 @dataclass(frozen=True)
@@ -331,7 +331,9 @@ class Database:
             for position, migration in enumerate(migrations, start=1):
                 if migration.name in done:
                     continue
-                step = partial(_migrations.apply, owner=owner, position=position, migration=migration)
+                step = partial(
+                    _migrations.apply, owner=owner, position=position, migration=migration
+                )
                 if await self.transaction(partial(_call, fn=step)):
                     applied.append(migration.name)
             if applied:

@@ -1,4 +1,4 @@
-"""Encryption at rest: keys derived from the root seed per owner and purpose, and boxes using them."""
+"""Encryption at rest: keys derived from the root seed per owner and purpose, and their boxes."""
 
 from twin.vault._box import Box
 from twin.vault._keys import Vault

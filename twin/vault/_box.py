@@ -102,6 +102,6 @@ class Box:
             raise BadInput("decrypted data is not JSON") from None
 
     def blind(self, value: bytes | str) -> str:
-        """A deterministic keyed hash (64 hex digits) of ``value``, to index or compare sealed data."""
+        """A deterministic keyed hash (64 hex digits) of ``value``, to look sealed values up."""
         key = self._vault._derive(BLIND_DOMAIN, self.owner, self.purpose)
         return keyed_hash(_as_bytes(value, "value"), key).hex()
