@@ -223,12 +223,12 @@ class AdminCapability(Capability):
         return [AccessEntry(**row) for row in rows]
 
     async def unlock(self, call: Call) -> Unlocked:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        self._failed_unlocks = [t for t in self._failed_unlocks if now - t < 60]
-        if len(self._failed_unlocks) >= 5:
-            raise RateLimited("too many wrong passphrases; wait a minute and try again")
+        # The limit is checked inside the lock: attempts sent at once must not all pass it.
         async with self._unlocking:
+            now = asyncio.get_running_loop().time()
+            self._failed_unlocks = [t for t in self._failed_unlocks if now - t < 60]
+            if len(self._failed_unlocks) >= 5:
+                raise RateLimited("too many wrong passphrases; wait a minute and try again")
             if self.twin.vault.locked:
                 try:
                     await asyncio.to_thread(self.twin.unlock, call.body.passphrase)
