@@ -9,9 +9,22 @@ from twin.__about__ import __version__
 from twin.api import Call, Endpoint
 from twin.capability import Capability, Context
 from twin.db import Migration
-from twin.errors import (BadInput, Conflict, Forbidden, Invalid, InvalidSignature, NotFound,
-                         PluginError, RateLimited, TooLarge, TwinError, Unauthorized,
-                         UnsupportedMedia, VaultLocked, WrongPassphrase)
+from twin.errors import (
+                         BadInput,
+                         Conflict,
+                         Forbidden,
+                         Invalid,
+                         InvalidSignature,
+                         NotFound,
+                         PluginError,
+                         RateLimited,
+                         TooLarge,
+                         TwinError,
+                         Unauthorized,
+                         UnsupportedMedia,
+                         VaultLocked,
+                         WrongPassphrase,
+)
 from twin.manifest import Manifest, Permission
 
 __all__ = [

@@ -36,7 +36,8 @@ class AccessLog:
                       principal: str | None = None) -> list[dict[str, Any]]:
         """Newest first; ``before`` is the id to page back from."""
         await self._db.flush()
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[object] = []
         if before is not None:
             clauses.append("id < ?")
             params.append(before)

@@ -20,7 +20,8 @@ from twin.scopes import parse_scopes
 from twin.tokens import MAX_NAME
 
 if TYPE_CHECKING:
-    from twin.core import Builtin, Twin
+    from twin.core import Twin
+    from twin.registry import Builtin
 
 MANIFEST = parse_manifest({
     "id": "twin",

@@ -16,8 +16,15 @@ from starlette.types import Receive, Scope, Send
 from twin import openapi
 from twin.core import Twin
 from twin.errors import TwinError
-from twin.http import (SecurityHeaders, endpoint_route, error_response, http_exception,
-                       json_response, server_error, twin_error)
+from twin.http import (
+    SecurityHeaders,
+    endpoint_route,
+    error_response,
+    http_exception,
+    json_response,
+    server_error,
+    twin_error,
+)
 from twin.settings import Settings
 from twin.shell import shell_routes
 
@@ -91,6 +98,9 @@ class _Deferred:
             twin = await Twin.open(self.settings, passphrase)
             await twin.start()
             self.app = create_app(twin)
+            secret = await twin.sessions.create_link()
+            print(f"Sign in (works once, for one hour): {self.settings.url}/setup/{secret}",
+                  flush=True)
         assert self.app is not None, "the server must run the lifespan (lifespan='on')"
         await self.app(scope, receive, send)
 

@@ -209,7 +209,7 @@ def serve(**flags: Any) -> None:
 
     async def run() -> None:
         twin = await _open(settings, unlock=False)
-        for attempt in range(3):
+        for _ in range(3):
             if not twin.vault.locked or not sys.stdin.isatty() or settings.passphrase_file:
                 break
             try:
@@ -260,11 +260,10 @@ def dev(**flags: Any) -> None:
         value = getattr(settings, setting.name, None)
         if value is not None and value != "":
             os.environ[setting.env] = str(value)
-    watched = {Path(__file__).parent}
-    import twin_capabilities
-    import twin_web
+    from twin.experiences import package_folder
 
-    watched |= {Path(twin_web.__file__).parent, Path(twin_capabilities.__file__).parent}
+    watched = {Path(__file__).parent, package_folder("twin_web"),
+               package_folder("twin_capabilities")}
     for source in find_sources():
         try:
             watched.add(package_dir(source))

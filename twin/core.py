@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +13,13 @@ from starlette.requests import Request
 
 from twin.__about__ import __version__
 from twin.accesslog import AccessLog
-from twin.capability import Capability, Context
 from twin.db import Database
 from twin.errors import BadInput, Unauthorized, VaultLocked
+from twin.experiences import web_root
 from twin.grants import Grants
 from twin.http import RateLimiter
 from twin.identity import Identity, KeyFile, read_key_file, write_key_file
-from twin.manifest import Manifest
-from twin.registry import Registry, Source, find_sources
+from twin.registry import Builtin, Registry, Source, find_sources
 from twin.schema import MIGRATIONS
 from twin.scopes import Principal
 from twin.sessions import Sessions
@@ -30,15 +29,11 @@ from twin.vault import Vault
 
 log = logging.getLogger("twin")
 DOCUMENT_TTL = 24 * 3600
-Builtin = tuple[Callable[[Context], Capability], Manifest, Path]
 
 
 def experience_dirs() -> list[Path]:
     """The experiences shipped in ``web/`` (every folder with an experience.toml)."""
-    import twin_web
-
-    root = Path(twin_web.__file__).parent
-    return sorted(p.parent for p in root.glob("*/experience.toml"))
+    return sorted(p.parent for p in web_root().glob("*/experience.toml"))
 
 
 def initialize(settings: Settings, *, passphrase: str | None = None,
@@ -47,8 +42,12 @@ def initialize(settings: Settings, *, passphrase: str | None = None,
     if settings.key_path.exists():
         raise BadInput(f"{settings.data_dir} already holds a twin ({settings.key_path.name}); "
                        "use another --data-dir, or move it away first")
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(settings.data_dir, 0o700)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(settings.data_dir, 0o700)
+    except OSError as exc:
+        raise BadInput(f"cannot use {settings.data_dir} as the data directory: "
+                       f"{exc.strerror}") from None
     identity = identity or Identity.generate()
     write_key_file(settings.key_path, identity, passphrase)
     return identity

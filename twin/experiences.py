@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,6 +13,18 @@ from twin.manifest import ID_PATTERN, Manifest
 from twin.scopes import parse_scopes
 
 EXPERIENCE_FILE = "experience.toml"
+
+
+def package_folder(package: str) -> Path:
+    """The folder of one of the twin's data packages (``twin_web``, ``twin_capabilities``)."""
+    spec = importlib.util.find_spec(package)
+    assert spec is not None and spec.submodule_search_locations, f"{package} is not installed"
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def web_root() -> Path:
+    """The shipped ``web/`` folder: the shell's templates and static files, built-in experiences."""
+    return package_folder("twin_web")
 _KNOWN_KEYS = {"id", "name", "description", "uses", "icon"}
 
 

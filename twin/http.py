@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -14,9 +15,22 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from twin.api import Call, Endpoint
-from twin.errors import (BadInput, Conflict, Forbidden, Invalid, InvalidSignature, NotFound,
-                         PluginError, RateLimited, TooLarge, TwinError, Unauthorized,
-                         UnsupportedMedia, VaultLocked, WrongPassphrase)
+from twin.errors import (
+    BadInput,
+    Conflict,
+    Forbidden,
+    Invalid,
+    InvalidSignature,
+    NotFound,
+    PluginError,
+    RateLimited,
+    TooLarge,
+    TwinError,
+    Unauthorized,
+    UnsupportedMedia,
+    VaultLocked,
+    WrongPassphrase,
+)
 from twin.scopes import PUBLIC, Principal
 
 if TYPE_CHECKING:
@@ -52,7 +66,8 @@ def status_of(exc: TwinError) -> int:
     return 400
 
 
-def error_json(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+def error_json(status: int, code: str, message: str,
+               headers: Mapping[str, str] | None = None) -> Response:
     body = _json.encode({"error": {"code": code, "message": message}})
     return Response(body, status, headers=headers, media_type="application/json")
 
@@ -125,6 +140,8 @@ async def decode_body(request: Request, endpoint: Endpoint, limit: int) -> tuple
         raise Invalid(f"the body does not fit: {exc}") from None
     except msgspec.DecodeError as exc:
         raise BadInput(f"the body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise BadInput("the body is not valid JSON: a string in it is not valid UTF-8") from None
 
 
 def render(result: Any, endpoint: Endpoint) -> Response:

@@ -42,15 +42,16 @@ def build(capabilities: Iterable[tuple[str, str, Iterable[Endpoint]]], version: 
     """``capabilities`` is (id, name, endpoints) for each loaded capability."""
     types: list[Any] = [ErrorBody, Health]
     operations: list[tuple[str, str, Endpoint]] = []
-    tags = []
+    tags = [{"name": "twin", "description": "The twin itself"}]
     for cap_id, name, endpoints in capabilities:
-        tags.append({"name": cap_id, "description": name})
+        if cap_id != "twin":
+            tags.append({"name": cap_id, "description": name})
         for endpoint in endpoints:
             operations.append((cap_id, f"/api/{cap_id}{endpoint.path}", endpoint))
             types += [t for t in (endpoint.body, endpoint.response) if t is not None]
     schemas, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}")
-    schema_of = dict(zip(map(id, types), schemas))
+    schema_of = dict(zip(map(id, types), schemas, strict=True))
     error_ref = schema_of[id(ErrorBody)]
     paths: dict[str, dict[str, Any]] = {
         "/api/health": {"get": {
@@ -110,7 +111,7 @@ def build(capabilities: Iterable[tuple[str, str, Iterable[Endpoint]]], version: 
         "openapi": "3.1.0",
         "info": {"title": "twin", "version": version,
                  "description": "The local API of a twin: every capability under /api/<id>/."},
-        "tags": [{"name": "twin", "description": "The twin itself"}] + tags,
+        "tags": tags,
         "paths": paths,
         "components": {
             "schemas": components,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -23,6 +23,9 @@ from twin.vault import Vault
 GROUP = "twin.capabilities"
 RESERVED_IDS = frozenset({"twin", "health", "openapi"})
 log = logging.getLogger("twin.registry")
+Factory = Callable[[Context], Capability]
+Builtin = tuple[Factory, Manifest, Path]
+"""A capability that ships inside the core: how to build it, its manifest, its folder."""
 
 
 @dataclass(frozen=True)
@@ -100,12 +103,12 @@ class Registry:
         log.error("capability %s disabled: %s", cap_id, reason)
         self.failed[cap_id] = reason
 
-    async def load(self, builtin: Sequence[tuple[type[Capability], Manifest, Path]],
+    async def load(self, builtin: Sequence[Builtin],
                    sources: Sequence[Source], *, db: Database, vault: Vault,
                    settings: Settings, did: str, experience_dirs: Sequence[Path]) -> None:
         """Read every manifest, then import, migrate and start capabilities in dependency order."""
         manifests: dict[str, tuple[Manifest, Path, Source | None]] = {}
-        for cls, manifest, folder in builtin:
+        for _, manifest, folder in builtin:
             manifests[manifest.id] = (manifest, folder, None)
         for source in sources:
             try:
@@ -120,19 +123,19 @@ class Registry:
         ordered, unresolved = dependency_order(m for m, _, _ in manifests.values())
         for cap_id, reason in unresolved.items():
             self.fail(cap_id, reason)
-        classes = {manifest.id: cls for cls, manifest, _ in builtin}
+        factories = {manifest.id: factory for factory, manifest, _ in builtin}
         for manifest in ordered:
-            _, folder, source = manifests[manifest.id]
+            _, folder, origin = manifests[manifest.id]
             missing = [dep for dep in manifest.requires if dep not in self.loaded]
             if missing:
                 self.fail(manifest.id, f"requires {', '.join(missing)}, which could not be loaded")
                 continue
             try:
-                cls = classes.get(manifest.id) or _import(source)
+                factory = factories.get(manifest.id) or _import(origin)
                 context = Context(manifest, db, vault, settings, did, folder,
                                   {dep: self.loaded[dep].capability for dep in manifest.requires})
                 await _record_permissions(db, manifest)
-                capability = cls(context)
+                capability = factory(context)
                 await db.migrate(manifest.id, capability.migrations)
                 endpoints = _check_routes(manifest, capability.routes())
                 await capability.startup()
@@ -140,13 +143,13 @@ class Registry:
                 reason = exc.message if isinstance(exc, TwinError) else f"{type(exc).__name__}: {exc}"
                 self.fail(manifest.id, reason)
                 continue
-            label = source.distribution if source else "twin (built in)"
+            label = origin.distribution if origin else "twin (built in)"
             self.loaded[manifest.id] = Loaded(capability, manifest, endpoints, label)
         self._load_experiences(experience_dirs)
 
     def _load_experiences(self, experience_dirs: Sequence[Path]) -> None:
         roots = [(d, "twin (built in)") for d in experience_dirs]
-        for cap_id, item in self.loaded.items():
+        for item in self.loaded.values():
             folder = item.capability.context.package_dir
             roots += [(folder / sub, item.source) for sub in item.manifest.experiences]
         manifests = self.manifests
@@ -169,8 +172,9 @@ class Registry:
                 log.exception("capability %s failed to shut down", item.manifest.id)
 
 
-def _import(source: Source | None) -> type[Capability]:
-    assert source is not None and source.entry_point is not None
+def _import(source: Source | None) -> Factory:
+    if source is None or source.entry_point is None:
+        raise PluginError("no entry point to import")
     cls: Any = source.entry_point.load()
     if not (isinstance(cls, type) and issubclass(cls, Capability)):
         raise PluginError(f"{source.value} is not a subclass of twin.Capability")

@@ -140,7 +140,10 @@ class Settings:
             if flags.get(setting.name) is not None:
                 values[setting.name] = flags[setting.name]
             elif env.get(setting.env):
-                values[setting.name] = setting.parse(env[setting.env])
+                try:
+                    values[setting.name] = setting.parse(env[setting.env])
+                except BadInput as exc:
+                    raise BadInput(f"{setting.env}: {exc.message}") from None
         if values.get("data_dir") is not None:
             values["data_dir"] = Path(values["data_dir"]).expanduser()
         known = {f.name for f in fields(cls)}

@@ -4,7 +4,6 @@ and each experience's page and static files under ``/x/<id>/``."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -15,7 +14,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from twin.errors import Forbidden, NotFound
-from twin.experiences import Experience
+from twin.experiences import Experience, web_root
 from twin.http import error_json
 
 if TYPE_CHECKING:
@@ -24,14 +23,8 @@ if TYPE_CHECKING:
 COOKIE = "twin_session"
 
 
-def _web_root() -> Path:
-    import twin_web
-
-    return Path(twin_web.__file__).parent
-
-
 def shell_loader() -> jinja2.BaseLoader:
-    return jinja2.FileSystemLoader(_web_root() / "shell" / "templates")
+    return jinja2.FileSystemLoader(web_root() / "shell" / "templates")
 
 
 def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
@@ -156,7 +149,7 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
         Route("/setup/{secret}", setup, methods=["GET", "POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/activity", activity, methods=["GET"]),
-        Mount("/static", app=StaticFiles(directory=_web_root() / "shell" / "static"),
+        Mount("/static", app=StaticFiles(directory=web_root() / "shell" / "static"),
               name="static"),
         Route("/x/{exp}/", experience, methods=["GET"]),
         Route("/x/{exp}/grant", grant, methods=["POST"]),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from twin.db import Database
 from twin.errors import BadInput, NotFound
 from twin.scopes import Principal
-from twin.vault import Vault
+from twin.vault import Box, Vault
 
 TOKEN_PREFIX = "twin_"
 MAX_NAME = 64
@@ -56,7 +56,7 @@ class Tokens:
         self._cache: dict[bytes, tuple[Principal, float]] = {}
         self._touched: dict[bytes, float] = {}
 
-    def _names(self):  # type: ignore[no-untyped-def]
+    def _names(self) -> Box:
         return self._vault.box("twin", "token-names")
 
     async def create(self, scopes: frozenset[str], name: str) -> tuple[TokenInfo, str]:

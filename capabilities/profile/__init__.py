@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import msgspec
 from starlette.responses import Response
 
-from twin import Call, Capability, Endpoint, Migration, NotFound, BadInput, api
+from twin import BadInput, Call, Capability, Endpoint, Migration, NotFound, api
 
 MAX_AVATAR = 512 * 1024
 _AVATAR_TYPES = {
