@@ -144,8 +144,10 @@ async def test_tokens_are_created_listed_and_revoked_through_the_api(tw: Running
 
     mine = {"Authorization": f"Bearer {secret}"}
     assert (await tw.client.get("/api/profile/", headers=mine)).status_code == 200
-    assert (await tw.client.delete(f"/api/twin/tokens/{info['id']}", headers=admin)).status_code == 204
-    assert error_of(await tw.client.get("/api/profile/", headers=mine), 401)["code"] == "unauthorized"
+    revoked = await tw.client.delete(f"/api/twin/tokens/{info['id']}", headers=admin)
+    assert revoked.status_code == 204
+    gone = await tw.client.get("/api/profile/", headers=mine)
+    assert error_of(gone, 401)["code"] == "unauthorized"
     after = await tw.client.get("/api/twin/tokens", headers=admin)
     assert info["id"] not in {t["id"] for t in after.json()}
     assert error_of(await tw.client.delete(f"/api/twin/tokens/{info['id']}", headers=admin),
@@ -210,8 +212,9 @@ async def test_avatar_upload_public_read_and_delete(tw: Running) -> None:
 async def test_bad_avatars_are_refused_and_keep_the_old_one(tw: Running) -> None:
     headers = await tw.auth("profile:*")
     png = tiny_png()
-    assert (await tw.client.put("/api/profile/avatar", content=png,
-                                headers={**headers, "Content-Type": "image/png"})).status_code == 200
+    first = await tw.client.put("/api/profile/avatar", content=png,
+                                headers={**headers, "Content-Type": "image/png"})
+    assert first.status_code == 200
 
     wrong_magic = await tw.client.put("/api/profile/avatar", content=b"GIF89a" + png[6:],
                                       headers={**headers, "Content-Type": "image/png"})
@@ -281,8 +284,10 @@ async def test_experiences_and_grants_through_the_api(tw: Running) -> None:
     assert (await tw.client.get("/api/profile/", headers=token)).status_code == 200
 
     assert (await tw.client.delete("/api/twin/grants/profile", headers=admin)).status_code == 204
-    assert error_of(await tw.client.get("/api/profile/", headers=token), 401)["code"] == "unauthorized"
-    after = {e["id"]: e for e in (await tw.client.get("/api/twin/experiences", headers=admin)).json()}
+    withdrawn = await tw.client.get("/api/profile/", headers=token)
+    assert error_of(withdrawn, 401)["code"] == "unauthorized"
+    listed = await tw.client.get("/api/twin/experiences", headers=admin)
+    after = {e["id"]: e for e in listed.json()}
     assert after["profile"]["granted"] == []
 
 

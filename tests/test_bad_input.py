@@ -53,7 +53,8 @@ async def put_raw(tw: Running, headers: dict[str, str], content: Any,
 # --- bodies ---------------------------------------------------------------------------------
 
 
-async def test_oversized_body_with_content_length_is_413(tw: Running, owner: dict[str, str]) -> None:
+async def test_oversized_body_with_content_length_is_413(
+        tw: Running, owner: dict[str, str]) -> None:
     body = json.dumps({"display_name": "x", "bio": "y" * tw.settings.max_body}).encode()
     response = await put_raw(tw, owner, body)
     error = error_of(response, 413)
@@ -239,7 +240,8 @@ async def test_path_tricks_are_404_and_never_a_file(tw: Running, path: str) -> N
     assert not any(s in response.text for s in SECRETS_ON_DISK)
 
 
-@pytest.mark.parametrize("experience", ["nope", "Profile", "%2e%2e", "..%2f..", "a" * 300, "prof%00ile"])
+@pytest.mark.parametrize("experience",
+                         ["nope", "Profile", "%2e%2e", "..%2f..", "a" * 300, "prof%00ile"])
 async def test_unknown_experience_in_grants_is_404(tw: Running, experience: str) -> None:
     admin = await tw.auth("twin:admin")
     put = await tw.client.put(f"/api/twin/grants/{experience}", json={"scopes": ["profile:read"]},

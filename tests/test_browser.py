@@ -64,6 +64,27 @@ def test_owner_signs_in_grants_profile_and_edits_it(serve: Any, tmp_path: Path) 
         page.reload()
         expect(page.locator("#display_name")).to_have_value("Ada Lovelace")
 
+        # The experience runs sandboxed: its script cannot use the owner's session to read the
+        # shell or grant itself more, only its own token on /api.
+        probe = page.evaluate("""async () => {
+            const out = {};
+            try {
+                const shell = await fetch("/", {credentials: "include"});
+                out.shell = await shell.text();
+            } catch (error) { out.shell = "blocked"; }
+            try {
+                const grant = await fetch("/x/profile/grant", {method: "POST", credentials: "include"});
+                out.grant = grant.status;
+            } catch (error) { out.grant = "blocked"; }
+            try { localStorage.setItem("k", "v"); out.storage = "open"; }
+            catch (error) { out.storage = "blocked"; }
+            out.origin = self.origin;
+            return out;
+        }""")
+        assert "Your experiences" not in probe["shell"]
+        assert probe["grant"] in ("blocked", 401, 403)
+        assert probe["origin"] == "null"
+
         public = httpx.get(twin.url + "/.well-known/twin").json()
         assert public["profile"]["display_name"] == "Ada Lovelace"
         assert public["profile"]["bio"].endswith("<script>x</script>")

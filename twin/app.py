@@ -17,6 +17,7 @@ from twin import openapi
 from twin.core import Twin
 from twin.errors import TwinError
 from twin.http import (
+    ApiCors,
     SecurityHeaders,
     endpoint_route,
     error_response,
@@ -73,7 +74,7 @@ def create_app(twin: Twin) -> Starlette:
             Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/.well-known/twin", well_known, methods=["GET"]),
         ],
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[Middleware(SecurityHeaders), Middleware(ApiCors)],
         exception_handlers={HTTPException: http_exception, TwinError: twin_error,
                             Exception: server_error},
         lifespan=lifespan,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -210,6 +211,24 @@ SECURITY_HEADERS = [
      b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
      b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"),
 ]
+
+
+class ApiCors:
+    """Lets experience pages, which run sandboxed in an opaque origin, call ``/api`` with their
+    bearer token; no cookie is ever honoured there, so any origin may read the answers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(
+            app, allow_origins=["*"], allow_methods=["*"],
+            allow_headers=["authorization", "content-type", "if-match", "if-none-match", "range"],
+            expose_headers=["etag", "location", "content-range"], max_age=3600)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(("/api/", "/.well-known/")):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 class SecurityHeaders:

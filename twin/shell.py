@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from twin.core import Twin
 
 COOKIE = "twin_session"
+# An experience page runs in an opaque origin: it cannot read the shell, use the owner's session
+# or reach another experience's storage; it talks to /api with its own token only.
+EXPERIENCE_SANDBOX = "sandbox allow-scripts allow-forms allow-popups allow-downloads allow-modals"
 
 
 def shell_loader() -> jinja2.BaseLoader:
@@ -126,7 +129,8 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
         html = experience_envs[exp.id].get_template("index.html").render(
             experience=exp, token=token, did=twin.did, version=twin.version,
             granted=sorted(grant.scopes) if grant else [])
-        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(html, headers={"Cache-Control": "no-store",
+                                           "Content-Security-Policy": EXPERIENCE_SANDBOX})
 
     async def grant(request: Request) -> Response:
         exp = find(request)

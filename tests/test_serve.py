@@ -1,0 +1,218 @@
+"""`twin serve` as a real process on loopback: first run, restarts, tokens from the CLI, the lock,
+a clean SIGTERM, and IPv6 loopback."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import Process, twin_command, wait_for
+
+pytestmark = pytest.mark.slow
+
+NUMBERED_WORD = re.compile(r"\b(\d+)\.\s+([a-z]+)\b")
+PASSPHRASE = "a long enough passphrase"
+
+
+def cli(*args: str | Path) -> str:
+    """Run a `twin` verb that must succeed; its standard output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
+    done = subprocess.run(twin_command(*map(str, args)), capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, env=env, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.strip()
+
+
+def stop(process: Process) -> int:
+    """SIGTERM, then the exit code once it has shut down."""
+    process.proc.send_signal(signal.SIGTERM)
+    return process.proc.wait(15)
+
+
+def health(process: Process) -> dict[str, Any]:
+    response = httpx.get(process.url + "/api/health", timeout=5)
+    assert response.status_code == 200
+    return dict(response.json())
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def setup_secret(output: str, port: int) -> str:
+    found = re.findall(rf"http://localhost:{port}/setup/([A-Za-z0-9_-]+)", output)
+    assert found, output
+    return str(found[-1])
+
+
+def test_first_run_prints_the_phrase_once_and_a_restart_keeps_the_did(serve: Any) -> None:
+    first = serve()
+    port = first.proc.args[first.proc.args.index("--port") + 1]
+    output = first.output()
+    did = health(first)["did"]
+    assert did in output
+    assert "Recovery phrase" in output
+    assert [int(n) for n, _ in NUMBERED_WORD.findall(output)] == list(range(1, 25))
+    assert f"Listening on http://127.0.0.1:{port}" in output
+    secret = setup_secret(output, int(port))
+
+    # The setup link signs the owner in once, and only once.
+    origin = {"Origin": first.url}
+    with httpx.Client(base_url=first.url, timeout=5) as browser:
+        assert browser.get(f"/setup/{secret}").status_code == 200
+        used = browser.post(f"/setup/{secret}", headers=origin)
+        assert used.status_code == 303 and "twin_session" in used.headers["set-cookie"]
+        assert browser.post(f"/setup/{secret}", headers=origin).status_code == 410
+
+    assert stop(first) in (0, -signal.SIGTERM)
+    second = serve(data_dir=first.data_dir)
+    again = second.output()
+    assert health(second)["did"] == did
+    assert "Recovery phrase" not in again
+    assert not NUMBERED_WORD.findall(again)
+    assert "/setup/" in again  # a fresh one-time link on every start
+
+
+def test_resident_memory_after_start_up_is_reported(serve: Any,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    process = serve()
+    health(process)
+    status = Path(f"/proc/{process.proc.pid}/status").read_text()
+    rss = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+    assert rss, status
+    with capsys.disabled():  # information only: memory is measured in bench/, never asserted
+        print(f"\n[info] twin serve RSS after start-up: {int(rss.group(1)) / 1024:.1f} MiB")
+
+
+def test_a_cli_token_works_on_the_running_twin_until_revoked(serve: Any) -> None:
+    process = serve()
+    token = cli("token", "create", "--scope", "profile:read", "--name", "live",
+                "--data-dir", process.data_dir)
+    profile = process.url + "/api/profile/"
+    assert httpx.get(profile, timeout=5).status_code == 401
+    assert httpx.get(profile, headers=bearer(token), timeout=5).status_code == 200
+    cli("token", "revoke", "live", "--data-dir", process.data_dir)
+
+    def refused() -> bool:
+        return httpx.get(profile, headers=bearer(token), timeout=5).status_code == 401
+
+    wait_for(refused, timeout=10, what="the running twin to refuse the revoked token")
+
+
+@pytest.fixture
+def sealed_twin(tmp_path: Path) -> tuple[Path, Path, str]:
+    """A data dir whose key is sealed, its passphrase file and a profile:* token."""
+    data_dir = tmp_path / "sealed"
+    passphrase_file = tmp_path / "passphrase"
+    passphrase_file.write_text(PASSPHRASE + "\n")
+    cli("init", "--data-dir", data_dir, "--passphrase-file", passphrase_file)
+    token = cli("token", "create", "--scope", "profile:*", "--name", "t",
+                "--data-dir", data_dir, "--passphrase-file", passphrase_file)
+    return data_dir, passphrase_file, token
+
+
+def test_a_sealed_twin_started_with_its_passphrase_file_is_unlocked(
+        serve: Any, sealed_twin: tuple[Path, Path, str]) -> None:
+    data_dir, passphrase_file, token = sealed_twin
+    process = serve("--passphrase-file", str(passphrase_file), data_dir=data_dir)
+    assert health(process)["locked"] is False
+    assert "LOCKED" not in process.output()
+    response = httpx.get(process.url + "/api/profile/", headers=bearer(token), timeout=5)
+    assert response.status_code == 200
+
+
+def test_a_sealed_twin_without_its_passphrase_runs_locked_until_unlocked(
+        serve: Any, sealed_twin: tuple[Path, Path, str]) -> None:
+    data_dir, _, token = sealed_twin
+    process = serve(data_dir=data_dir)  # stdin is not a terminal: nobody to ask
+    assert health(process)["locked"] is True
+    assert "LOCKED" in process.output()
+    with httpx.Client(base_url=process.url, timeout=30) as client:
+        locked = client.get("/api/profile/", headers=bearer(token))
+        assert locked.status_code == 423
+        assert locked.json()["error"]["code"] == "locked"
+        wrong = client.post("/api/twin/unlock", json={"passphrase": "not it at all"})
+        assert wrong.status_code == 403
+        assert PASSPHRASE not in wrong.text
+        assert health(process)["locked"] is True
+        unlocked = client.post("/api/twin/unlock", json={"passphrase": PASSPHRASE})
+        assert unlocked.status_code == 200, unlocked.text
+        assert unlocked.json() == {"locked": False}
+        assert health(process)["locked"] is False
+        assert client.get("/api/profile/", headers=bearer(token)).status_code == 200
+    assert PASSPHRASE not in process.output()
+
+
+def test_sigterm_stops_cleanly_and_data_survives_a_restart(serve: Any) -> None:
+    process = serve()
+    token = cli("token", "create", "--scope", "profile:*", "--data-dir", process.data_dir)
+    written = httpx.put(process.url + "/api/profile/", headers=bearer(token), timeout=5,
+                        json={"display_name": "Ada Lovelace", "bio": "Notes on the engine"})
+    assert written.status_code == 200, written.text
+
+    code = stop(process)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal so that the parent sees
+    # how it ended: -15 (143 from a shell) is a clean stop here, as 0 would be.
+    assert code in (0, -signal.SIGTERM), code
+    log = process.output()
+    assert "Traceback" not in log
+    assert "Application shutdown complete" in log
+
+    again = serve(data_dir=process.data_dir)
+    read = httpx.get(again.url + "/api/profile/", headers=bearer(token), timeout=5)
+    assert read.status_code == 200
+    assert read.json()["display_name"] == "Ada Lovelace"
+    assert read.json()["bio"] == "Notes on the engine"
+
+
+def _ipv6_loopback_port() -> int | None:
+    if not socket.has_ipv6:
+        return None
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+            return int(s.getsockname()[1])
+    except OSError:
+        return None
+
+
+def test_serve_listens_on_ipv6_loopback(tmp_path: Path) -> None:
+    port = _ipv6_loopback_port()
+    if port is None:
+        pytest.skip("this machine has no IPv6 loopback (::1)")
+    url = f"http://[::1]:{port}"
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "TWIN_RATE_LIMIT": "0"}
+    with log.open("w") as handle:
+        proc = subprocess.Popen(
+            twin_command("serve", "--host", "::1", "--port", str(port),
+                         "--data-dir", str(tmp_path / "twin")),
+            stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    try:
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"twin serve exited early:\n{log.read_text()}")
+            try:
+                return httpx.get(url + "/api/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, what="twin serve to answer on [::1]")
+        assert httpx.get(url + "/api/health", timeout=5).json()["status"] == "ok"
+        assert f"Listening on http://[::1]:{port}" in log.read_text()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in log.read_text()

@@ -1,0 +1,263 @@
+"""The browser shell over plain HTTP: sign-in by setup link, the owner's pages, granting an
+experience, its page and token, activity, sign-out and the headers every page carries."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import httpx
+import pytest
+
+from tests.conftest import Running
+from twin.shell import COOKIE
+
+pytestmark = pytest.mark.anyio
+
+ORIGIN = "http://localhost:8470"
+SAME_ORIGIN = {"Origin": ORIGIN}
+TOKEN_META = re.compile(r'<meta name="twin-token" content="(twin_[A-Za-z0-9_-]+)">')
+
+
+def session(cookie: str) -> dict[str, str]:
+    return {"Cookie": f"{COOKIE}={cookie}"}
+
+
+def assert_secure_page(response: httpx.Response) -> None:
+    """The headers that keep every HTML page from being framed, sniffed or leaking its URL."""
+    assert response.headers["content-type"].startswith("text/html")
+    csp = response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp
+    assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp
+    assert "script-src 'self'" in csp
+    assert response.headers["x-content-type-options"] == "nosniff"
+    # None of these sends a page's path (a setup link's secret) to another site.
+    assert response.headers["referrer-policy"] in {
+        "no-referrer", "same-origin", "strict-origin", "strict-origin-when-cross-origin"}
+    # Under that policy an inline script would not run: every script must come from a file.
+    for tag in re.findall(r"<script\b[^>]*>", response.text):
+        assert "src=" in tag, tag
+    assert not re.search(r"<[^>]+\son[a-z]+\s*=", response.text), "inline event handler"
+
+
+async def sign_in(tw: Running) -> str:
+    """Spend a fresh setup link as a browser would; returns the session cookie."""
+    secret = await tw.twin.sessions.create_link()
+    response = await tw.client.post(f"/setup/{secret}", headers=SAME_ORIGIN)
+    assert response.status_code == 303
+    cookie = response.cookies[COOKIE]
+    tw.client.cookies.clear()  # each test sends its cookie explicitly
+    return cookie
+
+
+async def grant_profile(tw: Running, cookie: str) -> str:
+    """Allow the Profile experience from its grant page; returns the token its page carries."""
+    response = await tw.client.post("/x/profile/grant", headers={**session(cookie), **SAME_ORIGIN})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/x/profile/"
+    page = await tw.client.get("/x/profile/", headers=session(cookie))
+    assert page.status_code == 200
+    found = TOKEN_META.search(page.text)
+    assert found, page.text
+    return found.group(1)
+
+
+async def test_welcome_page_without_a_session(tw: Running) -> None:
+    response = await tw.client.get("/")
+    assert response.status_code == 200
+    assert "This is a twin" in response.text
+    assert "twin access link" in response.text
+    assert "Your experiences" not in response.text
+    assert_secure_page(response)
+    bogus = await tw.client.get("/", headers=session("made-up"))
+    assert "This is a twin" in bogus.text
+
+
+async def test_setup_link_signs_in_once(tw: Running) -> None:
+    secret = await tw.twin.sessions.create_link()
+    page = await tw.client.get(f"/setup/{secret}")
+    assert page.status_code == 200
+    assert "Sign in to my twin" in page.text
+    assert f'action="/setup/{secret}"' in page.text
+    assert page.headers["cache-control"] == "no-store"
+    assert_secure_page(page)
+
+    response = await tw.client.post(f"/setup/{secret}", headers=SAME_ORIGIN)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/"
+    set_cookie = response.headers["set-cookie"]
+    assert set_cookie.startswith(f"{COOKIE}=")
+    attributes = {a.strip().lower() for a in set_cookie.split(";")[1:]}
+    assert "httponly" in attributes
+    assert "samesite=strict" in attributes
+    assert "path=/" in attributes
+    cookie = response.cookies[COOKIE]
+    tw.client.cookies.clear()
+
+    home = await tw.client.get("/", headers=session(cookie))
+    assert "Your experiences" in home.text
+
+    for method in ("GET", "POST"):
+        again = await tw.client.request(method, f"/setup/{secret}", headers=SAME_ORIGIN)
+        assert again.status_code == 410
+        assert "twin access link" in again.text
+        assert_secure_page(again)
+    assert COOKIE not in again.headers.get("set-cookie", "")
+
+
+@pytest.mark.parametrize("headers", [
+    {},
+    {"Origin": "http://evil.example"},
+    {"Origin": "http://localhost:8471"},
+    {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},
+    {"Sec-Fetch-Site": "same-origin", "Origin": "https://localhost:8470"},
+])
+async def test_setup_from_elsewhere_is_403_and_keeps_the_link(
+        tw: Running, headers: dict[str, str]) -> None:
+    secret = await tw.twin.sessions.create_link()
+    response = await tw.client.post(f"/setup/{secret}", headers=headers)
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "forbidden"
+    assert "set-cookie" not in response.headers
+    # The refused attempt did not spend the link: the owner can still use it.
+    assert (await tw.client.post(f"/setup/{secret}",
+                                 headers={"Sec-Fetch-Site": "same-origin"})).status_code == 303
+
+
+async def test_expired_or_unknown_link_is_410(tw: Running) -> None:
+    secret = await tw.twin.sessions.create_link()
+    await tw.twin.db.execute("UPDATE twin_links SET expires = 0")
+    for response in (await tw.client.get(f"/setup/{secret}"),
+                     await tw.client.post(f"/setup/{secret}", headers=SAME_ORIGIN),
+                     await tw.client.get("/setup/not-a-link")):
+        assert response.status_code == 410
+        assert "twin access link" in response.text
+        assert "set-cookie" not in response.headers
+
+
+async def test_home_lists_the_profile_experience(tw: Running) -> None:
+    cookie = await sign_in(tw)
+    home = await tw.client.get("/", headers=session(cookie))
+    assert home.status_code == 200
+    assert "Profile" in home.text
+    assert 'href="/x/profile/"' in home.text
+    assert "Asks for: profile:read, profile:write" in home.text
+    assert home.headers["cache-control"] == "no-store"
+    assert_secure_page(home)
+
+
+async def test_experience_needs_a_grant_then_carries_a_scoped_token(tw: Running) -> None:
+    cookie = await sign_in(tw)
+    assert (await tw.client.get("/x/profile/")).status_code == 303  # no session: back to /
+
+    ask = await tw.client.get("/x/profile/", headers=session(cookie))
+    assert ask.status_code == 200
+    assert "Allow Profile?" in ask.text
+    assert "See your display name, bio and picture" in ask.text
+    assert "Change your display name, bio and picture" in ask.text
+    assert 'action="/x/profile/grant"' in ask.text
+    assert "twin-token" not in ask.text
+    assert_secure_page(ask)
+
+    refused = await tw.client.post("/x/profile/grant", headers=session(cookie))
+    assert refused.status_code == 403
+    anonymous = await tw.client.post("/x/profile/grant", headers=SAME_ORIGIN)
+    assert anonymous.status_code == 401
+    assert await tw.twin.grants.get("profile") is None
+
+    token = await grant_profile(tw, cookie)
+    page = await tw.client.get("/x/profile/", headers=session(cookie))
+    assert "Your profile" in page.text
+    assert page.headers["cache-control"] == "no-store"
+    assert_secure_page(page)
+
+    bearer = {"Authorization": f"Bearer {token}"}
+    read = await tw.client.get("/api/profile/", headers=bearer)
+    assert read.status_code == 200 and "display_name" in read.json()
+    write = await tw.client.put("/api/profile/", headers=bearer, json={"display_name": "Ada"})
+    assert write.status_code == 200
+    for path in ("/api/twin/", "/api/twin/tokens", "/api/twin/access-log"):
+        assert (await tw.client.get(path, headers=bearer)).status_code == 403
+    principal = await tw.twin.tokens.authenticate(token)
+    assert principal is not None
+    assert principal.scopes == frozenset({"profile:read", "profile:write"})
+
+
+async def test_withdrawing_access_kills_the_experience_token(tw: Running) -> None:
+    cookie = await sign_in(tw)
+    token = await grant_profile(tw, cookie)
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert (await tw.client.get("/api/profile/", headers=bearer)).status_code == 200
+
+    home = await tw.client.get("/", headers=session(cookie))
+    assert 'action="/x/profile/revoke"' in home.text
+    assert (await tw.client.post("/x/profile/revoke", headers=session(cookie))).status_code == 403
+    assert (await tw.client.get("/api/profile/", headers=bearer)).status_code == 200
+
+    revoke = await tw.client.post("/x/profile/revoke", headers={**session(cookie), **SAME_ORIGIN})
+    assert revoke.status_code == 303
+    assert (await tw.client.get("/api/profile/", headers=bearer)).status_code == 401
+    again = await tw.client.get("/x/profile/", headers=session(cookie))
+    assert "Allow Profile?" in again.text  # it has to ask again
+
+
+async def test_activity_lists_the_calls(tw: Running) -> None:
+    cookie = await sign_in(tw)
+    assert (await tw.client.get("/activity")).status_code == 303
+    empty = await tw.client.get("/activity", headers=session(cookie))
+    assert "Nothing has used your twin yet." in empty.text
+
+    token = await grant_profile(tw, cookie)
+    bearer = {"Authorization": f"Bearer {token}"}
+    await tw.client.get("/api/profile/", headers=bearer)
+    await tw.client.get("/api/twin/tokens", headers=bearer)
+    activity = await tw.client.get("/activity", headers=session(cookie))
+    assert activity.status_code == 200
+    assert_secure_page(activity)
+    assert "experience:profile" in activity.text
+    assert "profile:read" in activity.text and "GET /api/profile/" in activity.text
+    assert "twin:admin" in activity.text and "denied (403)" in activity.text
+    assert "allowed (200)" in activity.text
+    assert token not in activity.text
+
+
+async def test_experience_static_files_are_served(tw: Running) -> None:
+    response = await tw.client.get("/x/profile/static/profile.js")
+    assert response.status_code == 200
+    assert "javascript" in response.headers["content-type"]
+    exp = tw.twin.registry.experiences["profile"]
+    assert response.content == (exp.static / "profile.js").read_bytes()
+    assert response.headers["x-content-type-options"] == "nosniff"
+    shell_js = await tw.client.get("/static/twin.js")
+    assert shell_js.status_code == 200 and "twin-token" in shell_js.text
+    assert (await tw.client.get("/x/profile/static/nope.js")).status_code == 404
+
+
+async def test_unknown_experience_page_is_404(tw: Running) -> None:
+    cookie = await sign_in(tw)
+    response = await tw.client.get("/x/nope/", headers=session(cookie))
+    assert response.status_code == 404
+    assert "no experience 'nope' is installed" in html.unescape(response.text)
+    assert_secure_page(response)
+
+
+async def test_logout_ends_the_session(tw: Running) -> None:
+    cookie = await sign_in(tw)
+    assert "Your experiences" in (await tw.client.get("/", headers=session(cookie))).text
+
+    refused = await tw.client.post("/logout", headers=session(cookie))
+    assert refused.status_code == 403
+    assert "Your experiences" in (await tw.client.get("/", headers=session(cookie))).text
+
+    response = await tw.client.post("/logout", headers={**session(cookie), **SAME_ORIGIN})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/"
+    assert response.headers["set-cookie"].startswith(f'{COOKIE}=""')
+    home = await tw.client.get("/", headers=session(cookie))
+    assert "This is a twin" in home.text
+    assert (await tw.client.get("/activity", headers=session(cookie))).status_code == 303
+    assert (await tw.client.post("/x/profile/grant",
+                                 headers={**session(cookie), **SAME_ORIGIN})).status_code == 401
+
