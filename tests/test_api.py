@@ -295,9 +295,12 @@ async def test_experiences_and_grants_through_the_api(tw: Running) -> None:
 
 
 async def test_access_log_lists_calls_newest_first_without_paths_or_bodies(tw: Running) -> None:
-    reader = await tw.auth("profile:read")
-    admin = await tw.auth("twin:read", "twin:admin")
-    reader_id = (await tw.twin.tokens.list())[0].id
+    reader_info, reader_secret = await tw.twin.tokens.create(frozenset({"profile:read"}), "r")
+    admin_info, admin_secret = await tw.twin.tokens.create(
+        frozenset({"twin:read", "twin:admin"}), "a")
+    reader_id, admin_id = reader_info.id, admin_info.id
+    reader = {"Authorization": f"Bearer {reader_secret}"}
+    admin = {"Authorization": f"Bearer {admin_secret}"}
     marker = "SecretMarker1234"
     calls = [
         ("GET", "/api/profile/", reader, None),
@@ -316,7 +319,6 @@ async def test_access_log_lists_calls_newest_first_without_paths_or_bodies(tw: R
     assert ids == sorted(ids, reverse=True)
     newest = [(e["principal"], e["capability"], e["permission"], e["method"], e["route"],
                e["status"], e["outcome"]) for e in entries[:4]]
-    admin_id = [t.id for t in await tw.twin.tokens.list() if t.id != reader_id][0]
     assert newest == [
         (f"token:{admin_id}", "twin", "admin", "DELETE", "/api/twin/grants/{experience}", 404,
          "refused"),
@@ -334,12 +336,25 @@ async def test_access_log_lists_calls_newest_first_without_paths_or_bodies(tw: R
     assert not {e["id"] for e in first} & {e["id"] for e in rest}
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=abc", "limit=-1",
-                                   "before=abc", "before=-3"])
+@pytest.mark.parametrize("query", [
+    "limit=0", "limit=1001", "limit=abc", "limit=-1", "limit=", "limit=%C2%B2", "limit=%D9%A3",
+    "limit=" + "9" * 5000, "before=abc", "before=-3", "before=", "before=%C2%B2",
+    f"before={2**64}", "before=" + "9" * 5000,
+])
 async def test_access_log_bad_paging_is_400(tw: Running, query: str) -> None:
     admin = await tw.auth("twin:read")
     error = error_of(await tw.client.get(f"/api/twin/access-log?{query}", headers=admin), 400)
     assert query.split("=")[0] in error["message"]
+
+
+async def test_access_log_paging_ends_with_an_empty_page(tw: Running) -> None:
+    admin = await tw.auth("twin:read")
+    await tw.client.get("/api/twin/", headers=admin)
+    entries = (await tw.client.get("/api/twin/access-log", headers=admin)).json()
+    assert [e["id"] for e in entries] == [1]
+    for before in (1, 0):
+        page = await tw.client.get(f"/api/twin/access-log?before={before}", headers=admin)
+        assert page.status_code == 200 and page.json() == []
 
 
 # --- a locked twin --------------------------------------------------------------------------
@@ -385,6 +400,7 @@ async def test_locked_twin_answers_423_until_unlocked(tmp_path: Path) -> None:
         wrong = await client.post("/api/twin/unlock", json={"passphrase": "wrong horse"})
         assert error_of(wrong, 403)["code"] == "wrong_passphrase"
         assert "wrong horse" not in wrong.text
+        assert str(tmp_path) not in wrong.text, "the key file's path leaked to an anonymous caller"
         assert (await client.get("/api/health")).json()["locked"] is True
         error_of(await client.get("/api/profile/", headers=headers), 423)
 
@@ -395,6 +411,9 @@ async def test_locked_twin_answers_423_until_unlocked(tmp_path: Path) -> None:
         assert put.status_code == 200
         assert (await client.get("/api/profile/", headers=headers)).json()["display_name"] == "Ada"
         assert (await client.get("/.well-known/twin")).json()["profile"]["display_name"] == "Ada"
+        log = await twin.access.entries()
+        unlocks = [(e["permission"], e["status"]) for e in log if e["route"] == "/api/twin/unlock"]
+        assert unlocks == [("unlock", 200), ("unlock", 403)], "unlock attempts must be audited"
 
 
 async def test_more_than_five_wrong_passphrases_a_minute_are_429(tmp_path: Path) -> None:
@@ -491,3 +510,13 @@ async def test_rate_limit_refuses_a_burst_from_one_token_only(tmp_path: Path) ->
         calm = await tw.auth("profile:read")
         assert (await tw.client.get("/api/profile/", headers=calm)).status_code == 200
         assert (await tw.client.get("/api/health")).status_code == 200
+
+
+async def test_guessing_tokens_is_rate_limited_per_address(tmp_path: Path) -> None:
+    async with running_twin(tmp_path / "x", rate_limit=2) as tw:
+        guesses = [(await tw.client.get("/api/profile/", headers={
+            "Authorization": f"Bearer twin_guess{i}"})).status_code for i in range(12)]
+        assert guesses[:8] == [401] * 8 and guesses[-1] == 429
+        # guesses are limited, not the owner's valid token from the same address
+        owner = await tw.auth("profile:read")
+        assert (await tw.client.get("/api/profile/", headers=owner)).status_code == 200

@@ -53,8 +53,19 @@ def setup_secret(output: str, port: int) -> str:
     return str(found[-1])
 
 
-def test_first_run_prints_the_phrase_once_and_a_restart_keeps_the_did(serve: Any) -> None:
+def report_rss(process: Process, capsys: pytest.CaptureFixture[str]) -> None:
+    """Print the server's resident memory; information only, never asserted (bench/ measures)."""
+    status = Path(f"/proc/{process.proc.pid}/status").read_text()
+    rss = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+    assert rss, status
+    with capsys.disabled():
+        print(f"\n[info] twin serve RSS after start-up: {int(rss.group(1)) / 1024:.1f} MiB")
+
+
+def test_first_run_prints_the_phrase_once_and_a_restart_keeps_the_did(
+        serve: Any, capsys: pytest.CaptureFixture[str]) -> None:
     first = serve()
+    report_rss(first, capsys)
     port = first.proc.args[first.proc.args.index("--port") + 1]
     output = first.output()
     did = health(first)["did"]
@@ -81,17 +92,6 @@ def test_first_run_prints_the_phrase_once_and_a_restart_keeps_the_did(serve: Any
     assert "/setup/" in again  # a fresh one-time link on every start
 
 
-def test_resident_memory_after_start_up_is_reported(serve: Any,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    process = serve()
-    health(process)
-    status = Path(f"/proc/{process.proc.pid}/status").read_text()
-    rss = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-    assert rss, status
-    with capsys.disabled():  # information only: memory is measured in bench/, never asserted
-        print(f"\n[info] twin serve RSS after start-up: {int(rss.group(1)) / 1024:.1f} MiB")
-
-
 def test_a_cli_token_works_on_the_running_twin_until_revoked(serve: Any) -> None:
     process = serve()
     token = cli("token", "create", "--scope", "profile:read", "--name", "live",
@@ -107,10 +107,12 @@ def test_a_cli_token_works_on_the_running_twin_until_revoked(serve: Any) -> None
     wait_for(refused, timeout=10, what="the running twin to refuse the revoked token")
 
 
-@pytest.fixture
-def sealed_twin(tmp_path: Path) -> tuple[Path, Path, str]:
-    """A data dir whose key is sealed, its passphrase file and a profile:* token."""
-    data_dir = tmp_path / "sealed"
+@pytest.fixture(scope="module")
+def sealed_twin(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """A data dir whose key is sealed, its passphrase file and a profile:* token (the tests
+    using it only start servers on it, so it is made once)."""
+    tmp_path = tmp_path_factory.mktemp("sealed")
+    data_dir = tmp_path / "twin"
     passphrase_file = tmp_path / "passphrase"
     passphrase_file.write_text(PASSPHRASE + "\n")
     cli("init", "--data-dir", data_dir, "--passphrase-file", passphrase_file)

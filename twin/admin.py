@@ -13,7 +13,7 @@ import msgspec
 from twin import api
 from twin.api import Call, Endpoint
 from twin.capability import Capability, Context
-from twin.errors import BadInput, NotFound, RateLimited
+from twin.errors import BadInput, NotFound, RateLimited, WrongPassphrase
 from twin.manifest import parse_manifest
 from twin.schema import MIGRATIONS
 from twin.scopes import parse_scopes
@@ -122,9 +122,14 @@ class Unlocked(msgspec.Struct):
     locked: bool
 
 
+def _whole(raw: str, digits: int) -> bool:
+    # isdigit() alone lets through "²" and numbers too long for int() or for SQLite.
+    return raw.isascii() and raw.isdigit() and len(raw) <= digits
+
+
 def _limit(call: Call) -> int:
     raw = call.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    if not _whole(raw, 4) or not 1 <= int(raw) <= 1000:
         raise BadInput("limit must be a whole number from 1 to 1000")
     return int(raw)
 
@@ -163,7 +168,7 @@ class AdminCapability(Capability):
                            ("before", "Entries older than this id")),
                     summary="Who used which permission, when, with what outcome; newest first"),
             api.post("/unlock", self.unlock, permission=None, body=UnlockRequest,
-                     response=Unlocked, allow_locked=True,
+                     response=Unlocked, allow_locked=True, audit=True,
                      summary="Unlock a twin whose key is sealed with a passphrase"),
         ]
 
@@ -217,10 +222,10 @@ class AdminCapability(Capability):
 
     async def access_log(self, call: Call) -> list[AccessEntry]:
         before = call.query.get("before")
-        if before is not None and not before.isdigit():
+        if before is not None and not _whole(before, 18):
             raise BadInput("before must be an entry id (a whole number)")
         rows = await self.twin.access.entries(limit=_limit(call),
-                                              before=int(before) if before else None)
+                                              before=None if before is None else int(before))
         return [AccessEntry(**row) for row in rows]
 
     async def unlock(self, call: Call) -> Unlocked:
@@ -233,9 +238,10 @@ class AdminCapability(Capability):
             if self.twin.vault.locked:
                 try:
                     await asyncio.to_thread(self.twin.unlock, call.body.passphrase)
-                except Exception:
+                except WrongPassphrase:
                     self._failed_unlocks.append(now)
-                    raise
+                    # the key file's message names its path; callers here may be anyone
+                    raise WrongPassphrase("that passphrase does not open this twin") from None
         return Unlocked(False)
 
 

@@ -36,6 +36,7 @@ class Endpoint:
     raw_response: str | None = None
     max_body: int | None = None
     allow_locked: bool = False
+    audit: bool = False  # record a public route in the access log too
     query: tuple[tuple[str, str], ...] = field(default=())
 
 

@@ -105,8 +105,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it is known to pass ``limit``."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise BadInput("Content-Length must be a number")
+        if len(declared) > 18:  # no body is that large; int() need not parse it all
+            raise TooLarge(f"the body is over the limit of {limit} bytes")
         if int(declared) > limit:
             raise TooLarge(f"the body is {int(declared)} bytes; the limit is {limit} bytes")
     chunks, size = [], 0
@@ -162,11 +164,16 @@ def endpoint_route(twin: Twin, cap_id: str, endpoint: Endpoint) -> Route:
         principal: Principal = PUBLIC
         try:
             if endpoint.permission is not None:
-                principal = await twin.authenticate(request)
+                try:
+                    principal = await twin.authenticate(request)
+                except Unauthorized:
+                    client = request.client.host if request.client else "unknown"
+                    twin.limiter.check(f"address {client}")
+                    raise
+                twin.limiter.check(principal.label)
                 if not principal.allows(cap_id, endpoint.permission):
                     raise Forbidden(f"this needs the scope {scope_name}, which was not granted "
                                     f"to {principal.label}")
-                twin.limiter.check(principal.label)
             if twin.vault.locked and not endpoint.allow_locked:
                 raise VaultLocked("the twin is locked: unlock it with its passphrase "
                                   "(`twin serve` asks for it, or POST /api/twin/unlock)")
@@ -174,10 +181,10 @@ def endpoint_route(twin: Twin, cap_id: str, endpoint: Endpoint) -> Route:
             response = render(await endpoint.handler(Call(request, principal, body, raw)), endpoint)
         except TwinError as exc:
             response = error_response(exc)
-        if endpoint.permission is not None:
+        if endpoint.permission is not None or endpoint.audit:
             twin.access.record(principal.label if principal is not PUBLIC else "anonymous",
-                               cap_id, endpoint.permission, request.method, path,
-                               response.status_code)
+                               cap_id, endpoint.permission or endpoint.handler.__name__,
+                               request.method, path, response.status_code)
         return response
 
     return Route(path, handle, methods=[endpoint.method], name=f"{cap_id}:{endpoint.handler.__name__}")

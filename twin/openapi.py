@@ -31,8 +31,11 @@ class Health(msgspec.Struct):
     locked: bool
 
 
+# Any handler may raise the domain errors (NotFound, Conflict, ...), so every operation declares
+# their statuses, not only those with path parameters.
 _ERRORS = {
     "400": "Malformed input", "401": "No valid credentials", "403": "A scope is missing",
+    "404": "Not found", "409": "Conflicts with the current state",
     "413": "Body too large", "415": "Wrong media type", "422": "Input of the wrong shape",
     "423": "The twin is locked", "429": "Rate limited",
 }
@@ -101,9 +104,6 @@ def build(capabilities: Iterable[tuple[str, str, Iterable[Endpoint]]], version: 
             if status in ("413", "415", "422") and endpoint.body is None and not endpoint.raw_body:
                 continue
             responses[status] = {"description": text, "content": {
-                "application/json": {"schema": error_ref}}}
-        if params:
-            responses["404"] = {"description": "Not found", "content": {
                 "application/json": {"schema": error_ref}}}
         op["responses"] = responses
         paths.setdefault(path, {})[endpoint.method.lower()] = op

@@ -3,10 +3,11 @@ them, orders them by ``requires`` and loads them, keeping one broken plugin from
 
 from __future__ import annotations
 
-import importlib.util
 import logging
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from importlib.machinery import ModuleSpec
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,33 @@ def find_sources(eps: Iterable[EntryPoint] | None = None) -> list[Source]:
     return [by_id[k] for k in sorted(by_id)]
 
 
+def _find_spec(module: str) -> ModuleSpec | None:
+    """Like ``importlib.util.find_spec``, but without importing the parent packages: for
+    ``pkg.cap`` that would run ``pkg/__init__.py``, plugin code, before its manifest is read."""
+    spec: ModuleSpec | None = None
+    path: list[str] | None = None
+    parts = module.split(".")
+    for depth in range(1, len(parts) + 1):
+        if spec is not None:
+            if spec.submodule_search_locations is None:
+                return None
+            path = list(spec.submodule_search_locations)
+        name = ".".join(parts[:depth])
+        loaded = sys.modules.get(name)
+        if loaded is not None:
+            spec = getattr(loaded, "__spec__", None)
+        else:
+            spec = next((found for finder in sys.meta_path if hasattr(finder, "find_spec")
+                         and (found := finder.find_spec(name, path)) is not None), None)
+        if spec is None:
+            return None
+    return spec
+
+
 def package_dir(source: Source) -> Path:
     """The folder holding the capability's module, found without running the module."""
     try:
-        spec = importlib.util.find_spec(source.module)
+        spec = _find_spec(source.module)
     except (ImportError, ValueError) as exc:
         raise PluginError(f"{source.id}: cannot find module {source.module!r} ({exc})") from None
     if spec is None or spec.origin is None:

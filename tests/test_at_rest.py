@@ -1,0 +1,221 @@
+"""What the owner wrote stays encrypted at rest: markers sent through every write API (and the
+root seed, the passphrase and every token secret) appear in no file under the data directory,
+in no common encoding, while `twin serve` runs (the WAL not yet checkpointed) or after it stops."""
+
+from __future__ import annotations
+
+import base64
+import importlib.metadata
+import re
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import Process, twin_command
+from twin.identity import read_key_file
+
+pytestmark = pytest.mark.slow
+
+PNG = b"\x89PNG\r\n\x1a\n"
+# Every operation of /openapi.json that takes a body; a new one fails the coverage check below
+# until this test sends a marker through it too.
+COVERED = {
+    ("PUT", "/api/profile/"),
+    ("PUT", "/api/profile/avatar"),
+    ("POST", "/api/twin/tokens"),
+    ("PUT", "/api/twin/grants/{experience}"),
+    ("POST", "/api/twin/unlock"),
+    ("POST", "/api/guestbook/entries"),
+}
+
+
+def _marker() -> str:
+    return f"MARKER-{uuid.uuid4().hex}"
+
+
+def _guestbook_installed() -> bool:
+    try:
+        importlib.metadata.distribution("hello-twin")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def encodings(value: str | bytes) -> dict[str, bytes]:
+    """``value`` as it could sit in a file: raw, UTF-16, hex and base64 at each alignment."""
+    raw = value.encode() if isinstance(value, str) else value
+    forms = {"raw": raw, "hex": raw.hex().encode(), "HEX": raw.hex().upper().encode()}
+    if isinstance(value, str):
+        forms |= {"utf-16-le": value.encode("utf-16-le"), "utf-16-be": value.encode("utf-16-be")}
+    for shift in range(3):
+        for name, encode in (("base64", base64.b64encode), ("base64url", base64.urlsafe_b64encode)):
+            # Drop the edge characters, which depend on the bytes around the value in the file.
+            text = encode(b"\0" * shift + raw).rstrip(b"=")
+            forms[f"{name}@{shift}"] = text[4 if shift else 0:-4]
+    return forms
+
+
+def _files(data_dir: Path) -> Iterator[Path]:
+    return (p for p in sorted(data_dir.rglob("*")) if p.is_file())
+
+
+def find(data_dir: Path, secrets: Mapping[str, str | bytes], *,
+         only: tuple[str, ...] = ()) -> list[str]:
+    """Every (secret, encoding, file) found; ``only`` limits the scan to files with those prefixes."""
+    hits = []
+    for path in _files(data_dir):
+        if only and not path.name.startswith(only):
+            continue
+        content = path.read_bytes()
+        for label, value in secrets.items():
+            hits += [f"{label} ({form}) in {path.relative_to(data_dir)}"
+                     for form, needle in encodings(value).items() if needle in content]
+    return hits
+
+
+def _cli(*args: str) -> str:
+    done = subprocess.run(twin_command(*args), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _token(data_dir: Path, name: str, scope: str, *extra: str) -> str:
+    return _cli("token", "create", "--scope", scope, "--name", name, "--data-dir", str(data_dir),
+                *extra).splitlines()[-1]
+
+
+def _sign_in(process: Process) -> str:
+    """Spend the setup link `twin serve` printed; the session cookie's secret."""
+    links = re.findall(r"/setup/([A-Za-z0-9_-]+)", process.output())
+    assert links, process.output()
+    response = httpx.post(f"{process.url}/setup/{links[-1]}", headers={"Origin": process.url})
+    assert response.status_code == 303, response.text
+    return str(response.cookies["twin_session"])
+
+
+def write_everywhere(process: Process, *cli_extra: str) -> dict[str, str | bytes]:
+    """Send a marker through every write API, read each back, and return the markers together
+    with every secret this made (token secrets, the session, an experience's token)."""
+    data_dir = process.data_dir
+    admin = _token(data_dir, "at-rest", "*", *cli_extra)
+    secrets: dict[str, str | bytes] = {"token secret (CLI, *)": admin}
+    api = httpx.Client(base_url=process.url, headers={"Authorization": f"Bearer {admin}"},
+                       timeout=10)
+    with api:
+        spec = api.get("/openapi.json").json()
+        with_body = {(method.upper(), path) for path, ops in spec["paths"].items()
+                     for method, op in ops.items() if "requestBody" in op}
+        assert with_body <= COVERED, f"write APIs without a marker here: {with_body - COVERED}"
+
+        name, bio = _marker(), _marker()
+        text = {"display_name": name, "bio": f"Hello, I am {bio}.\nBye."}
+        assert api.put("/api/profile/", json=text).status_code == 200
+        avatar = PNG + f"tEXt{_marker()}".encode() + bytes(range(256))
+        assert api.put("/api/profile/avatar", content=avatar,
+                       headers={"Content-Type": "image/png"}).status_code == 200
+        profile = api.get("/api/profile/").json()
+        assert (profile["display_name"], profile["bio"]) == (text["display_name"], text["bio"])
+        assert api.get("/api/profile/avatar").content == avatar
+        secrets |= {"profile display name": name, "profile bio": bio, "avatar": avatar[8:8 + 40]}
+
+        api_name = _marker()
+        created = api.post("/api/twin/tokens", json={"name": api_name, "scopes": ["profile:read"]})
+        assert created.status_code == 201, created.text
+        cli_name = _marker()
+        cli_secret = _token(data_dir, cli_name, "profile:read", *cli_extra)
+        names = {t["name"] for t in api.get("/api/twin/tokens").json()}
+        assert {api_name, cli_name} <= names
+        for secret in (created.json()["token"], cli_secret):
+            assert httpx.get(f"{process.url}/api/profile/",
+                             headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+        secrets |= {"token name (API)": api_name, "token name (CLI)": cli_name,
+                    "token secret (API)": created.json()["token"], "token secret (CLI)": cli_secret}
+
+        if _guestbook_installed():
+            author, text = _marker(), _marker()
+            signed = api.post("/api/guestbook/entries", json={"author": author, "text": text})
+            assert signed.status_code == 201, signed.text
+            entries = api.get("/api/guestbook/entries").json()
+            assert (entries[0]["author"], entries[0]["text"]) == (author, text)
+            secrets |= {"guestbook author": author, "guestbook text": text}
+
+        # Grants carry no free text: the marker goes into the path (and must not be kept, e.g. by
+        # the access log), and the grant's derived page token must never be stored.
+        stray = _marker()
+        assert api.put(f"/api/twin/grants/{stray}", json={"scopes": []}).status_code == 404
+        assert api.delete(f"/api/twin/tokens/{stray}").status_code == 404
+        experience = {e["id"]: e for e in api.get("/api/twin/experiences").json()}["profile"]
+        granted = api.put(f"/api/twin/grants/{experience['id']}",
+                          json={"scopes": experience["uses"]})
+        assert granted.status_code == 200 and granted.json()["granted"] == experience["uses"]
+        session = _sign_in(process)
+        page = httpx.get(f"{process.url}{experience['url']}", cookies={"twin_session": session})
+        page_token = re.search(r'name="twin-token" content="([^"]+)"', page.text)
+        assert page_token, page.text
+        assert httpx.get(f"{process.url}/api/profile/", headers={
+            "Authorization": f"Bearer {page_token[1]}"}).status_code == 200
+        secrets |= {"path marker": stray, "session secret": session,
+                    "experience token": page_token[1]}
+
+        # The unlock door of an unlocked twin answers 200 whatever it is given; still not kept.
+        wrong = _marker()
+        assert api.post("/api/twin/unlock", json={"passphrase": wrong}).json() == {"locked": False}
+        secrets["unlock passphrase"] = wrong
+        assert api.get("/api/twin/access-log").status_code == 200  # flushes the access log
+    return secrets
+
+
+def stop(process: Process) -> None:
+    """SIGTERM, as a service manager stops it; uvicorn shuts down, then re-raises the signal."""
+    process.proc.send_signal(signal.SIGTERM)
+    assert process.proc.wait(15) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in process.output()
+
+
+def _start(serve: Any, data_dir: Path, *extra: str) -> Process:
+    # --log-level debug: whatever the twin logs at any level lands in the data dir and is scanned.
+    process: Process = serve("--log-level", "debug", *extra, data_dir=data_dir)
+    assert process.log.is_relative_to(process.data_dir), "the log must live in the data dir"
+    return process
+
+
+def test_nothing_written_through_the_api_is_readable_on_disk(serve: Any, tmp_path: Path) -> None:
+    process = _start(serve, tmp_path)
+    secrets = write_everywhere(process)
+
+    running = {p.name for p in _files(tmp_path)}
+    assert {"twin.db", "twin.db-wal", process.log.name} <= running
+    assert find(tmp_path, secrets) == []
+    stop(process)
+    assert "twin.db-wal" not in {p.name for p in _files(tmp_path)}  # checkpointed on shutdown
+    assert find(tmp_path, secrets) == []
+
+    # The unsealed key file holds the seed (mode 0600); the database never does.
+    identity = read_key_file(tmp_path / "identity.json").unlock(None)
+    seed = {"seed": identity.seed, "seed (hex)": identity.seed.hex(),
+            "recovery phrase": identity.phrase()}
+    assert find(tmp_path, seed, only=("twin.db",)) == []
+
+
+def test_sealed_twin_keeps_no_trace_of_its_seed(serve: Any, tmp_path: Path,
+                                                tmp_path_factory: pytest.TempPathFactory) -> None:
+    passphrase = f"passphrase {uuid.uuid4().hex}"
+    passphrase_file = tmp_path_factory.mktemp("outside-data-dir") / "passphrase"
+    passphrase_file.write_text(passphrase + "\n")
+    sealed = ("--passphrase-file", str(passphrase_file))
+    _cli("init", "--data-dir", str(tmp_path), *sealed)
+    identity = read_key_file(tmp_path / "identity.json").unlock(passphrase)
+
+    process = _start(serve, tmp_path, *sealed)
+    secrets = write_everywhere(process, *sealed)
+    secrets |= {"seed": identity.seed, "seed (hex)": identity.seed.hex(),
+                "recovery phrase": identity.phrase(), "passphrase": passphrase}
+    assert find(tmp_path, secrets) == []
+    stop(process)
+    assert find(tmp_path, secrets) == []
