@@ -1,4 +1,4 @@
-"""Server processes for the benchmarks: start on a free loopback port, wait for health, measure, stop."""
+"""Server processes for the benchmarks: start on a free loopback port, wait, measure, stop."""
 
 from __future__ import annotations
 
@@ -57,7 +57,8 @@ def get(port: int, path: str, headers: dict[str, str] | None = None,
         conn.close()
 
 
-def send(port: int, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+def send(port: int, method: str, path: str, body: bytes,
+         headers: dict[str, str]) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=5)
     try:
         conn.request(method, path, body=body, headers=headers)

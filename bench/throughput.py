@@ -1,4 +1,4 @@
-"""Throughput at concurrency 16 on loopback: the twin next to the bare app, same bodies, same server."""
+"""Throughput at concurrency 16 on loopback: the twin next to the bare app, same bodies."""
 
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ def measure(scratch: Path, duration: float, use_wrk: bool = True) -> Result:
                          {**auth, "Content-Type": "application/json"})
         assert status == 200, f"could not set the profile: {status}"
         bodies = {}
-        for name, path, headers in (("health", "/api/health", {}), ("profile", "/api/profile/", auth)):
+        for name, path, headers in (("health", "/api/health", {}),
+                                    ("profile", "/api/profile/", auth)):
             status, body = send(twin_port, "GET", path, b"", headers)
             assert status == 200, f"GET {path} answered {status}"
             bodies[name] = scratch / f"{name}.json"
@@ -103,7 +104,8 @@ def report(result: Result) -> list[str]:
                          f"{load.p50_ms:>7.2f}ms {load.p99_ms:>7.2f}ms {load.errors:>7}")
         verdict = "meets" if pair.ratio >= 1 / TARGET_SLOWDOWN else "MISSES"
         lines.append(f"{'':<28} twin/bare req/s = {pair.ratio:.2f} "
-                     f"(target >= {1 / TARGET_SLOWDOWN:.2f}, within {TARGET_SLOWDOWN:g}x): {verdict} it")
+                     f"(target >= {1 / TARGET_SLOWDOWN:.2f}, within {TARGET_SLOWDOWN:g}x): "
+                     f"{verdict} it")
     lines += [
         f"load generator: {result.generator}; {CONNECTIONS} keep-alive connections, "
         f"{WARMUP_SECONDS:g} s warm-up then {result.duration:g} s per figure",

@@ -67,7 +67,7 @@ def _files(data_dir: Path) -> Iterator[Path]:
 
 def find(data_dir: Path, secrets: Mapping[str, str | bytes], *,
          only: tuple[str, ...] = ()) -> list[str]:
-    """Every (secret, encoding, file) found; ``only`` limits the scan to files with those prefixes."""
+    """Each (secret, encoding, file) found; ``only`` keeps to file names with these prefixes."""
     hits = []
     for path in _files(data_dir):
         if only and not path.name.startswith(only):
@@ -116,13 +116,15 @@ def write_everywhere(process: Process, *cli_extra: str) -> dict[str, str | bytes
         name, bio = _marker(), _marker()
         text = {"display_name": name, "bio": f"Hello, I am {bio}.\nBye."}
         assert api.put("/api/profile/", json=text).status_code == 200
-        avatar = PNG + f"tEXt{_marker()}".encode() + bytes(range(256))
+        picture = _marker()
+        avatar = PNG + f"tEXt{picture}".encode() + bytes(range(256))
         assert api.put("/api/profile/avatar", content=avatar,
                        headers={"Content-Type": "image/png"}).status_code == 200
         profile = api.get("/api/profile/").json()
         assert (profile["display_name"], profile["bio"]) == (text["display_name"], text["bio"])
         assert api.get("/api/profile/avatar").content == avatar
-        secrets |= {"profile display name": name, "profile bio": bio, "avatar": avatar[8:8 + 40]}
+        secrets |= {"profile display name": name, "profile bio": bio, "avatar marker": picture,
+                    "avatar bytes": avatar}
 
         api_name = _marker()
         created = api.post("/api/twin/tokens", json={"name": api_name, "scopes": ["profile:read"]})
@@ -138,12 +140,12 @@ def write_everywhere(process: Process, *cli_extra: str) -> dict[str, str | bytes
                     "token secret (API)": created.json()["token"], "token secret (CLI)": cli_secret}
 
         if _guestbook_installed():
-            author, text = _marker(), _marker()
-            signed = api.post("/api/guestbook/entries", json={"author": author, "text": text})
+            author, words = _marker(), _marker()
+            signed = api.post("/api/guestbook/entries", json={"author": author, "text": words})
             assert signed.status_code == 201, signed.text
             entries = api.get("/api/guestbook/entries").json()
-            assert (entries[0]["author"], entries[0]["text"]) == (author, text)
-            secrets |= {"guestbook author": author, "guestbook text": text}
+            assert (entries[0]["author"], entries[0]["text"]) == (author, words)
+            secrets |= {"guestbook author": author, "guestbook text": words}
 
         # Grants carry no free text: the marker goes into the path (and must not be kept, e.g. by
         # the access log), and the grant's derived page token must never be stored.
@@ -185,21 +187,37 @@ def _start(serve: Any, data_dir: Path, *extra: str) -> Process:
     return process
 
 
+@pytest.mark.parametrize("encode", [
+    lambda m: m.encode(), lambda m: m.encode("utf-16-le"), lambda m: m.encode("utf-16-be"),
+    lambda m: m.encode().hex().encode(), lambda m: m.encode().hex().upper().encode(),
+    *(lambda m, pad=pad: base64.b64encode(b"x" * pad + m.encode() + b"y") for pad in range(3)),
+    *(lambda m, pad=pad: base64.urlsafe_b64encode(b"x" * pad + m.encode()) for pad in range(3)),
+], ids=["raw", "utf-16-le", "utf-16-be", "hex", "HEX", *(f"base64@{i}" for i in range(3)),
+        *(f"base64url@{i}" for i in range(3))])
+def test_the_scan_sees_a_marker_in_each_encoding(tmp_path: Path, encode: Any) -> None:
+    marker = _marker()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "blob").write_bytes(b"\x00head" + encode(marker) + b"tail\xff")
+    assert find(tmp_path, {"m": marker}) != []
+    assert find(tmp_path, {"other": _marker()}) == []
+
+
 def test_nothing_written_through_the_api_is_readable_on_disk(serve: Any, tmp_path: Path) -> None:
     process = _start(serve, tmp_path)
     secrets = write_everywhere(process)
+    # The unsealed key file holds the seed (mode 0600, by design); the database never does.
+    identity = read_key_file(tmp_path / "identity.json").unlock(None)
+    seed = {"seed": identity.seed, "seed (hex)": identity.seed.hex(),
+            "recovery phrase": identity.phrase()}
 
     running = {p.name for p in _files(tmp_path)}
     assert {"twin.db", "twin.db-wal", process.log.name} <= running
     assert find(tmp_path, secrets) == []
+    assert find(tmp_path, seed, only=("twin.db",)) == []
+    assert any("identity.json" in hit for hit in find(tmp_path, seed))  # where it is, it is seen
     stop(process)
     assert "twin.db-wal" not in {p.name for p in _files(tmp_path)}  # checkpointed on shutdown
     assert find(tmp_path, secrets) == []
-
-    # The unsealed key file holds the seed (mode 0600); the database never does.
-    identity = read_key_file(tmp_path / "identity.json").unlock(None)
-    seed = {"seed": identity.seed, "seed (hex)": identity.seed.hex(),
-            "recovery phrase": identity.phrase()}
     assert find(tmp_path, seed, only=("twin.db",)) == []
 
 

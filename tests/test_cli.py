@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from mnemonic import Mnemonic
-
 from conftest import free_port, twin_command
+from mnemonic import Mnemonic
 
 DID = re.compile(r"did:key:z6Mk[1-9A-HJ-NP-Za-km-z]+")
 NUMBERED_WORD = re.compile(r"(\d+)\.\s+([a-z]+)")
 SETUP_LINK = re.compile(r"http://[^\s/]+/setup/[A-Za-z0-9_-]{20,}")
 TOKEN = re.compile(r"^twin_[A-Za-z0-9_-]{43}$")
+pytestmark = pytest.mark.slow  # every test runs the command in a process of its own
 
 
 @dataclass
@@ -93,7 +93,8 @@ def passphrase_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sealed(cli: Cli, tmp_path_factory: pytest.TempPathFactory, passphrase_file: Path) -> Initialised:
+def sealed(cli: Cli, tmp_path_factory: pytest.TempPathFactory,
+           passphrase_file: Path) -> Initialised:
     data_dir = tmp_path_factory.mktemp("sealed") / "twin"
     result = cli("init", "--data-dir", data_dir, "--passphrase-file", passphrase_file)
     assert result.returncode == 0, result.output
@@ -305,6 +306,21 @@ def test_check_on_a_fresh_machine_is_all_ok(cli: Cli, tmp_path: Path) -> None:
     assert any(re.match(r"ok\s+experience profile ", line) for line in lines), result.stdout
     assert "FAILED" not in result.stdout
     assert not (tmp_path / "never-created").exists()  # checking creates no twin
+
+
+def test_check_reads_an_existing_twin_without_changing_it(cli: Cli, plain: Initialised) -> None:
+    def snapshot() -> dict[str, bytes]:
+        # SQLite's shared-memory index (-shm) and an empty -wal appear whenever anything reads
+        # a WAL database; what matters is that no page and no key changed.
+        return {p.name: p.read_bytes() for p in sorted(plain.data_dir.iterdir())
+                if p.is_file() and not p.name.endswith("-shm")
+                and not (p.name.endswith("-wal") and p.stat().st_size == 0)}
+
+    before = snapshot()
+    result = cli("check", "--data-dir", plain.data_dir)
+    assert result.returncode == 0, result.output
+    assert "ok      capability profile" in result.stdout
+    assert snapshot() == before, "twin check wrote to the twin it was checking"
 
 
 def test_status_shows_the_did_and_that_it_is_not_running(cli: Cli, plain: Initialised) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-
 from conftest import running_twin, twin_command
+
 from twin.shell import COOKIE
 
 pytestmark = pytest.mark.anyio
@@ -70,7 +70,8 @@ async def check_api(client: httpx.AsyncClient, make_token: MakeToken) -> None:
     signer = bearer(await make_token("guestbook:sign"))
     empty = await client.post(entries, headers=signer, json={"author": AUTHOR, "text": ""})
     assert empty.status_code == 422
-    signed = await client.post(entries, headers=signer, json={"author": AUTHOR, "text": SECRET_TEXT})
+    signed = await client.post(entries, headers=signer,
+                               json={"author": AUTHOR, "text": SECRET_TEXT})
     assert signed.status_code == 201, signed.text
     assert signed.json()["text"] == SECRET_TEXT and signed.json()["author"] == AUTHOR
     read = await client.get(entries, headers=signer)
@@ -139,6 +140,7 @@ def cli(*args: str | Path) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 async def test_under_twin_serve_the_guestbook_is_mounted_guarded_and_encrypted(serve: Any) -> None:
     process = serve()
     port = process.url.rsplit(":", 1)[1]
@@ -163,6 +165,7 @@ async def test_under_twin_serve_the_guestbook_is_mounted_guarded_and_encrypted(s
     assert_encrypted_at_rest(process.data_dir)
 
 
+@pytest.mark.slow
 def test_twin_check_lists_the_guestbook(tmp_path: Path) -> None:
     output = cli("check", "--data-dir", tmp_path / "twin")
     assert re.search(r"^ok\s+capability guestbook 1\.0\.0 \(hello-twin, 2 routes\)$", output, re.M)

@@ -7,17 +7,16 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import free_port, twin_command
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import free_port, twin_command
 from twin.errors import PluginError
 from twin.manifest import ID_PATTERN, Manifest, dependency_order, parse_manifest
 
@@ -125,6 +124,7 @@ def site(tmp_path: Path) -> Path:
 # discovery through entry points
 
 
+@pytest.mark.slow
 def test_a_good_plugin_is_listed_ok(site: Path, tmp_path: Path) -> None:
     plugin = add_plugin(site, "good")
     result = check(site, tmp_path / "twin")
@@ -134,6 +134,7 @@ def test_a_good_plugin_is_listed_ok(site: Path, tmp_path: Path) -> None:
     assert plugin.imported  # so the marker does tell when a plugin's code ran
 
 
+@pytest.mark.slow
 def test_two_distributions_with_one_id_stop_check_and_serve(site: Path, tmp_path: Path) -> None:
     first = add_plugin(site, "dup", dist="dup-one")
     second = add_plugin(site, "dup", dist="dup-two")
@@ -150,6 +151,7 @@ def test_two_distributions_with_one_id_stop_check_and_serve(site: Path, tmp_path
     assert not first.imported and not second.imported
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry, manifest, problem", [
     pytest.param("badid", manifest_text("Bad-Id"), "id 'Bad-Id' must match [a-z][a-z0-9_]*",
                  id="bad-id-pattern"),
@@ -176,6 +178,7 @@ def test_an_invalid_manifest_fails_check_before_any_plugin_code_runs(
     assert not plugin.imported
 
 
+@pytest.mark.slow
 def test_a_plugin_in_a_subpackage_runs_no_code_while_its_manifest_is_read(
         site: Path, tmp_path: Path) -> None:
     # entry point nested = fake_nested.inner.cap:Plugin; the manifest sits beside cap.py, and
@@ -201,6 +204,7 @@ def test_a_plugin_in_a_subpackage_runs_no_code_while_its_manifest_is_read(
     assert plugin.imported and (inner / MARKER).exists()
 
 
+@pytest.mark.slow
 def test_a_missing_requirement_is_named(site: Path, tmp_path: Path) -> None:
     plugin = add_plugin(site, "needy", manifest_text("needy", requires=("ghost",)))
     result = check(site, tmp_path / "twin")
@@ -209,6 +213,7 @@ def test_a_missing_requirement_is_named(site: Path, tmp_path: Path) -> None:
     assert not plugin.imported
 
 
+@pytest.mark.slow
 def test_a_dependency_cycle_fails_every_member_and_what_needs_them(site: Path,
                                                                   tmp_path: Path) -> None:
     add_plugin(site, "cyc_a", manifest_text("cyc_a", requires=("cyc_b",)))
@@ -224,6 +229,7 @@ def test_a_dependency_cycle_fails_every_member_and_what_needs_them(site: Path,
     assert result.line("ok capability calm")
 
 
+@pytest.mark.slow
 def test_a_plugin_whose_startup_raises_fails_check_but_not_serve(site: Path, tmp_path: Path,
                                                                  serve: Any) -> None:
     add_plugin(site, "boom", startup='raise RuntimeError("the boom disk is missing")')
@@ -248,6 +254,7 @@ def test_a_plugin_whose_startup_raises_fails_check_but_not_serve(site: Path, tmp
     assert "boom" not in {c["id"] for c in overview["capabilities"]}
 
 
+@pytest.mark.slow
 def test_a_permission_removed_after_it_was_recorded_must_be_marked_obsolete(
         site: Path, tmp_path: Path, serve: Any) -> None:
     two = ('[permissions.use]\ndescription = "Use it"\n'

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from conftest import Process, twin_command, wait_for
 
 pytestmark = pytest.mark.slow

@@ -91,10 +91,12 @@ def _passphrase_for(settings: Settings, *, required: bool) -> str | None:
     return None
 
 
-async def _open(settings: Settings, *, unlock: bool = True) -> Any:
+async def _open(settings: Settings, *, unlock: bool | None = True) -> Any:
+    """Open the twin; ``unlock`` True needs the key open, None opens it if it can, False never
+    does (for verbs that touch no secret, so no key derivation is paid for)."""
     from twin.core import Twin
 
-    passphrase = _passphrase_for(settings, required=unlock)
+    passphrase = None if unlock is False else _passphrase_for(settings, required=bool(unlock))
     return await Twin.open(settings, passphrase)
 
 
@@ -208,7 +210,7 @@ def serve(**flags: Any) -> None:
         _announce_identity(identity, settings, None)
 
     async def run() -> None:
-        twin = await _open(settings, unlock=False)
+        twin = await _open(settings, unlock=None)
         for _ in range(3):
             if not twin.vault.locked or not sys.stdin.isatty() or settings.passphrase_file:
                 break
@@ -235,6 +237,22 @@ def serve(**flags: Any) -> None:
         await uvicorn.Server(config).serve()
 
     _run(run())
+
+
+def _copy_twin(source: Settings, target: Settings) -> None:
+    import shutil
+    import sqlite3
+
+    target.data_dir.mkdir(mode=0o700)
+    shutil.copy2(source.key_path, target.key_path)
+    if source.db_path.exists():
+        src = sqlite3.connect(f"file:{source.db_path}?mode=ro", uri=True)
+        dst = sqlite3.connect(target.db_path)
+        try:
+            src.backup(dst)
+        finally:
+            src.close()
+            dst.close()
 
 
 def _hostport(settings: Settings) -> str:
@@ -295,9 +313,12 @@ def check(data_dir: Path | None) -> None:
         from twin.core import Twin, initialize
 
         with tempfile.TemporaryDirectory() as scratch:
-            target = settings
-            if not settings.key_path.exists():
-                target = Settings(data_dir=Path(scratch) / "twin")
+            # A scratch twin: a copy of this one where there is one (so permissions it recorded
+            # are checked), never the real database, which a running twin may be using.
+            target = Settings(data_dir=Path(scratch) / "twin")
+            if settings.key_path.exists():
+                _copy_twin(settings, target)
+            else:
                 initialize(target)
             logging.getLogger("twin.registry").setLevel(logging.CRITICAL)
             twin = await Twin.open(target)
@@ -319,13 +340,15 @@ def check(data_dir: Path | None) -> None:
 
 @main.command()
 @data_dir_option
+@_option("host")
+@_option("port")
 @_fail_on_twin_errors
-def status(data_dir: Path | None) -> None:
+def status(**flags: Any) -> None:
     """Show this twin's identity, lock state, capabilities and whether it is running."""
     from twin.identity import key_file_permissions_ok, read_key_file
     from twin.registry import installed_manifests
 
-    settings = _settings(data_dir=data_dir)
+    settings = _settings(**flags)
     if not settings.key_path.exists():
         raise click.ClickException(f"no twin in {settings.data_dir}: run `twin init` or `twin serve`")
     keyfile = read_key_file(settings.key_path)

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from twin.api import Call, Endpoint
@@ -79,12 +79,25 @@ def error_response(exc: TwinError) -> Response:
     return error_json(status, exc.code, exc.message, headers)
 
 
+def _allowed(request: Request) -> str:
+    """Every method the routes of this path take; Starlette's 405 names only the first route's."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and \
+                route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 async def http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     status = exc.status_code
     message = {404: f"nothing at {request.url.path}",
                405: f"{request.method} is not allowed on {request.url.path}"}.get(status, exc.detail)
-    return error_json(status, _HTTP_CODES.get(status, "error"), message, exc.headers)
+    headers = exc.headers
+    if status == 405:
+        headers = {**(headers or {}), "Allow": _allowed(request)}
+    return error_json(status, _HTTP_CODES.get(status, "error"), message, headers)
 
 
 async def twin_error(request: Request, exc: Exception) -> Response:
