@@ -336,6 +336,19 @@ async def test_access_log_lists_calls_newest_first_without_paths_or_bodies(tw: R
     assert not {e["id"] for e in first} & {e["id"] for e in rest}
 
 
+async def test_access_log_counts_repeated_calls_in_one_row(tw: Running) -> None:
+    reader = await tw.auth("profile:read")
+    for _ in range(5):
+        assert (await tw.client.get("/api/profile/", headers=reader)).status_code == 200
+    assert (await tw.client.put("/api/profile/", headers=reader, json={})).status_code == 403
+    entries = await tw.twin.access.entries()
+    reads = [e for e in entries if e["permission"] == "read"]
+    writes = [e for e in entries if e["permission"] == "write"]
+    assert [(e["count"], e["outcome"]) for e in reads] == [(5, "allowed")]
+    assert [(e["count"], e["outcome"]) for e in writes] == [(1, "denied")]
+    assert reads[0]["first"] <= reads[0]["at"]
+
+
 @pytest.mark.parametrize("query", [
     "limit=0", "limit=1001", "limit=abc", "limit=-1", "limit=", "limit=%C2%B2", "limit=%D9%A3",
     "limit=" + "9" * 5000, "before=abc", "before=-3", "before=", "before=%C2%B2",

@@ -103,8 +103,12 @@ class NewToken(msgspec.Struct):
 
 
 class AccessEntry(msgspec.Struct):
+    """Uses of one permission by one principal with one outcome, counted over one minute."""
+
     id: int
     at: float
+    first: float
+    count: int
     principal: str
     capability: str
     permission: str

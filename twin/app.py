@@ -16,10 +16,10 @@ from starlette.types import Receive, Scope, Send
 from twin import openapi
 from twin.core import Twin
 from twin.errors import TwinError
+from twin.dispatch import ApiDispatch, ApiRoutes
 from twin.http import (
-    ApiCors,
     SecurityHeaders,
-    endpoint_route,
+    endpoint_handler,
     error_response,
     http_exception,
     json_response,
@@ -44,17 +44,18 @@ def create_app(twin: Twin) -> Starlette:
             document = await twin.public_document()
         except TwinError as exc:
             return error_response(exc)
-        return json_response(document, headers={"Cache-Control": "max-age=300",
-                                                "Access-Control-Allow-Origin": "*"})
+        return json_response(document, headers={"Cache-Control": "max-age=300"})
 
     spec: dict[str, object] = {}
+    api = ApiRoutes()
 
     def mount() -> None:
-        routes = app.router.routes
-        routes.append(Route("/api/health", health, methods=["GET"]))
+        api.add("health", "", "GET", health)
         for cap_id, item in twin.registry.loaded.items():
-            routes.extend(endpoint_route(twin, cap_id, e) for e in item.endpoints)
-        routes.extend(shell_routes(twin))
+            for endpoint in item.endpoints:
+                api.add(cap_id, endpoint.path, endpoint.method,
+                        endpoint_handler(twin, cap_id, endpoint))
+        app.router.routes.extend(shell_routes(twin))
         spec.update(openapi.build(
             ((cap_id, item.manifest.name, item.endpoints)
              for cap_id, item in twin.registry.loaded.items()), twin.version))
@@ -74,7 +75,7 @@ def create_app(twin: Twin) -> Starlette:
             Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/.well-known/twin", well_known, methods=["GET"]),
         ],
-        middleware=[Middleware(SecurityHeaders), Middleware(ApiCors)],
+        middleware=[Middleware(SecurityHeaders), Middleware(ApiDispatch, routes=api)],
         exception_handlers={HTTPException: http_exception, TwinError: twin_error,
                             Exception: server_error},
         lifespan=lifespan,

@@ -125,6 +125,7 @@ class Twin:
         if self.started:
             await self.registry.shutdown()
             self.started = False
+        self.access.write()
         await self.db.close()
 
     async def authenticate(self, request: Request) -> Principal:

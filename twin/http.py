@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from starlette.exceptions import HTTPException
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
@@ -168,7 +167,8 @@ def render(result: Any, endpoint: Endpoint) -> Response:
     return json_response(result, endpoint.status)
 
 
-def endpoint_route(twin: Twin, cap_id: str, endpoint: Endpoint) -> Route:
+def endpoint_handler(twin: Twin, cap_id: str,
+                     endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
     """Wrap a capability endpoint: authenticate, authorise, check the lock, decode, log."""
     path = f"/api/{cap_id}{endpoint.path}"
     scope_name = f"{cap_id}:{endpoint.permission}"
@@ -200,7 +200,7 @@ def endpoint_route(twin: Twin, cap_id: str, endpoint: Endpoint) -> Route:
                                request.method, path, response.status_code)
         return response
 
-    return Route(path, handle, methods=[endpoint.method], name=f"{cap_id}:{endpoint.handler.__name__}")
+    return handle
 
 
 class RateLimiter:
@@ -231,24 +231,6 @@ SECURITY_HEADERS = [
      b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
      b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"),
 ]
-
-
-class ApiCors:
-    """Lets experience pages, which run sandboxed in an opaque origin, call ``/api`` with their
-    bearer token; no cookie is ever honoured there, so any origin may read the answers."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.cors = CORSMiddleware(
-            app, allow_origins=["*"], allow_methods=["*"],
-            allow_headers=["authorization", "content-type", "if-match", "if-none-match", "range"],
-            expose_headers=["etag", "location", "content-range"], max_age=3600)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(("/api/", "/.well-known/")):
-            await self.cors(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
 
 
 class SecurityHeaders:

@@ -43,7 +43,10 @@ MIGRATIONS = (
     Migration("create access log", """
         CREATE TABLE twin_access (
             id INTEGER PRIMARY KEY,
+            minute INTEGER NOT NULL,
+            first REAL NOT NULL,
             at REAL NOT NULL,
+            count INTEGER NOT NULL,
             principal TEXT NOT NULL,
             capability TEXT NOT NULL,
             permission TEXT NOT NULL,
@@ -53,6 +56,8 @@ MIGRATIONS = (
             outcome TEXT NOT NULL
         );
         CREATE INDEX twin_access_principal ON twin_access (principal, id);
+        CREATE UNIQUE INDEX twin_access_bucket
+            ON twin_access (minute, principal, capability, permission, method, route, status);
     """),
     Migration("create permission record", """
         CREATE TABLE twin_permissions (
