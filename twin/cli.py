@@ -149,6 +149,14 @@ async def _print_setup_link(settings: Settings, twin: Any) -> None:
     click.echo(f"Sign in (works once, for one hour): {settings.url}/setup/{secret}")
 
 
+async def _print_fresh_link(settings: Settings) -> None:
+    twin = await _open(settings, unlock=False)
+    try:
+        await _print_setup_link(settings, twin)
+    finally:
+        await twin.stop()
+
+
 @main.command()
 @data_dir_option
 @click.option("--recover", is_flag=True, help="Restore a twin from its 24-word recovery phrase "
@@ -172,14 +180,7 @@ def init(data_dir: Path | None, recover: bool, ask_passphrase: bool,
     else:
         _announce_identity(identity, settings, passphrase)
 
-    async def link() -> None:
-        twin = await _open(settings, unlock=False)
-        try:
-            await _print_setup_link(settings, twin)
-        finally:
-            await twin.stop()
-
-    _run(link())
+    _run(_print_fresh_link(settings))
 
 
 def _configure_logging(level: str) -> None:
@@ -472,13 +473,4 @@ def access() -> None:
 @_fail_on_twin_errors
 def access_link(**flags: Any) -> None:
     """Print a fresh one-time sign-in link (whoever holds this shell is the owner)."""
-    settings = _settings(**flags)
-
-    async def run() -> None:
-        twin = await _open(settings, unlock=False)
-        try:
-            await _print_setup_link(settings, twin)
-        finally:
-            await twin.stop()
-
-    _run(run())
+    _run(_print_fresh_link(_settings(**flags)))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from twin.errors import BadInput, PluginError
-from twin.manifest import ID_PATTERN, Manifest
+from twin.manifest import ID_PATTERN, Manifest, read_toml
 from twin.scopes import parse_scopes
 
 EXPERIENCE_FILE = "experience.toml"
@@ -52,12 +51,7 @@ class Experience:
 def load_experience(root: Path, source: str, manifests: Mapping[str, Manifest]) -> Experience:
     """Read ``experience.toml`` in ``root`` and check each ``uses`` entry names a real permission."""
     path = root / EXPERIENCE_FILE
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PluginError(f"{path}: missing") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PluginError(f"{path}: not valid TOML ({exc})") from None
+    data = read_toml(path, "missing")
     unknown = sorted(set(data) - _KNOWN_KEYS)
     if unknown:
         raise PluginError(f"{path}: unknown field(s) {', '.join(unknown)}")

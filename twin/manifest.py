@@ -42,14 +42,19 @@ class Manifest:
         return self.permissions.get(name)
 
 
-def load_manifest(path: Path, expected_id: str | None = None) -> Manifest:
-    """Read and validate ``capability.toml``; raises PluginError naming the file and the fault."""
+def read_toml(path: Path, missing: str) -> dict[str, Any]:
+    """A plugin's TOML file; PluginError naming the file when it is ``missing`` or malformed."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PluginError(f"{path}: no {MANIFEST_FILE} next to the capability's code") from None
+        raise PluginError(f"{path}: {missing}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PluginError(f"{path}: not valid TOML ({exc})") from None
+
+
+def load_manifest(path: Path, expected_id: str | None = None) -> Manifest:
+    """Read and validate ``capability.toml``; raises PluginError naming the file and the fault."""
+    data = read_toml(path, f"no {MANIFEST_FILE} next to the capability's code")
     return parse_manifest(data, str(path), expected_id)
 
 

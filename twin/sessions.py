@@ -29,6 +29,7 @@ class Sessions:
         await self._db.execute(
             "INSERT INTO twin_links (hash, purpose, created, expires) VALUES (?,?,?,?)",
             (_hash(secret), purpose, now, now + LINK_TTL))
+        self._db.enqueue("DELETE FROM twin_links WHERE expires < ?", (now - LINK_TTL,))
         return secret
 
     async def link_valid(self, secret: str, purpose: str = "setup") -> bool:
@@ -51,6 +52,8 @@ class Sessions:
         await self._db.execute(
             "INSERT INTO twin_sessions (hash, created, last_seen, expires) VALUES (?,?,?,?)",
             (_hash(secret), now, now, now + SESSION_ABSOLUTE))
+        self._db.enqueue("DELETE FROM twin_sessions WHERE expires < ? OR last_seen < ?",
+                         (now, now - SESSION_IDLE))
         return secret
 
     async def check(self, secret: str | None) -> bool:
