@@ -121,10 +121,14 @@ async def test_wildcard_scopes_cover_everything_of_theirs(tw: Running, scope: st
 
 
 async def test_tokens_are_created_listed_and_revoked_through_the_api(tw: Running) -> None:
-    admin = await tw.auth("twin:admin")
+    admin = await tw.auth("twin:admin", "profile:read")
     refused = await tw.client.post("/api/twin/tokens", json={"name": "x", "scopes": ["*"]},
                                    headers=await tw.auth("twin:read"))
     assert "twin:admin" in error_of(refused, 403)["message"]
+    for more in (["*"], ["profile:*"], ["profile:write"], ["twin:*"]):
+        escalate = await tw.client.post("/api/twin/tokens", headers=admin,
+                                        json={"name": "more", "scopes": more})
+        assert more[0] in error_of(escalate, 403)["message"], "a token handed on more than it holds"
 
     created = await tw.client.post("/api/twin/tokens", headers=admin,
                                    json={"name": "backup script", "scopes": ["profile:read"]})
@@ -533,3 +537,33 @@ async def test_guessing_tokens_is_rate_limited_per_address(tmp_path: Path) -> No
         # guesses are limited, not the owner's valid token from the same address
         owner = await tw.auth("profile:read")
         assert (await tw.client.get("/api/profile/", headers=owner)).status_code == 200
+
+
+async def test_a_capability_root_answers_with_or_without_its_slash(tw: Running) -> None:
+    reader = await tw.auth("profile:read")
+    with_slash = await tw.client.get("/api/profile/", headers=reader)
+    without = await tw.client.get("/api/profile", headers=reader)
+    assert without.status_code == with_slash.status_code == 200
+    assert without.json() == with_slash.json()
+
+
+async def test_rate_limited_answers_say_when_to_retry(tmp_path: Path) -> None:
+    async with running_twin(tmp_path / "x", rate_limit=1) as tw:
+        busy = await tw.auth("profile:read")
+        for _ in range(8):
+            response = await tw.client.get("/api/profile/", headers=busy)
+            if response.status_code == 429:
+                break
+        assert response.status_code == 429
+        assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_the_public_document_gives_the_avatar_as_a_full_url(tw: Running) -> None:
+    writer = await tw.auth("profile:write")
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+    put = await tw.client.put("/api/profile/avatar", headers={**writer, "content-type": "image/png"},
+                              content=png)
+    assert put.status_code == 200
+    avatar = (await tw.client.get("/.well-known/twin")).json()["profile"]["avatar"]
+    assert avatar.startswith(tw.settings.url + "/api/profile/avatar")
+    assert (await tw.client.get(avatar)).content == png

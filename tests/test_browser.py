@@ -88,7 +88,7 @@ def test_owner_signs_in_grants_profile_and_edits_it(serve: Any, tmp_path: Path) 
         public = httpx.get(twin.url + "/.well-known/twin").json()
         assert public["profile"]["display_name"] == "Ada Lovelace"
         assert public["profile"]["bio"].endswith("<script>x</script>")
-        assert httpx.get(twin.url + public["profile"]["avatar"]).content == tiny_png()
+        assert httpx.get(public["profile"]["avatar"]).content == tiny_png()
 
         page.goto(twin.url.replace("127.0.0.1", "localhost") + "/activity")
         assert page.get_by_text("profile:write").first.is_visible()
@@ -112,3 +112,33 @@ def test_a_used_setup_link_shows_how_to_get_a_new_one(serve: Any) -> None:
         response = second.goto(link.group(1))
         assert response is not None and response.status == 410
         assert second.get_by_text("twin access link").is_visible()
+
+
+def test_a_locked_twin_is_unlocked_from_the_browser(serve: Any, tmp_path: Path) -> None:
+    import subprocess
+
+    from conftest import twin_command
+
+    secret = tmp_path / "passphrase"
+    secret.write_text("correct horse battery\n")
+    data_dir = tmp_path / "sealed"
+    subprocess.run(twin_command("init", "--data-dir", str(data_dir), "--passphrase-file",
+                                str(secret)), check=True, capture_output=True)
+    twin = serve(data_dir=data_dir)
+    assert httpx.get(twin.url + "/api/health").json()["locked"] is True
+    link = re.search(r"(http://localhost:\d+/setup/\S+)", twin.output())
+    assert link, twin.output()
+
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1100, "height": 700})
+        page.goto(link.group(1))
+        page.get_by_role("button", name="Sign in to my twin").click()
+        expect(page.get_by_role("heading", name="Your twin is locked")).to_be_visible()
+        page.fill("#passphrase", "wrong horse")
+        page.get_by_role("button", name="Unlock").click()
+        expect(page.get_by_role("alert")).to_contain_text("does not open this twin")
+        screenshot(page, "locked")
+        page.fill("#passphrase", "correct horse battery")
+        page.get_by_role("button", name="Unlock").click()
+        expect(page.get_by_role("heading", name="Your experiences")).to_be_visible()
+    assert httpx.get(twin.url + "/api/health").json()["locked"] is False

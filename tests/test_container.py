@@ -87,7 +87,7 @@ def test_container_start_and_health_check(wheel_env: Path, tmp_path: Path) -> No
     try:
         def healthy() -> bool:
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            health = str(spec["health"]).replace("8470", str(port))
+            health = str(spec["health"])  # reads TWIN_PORT, as inside the container
             return subprocess.run(shlex.split(health), env=env, cwd="/",
                                   capture_output=True).returncode == 0
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Process, twin_command, wait_for
+from conftest import Process, free_port, twin_command, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -217,3 +217,27 @@ def test_serve_listens_on_ipv6_loopback(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert "Traceback" not in log.read_text()
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused(serve: Any) -> None:
+    twin = serve()
+    second = subprocess.run(twin_command("serve", "--data-dir", str(twin.data_dir), "--port",
+                                         str(free_port())),
+                            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert second.returncode == 1
+    assert "already served by twin serve (pid" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert health(twin)["status"] == "ok"
+
+
+def test_a_busy_port_is_said_plainly_before_anything_is_created(serve: Any,
+                                                                 tmp_path: Path) -> None:
+    twin = serve()
+    port = twin.url.rsplit(":", 1)[1]
+    fresh = tmp_path / "never-created"
+    busy = subprocess.run(twin_command("serve", "--data-dir", str(fresh), "--port", port),
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert busy.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr and "--port" in busy.stderr
+    assert "Traceback" not in busy.stderr
+    assert not fresh.exists(), "a twin was created although it could not be served"

@@ -3,7 +3,6 @@ tokens and the access log, plus unlocking; built on the same plugin API as any o
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -13,10 +12,10 @@ import msgspec
 from twin import api
 from twin.api import Call, Endpoint
 from twin.capability import Capability, Context
-from twin.errors import BadInput, NotFound, RateLimited, WrongPassphrase
+from twin.errors import BadInput, Forbidden, NotFound
 from twin.manifest import parse_manifest
 from twin.schema import MIGRATIONS
-from twin.scopes import parse_scopes
+from twin.scopes import beyond, parse_scopes
 from twin.tokens import MAX_NAME
 
 if TYPE_CHECKING:
@@ -146,8 +145,6 @@ class AdminCapability(Capability):
     def __init__(self, context: Context, twin: Twin) -> None:
         super().__init__(context)
         self.twin = twin
-        self._unlocking = asyncio.Lock()
-        self._failed_unlocks: list[float] = []
 
     def routes(self) -> Sequence[Endpoint]:
         return [
@@ -214,6 +211,10 @@ class AdminCapability(Capability):
 
     async def create_token(self, call: Call) -> NewToken:
         scopes = parse_scopes(call.body.scopes, self.twin.registry.manifests)
+        extra = beyond(scopes, call.principal.scopes)
+        if extra:
+            raise Forbidden(f"a token can only hand on scopes it holds itself; "
+                            f"{call.principal.label} does not hold {', '.join(extra)}")
         info, secret = await self.twin.tokens.create(scopes, call.body.name)
         return NewToken(secret, _token_out(info))
 
@@ -233,19 +234,7 @@ class AdminCapability(Capability):
         return [AccessEntry(**row) for row in rows]
 
     async def unlock(self, call: Call) -> Unlocked:
-        # The limit is checked inside the lock: attempts sent at once must not all pass it.
-        async with self._unlocking:
-            now = asyncio.get_running_loop().time()
-            self._failed_unlocks = [t for t in self._failed_unlocks if now - t < 60]
-            if len(self._failed_unlocks) >= 5:
-                raise RateLimited("too many wrong passphrases; wait a minute and try again")
-            if self.twin.vault.locked:
-                try:
-                    await asyncio.to_thread(self.twin.unlock, call.body.passphrase)
-                except WrongPassphrase:
-                    self._failed_unlocks.append(now)
-                    # the key file's message names its path; callers here may be anyone
-                    raise WrongPassphrase("that passphrase does not open this twin") from None
+        await self.twin.unlock_remotely(call.body.passphrase)
         return Unlocked(False)
 
 

@@ -164,14 +164,16 @@ async def _print_fresh_link(settings: Settings) -> None:
 @click.option("--passphrase", "ask_passphrase", is_flag=True,
               help="Seal the root key with a passphrase (asked for twice).")
 @_option("passphrase_file", metavar="FILE")
+@_option("public_url")
+@_option("host")
+@_option("port")
 @_fail_on_twin_errors
-def init(data_dir: Path | None, recover: bool, ask_passphrase: bool,
-         passphrase_file: Path | None) -> None:
+def init(recover: bool, ask_passphrase: bool, **flags: Any) -> None:
     """Create a twin: its data directory and root key."""
     from twin.core import initialize
     from twin.identity import Identity
 
-    settings = _settings(data_dir=data_dir, passphrase_file=passphrase_file)
+    settings = _settings(**flags)
     identity = Identity.from_phrase(_read_phrase()) if recover else None
     passphrase = _new_passphrase(settings, ask_passphrase)
     identity = initialize(settings, passphrase=passphrase, identity=identity)
@@ -203,24 +205,24 @@ def serve(**flags: Any) -> None:
 
     from twin.app import create_app
     from twin.core import initialize
+    from twin.registry import find_sources
 
     settings = _settings(**flags)
     _configure_logging(settings.log_level)
+    try:
+        sources = find_sources()  # two packages offering one id: refuse before creating anything
+    except PluginError as exc:
+        raise click.ClickException(exc.message) from None
+    listener = _bind(settings)
     if not settings.key_path.exists():
-        identity = initialize(settings)
-        _announce_identity(identity, settings, None)
+        _announce_identity(initialize(settings), settings, None)
+    lock = _hold_data_dir(settings)
 
     async def run() -> None:
-        twin = await _open(settings, unlock=None)
-        for _ in range(3):
-            if not twin.vault.locked or not sys.stdin.isatty() or settings.passphrase_file:
-                break
-            try:
-                twin.unlock(str(click.prompt("Passphrase to unlock the twin", hide_input=True)))
-            except WrongPassphrase:
-                click.echo("That passphrase does not open the key.", err=True)
+        twin = await _open(settings, unlock=False)
         try:
-            await twin.start()
+            _unlock_at_start(twin, settings)
+            await twin.start(sources)
         except BaseException:
             await twin.stop()
             raise
@@ -235,9 +237,69 @@ def serve(**flags: Any) -> None:
         config = uvicorn.Config(create_app(twin), host=settings.host, port=settings.port,
                                 log_level=settings.log_level, access_log=False,
                                 http="httptools", lifespan="on", server_header=False)
-        await uvicorn.Server(config).serve()
+        await uvicorn.Server(config).serve(sockets=[listener])
 
-    _run(run())
+    try:
+        _run(run())
+    finally:
+        lock.close()
+
+
+def _unlock_at_start(twin: Any, settings: Settings) -> None:
+    """Open a sealed key with --passphrase-file, or by asking at a terminal (three tries);
+    otherwise the twin runs locked until unlocked over the API."""
+    if not twin.vault.locked:
+        return
+    if settings.passphrase_file is not None:
+        twin.unlock(_read_passphrase_file(settings.passphrase_file))
+        return
+    if not sys.stdin.isatty():
+        return
+    for _ in range(3):
+        try:
+            twin.unlock(str(click.prompt("Passphrase to unlock the twin", hide_input=True)))
+            return
+        except WrongPassphrase:
+            click.echo("That passphrase does not open the key.", err=True)
+    raise click.ClickException("three wrong passphrases; the twin was not started")
+
+
+def _bind(settings: Settings) -> Any:
+    """The listening socket, bound before anything is printed, so a busy port is said plainly."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        listener = socket.socket(family, kind, proto)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {_hostport(settings)}: {exc.strerror or exc}; is another twin "
+            "running there? Choose another with --port") from None
+    return listener
+
+
+def _hold_data_dir(settings: Settings) -> Any:
+    """Hold a lock on the data directory while serving: two servers on one vault would each
+    believe they are its only writer."""
+    import fcntl
+
+    handle = (settings.data_dir / "serve.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise click.ClickException(f"{settings.data_dir} is already served by {holder}; stop "
+                                   "it first or use another --data-dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"twin serve (pid {os.getpid()})")
+    handle.flush()
+    return handle
 
 
 def _copy_twin(source: Settings, target: Settings) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -14,7 +15,7 @@ from starlette.requests import Request
 from twin.__about__ import __version__
 from twin.accesslog import AccessLog
 from twin.db import Database
-from twin.errors import BadInput, Unauthorized, VaultLocked
+from twin.errors import BadInput, RateLimited, Unauthorized, VaultLocked, WrongPassphrase
 from twin.experiences import web_root
 from twin.grants import Grants
 from twin.http import RateLimiter
@@ -70,6 +71,8 @@ class Twin:
         self.limiter = RateLimiter(settings.rate_limit)
         self.started = False
         self.started_at = time.time()
+        self._unlocking = asyncio.Lock()
+        self._failed_unlocks: list[float] = []
 
     @property
     def did(self) -> str:
@@ -103,6 +106,23 @@ class Twin:
         identity = self.keyfile.unlock(passphrase)
         self.identity = identity
         self.vault.unlock(identity.seed)
+
+    async def unlock_remotely(self, passphrase: str) -> None:
+        """Unlock from the API or the browser: one attempt at a time, five wrong ones a minute."""
+        async with self._unlocking:
+            if not self.vault.locked:
+                return
+            now = time.monotonic()
+            self._failed_unlocks = [t for t in self._failed_unlocks if now - t < 60]
+            if len(self._failed_unlocks) >= 5:
+                raise RateLimited("too many wrong passphrases; wait a minute and try again",
+                                  retry_after=60)
+            try:
+                await asyncio.to_thread(self.unlock, passphrase)
+            except WrongPassphrase:
+                self._failed_unlocks.append(now)
+                # the key file's message names its path; whoever asks here may be anyone
+                raise WrongPassphrase("that passphrase does not open this twin") from None
 
     def require_identity(self) -> Identity:
         if self.identity is None:
@@ -150,7 +170,7 @@ class Twin:
             "type": "twin",
             "did": identity.did,
             "version": self.version,
-            "endpoints": {"api": f"{url}/api", "inbox": f"{url}/p2p/v1/inbox", "web": url},
+            "endpoints": {"api": f"{url}/api", "web": url},
             "issued": int(time.time()),
             "expires": int(time.time()) + DOCUMENT_TTL,
         }

@@ -42,6 +42,8 @@ class ApiRoutes:
         paths[full].methods[method] = handle
         if method == "GET":
             paths[full].methods.setdefault("HEAD", handle)
+        if path == "/":  # /api/profile answers as /api/profile/ does
+            self.add(capability, "", method, handle)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]

@@ -74,6 +74,10 @@ class WrongPassphrase(TwinError):
 class RateLimited(TwinError):
     code = "rate_limited"
 
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 class PluginError(TwinError):
     code = "plugin_error"

@@ -74,7 +74,11 @@ def error_json(status: int, code: str, message: str,
 
 def error_response(exc: TwinError) -> Response:
     status = status_of(exc)
-    headers = {"WWW-Authenticate": 'Bearer realm="twin"'} if status == 401 else None
+    headers = None
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="twin"'}
+    elif isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
     return error_json(status, exc.code, exc.message, headers)
 
 

@@ -46,6 +46,21 @@ def covers(scopes: frozenset[str], capability: str, permission: str) -> bool:
             or f"{capability}:{permission}" in scopes)
 
 
+def beyond(requested: frozenset[str], held: frozenset[str]) -> list[str]:
+    """The requested scopes that ``held`` does not include (wildcards need wildcards)."""
+    extra = []
+    for scope in sorted(requested):
+        if scope == "*":
+            ok = "*" in held
+        else:
+            cap_id, permission = scope.split(":")
+            ok = ("*" in held or f"{cap_id}:*" in held) if permission == "*" else \
+                covers(held, cap_id, permission)
+        if not ok:
+            extra.append(scope)
+    return extra
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who a request acts for: the owner, one of their tokens, or an experience."""

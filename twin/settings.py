@@ -119,6 +119,8 @@ class Settings:
         if self.public_url:
             return self.public_url
         host = "localhost" if self.host in {"127.0.0.1", "0.0.0.0", "::", "::1"} else self.host
+        if ":" in host:
+            host = f"[{host}]"
         return f"http://{host}:{self.port}"
 
     @property

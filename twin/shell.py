@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import jinja2
 from starlette.requests import Request
@@ -13,9 +13,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from twin.errors import Forbidden, NotFound
+from twin.errors import Forbidden, NotFound, RateLimited, WrongPassphrase
 from twin.experiences import Experience, web_root
-from twin.http import error_json
+from twin.http import error_json, read_body, status_of
 
 if TYPE_CHECKING:
     from twin.core import Twin
@@ -72,9 +72,14 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
     async def signed_in(request: Request) -> bool:
         return await twin.sessions.check(request.cookies.get(COOKIE))
 
+    def locked(error: str = "", status: int = 423) -> HTMLResponse:
+        return page("locked.html", status=status, error=error)
+
     async def home(request: Request) -> Response:
         if not await signed_in(request):
             return page("welcome.html")
+        if twin.vault.locked:
+            return locked()
         grants = await twin.grants.all()
         return page("home.html", experiences=sorted(twin.registry.experiences.values(),
                                                     key=lambda e: e.name.lower()),
@@ -119,6 +124,8 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
             return page("not_found.html", status=404, message=missing.message)
         if not await signed_in(request):
             return RedirectResponse("/", status_code=303)
+        if twin.vault.locked:
+            return locked()
         grant = await twin.grants.get(exp.id)
         if grant is None and exp.uses:
             manifests = twin.registry.manifests
@@ -137,6 +144,8 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
         if not await signed_in(request):
             return error_json(401, "unauthorized", "sign in to the twin first")
         same_origin(request, twin)
+        if twin.vault.locked:
+            return locked()
         await twin.grants.grant(exp, exp.uses)
         return RedirectResponse(f"/x/{exp.id}/", status_code=303)
 
@@ -148,10 +157,22 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
         await twin.grants.revoke(exp.id)
         return RedirectResponse("/", status_code=303)
 
+    async def unlock(request: Request) -> Response:
+        if not await signed_in(request):
+            return RedirectResponse("/", status_code=303)
+        same_origin(request, twin)
+        form = parse_qs((await read_body(request, 4096)).decode("utf-8", "replace"))
+        try:
+            await twin.unlock_remotely(form.get("passphrase", [""])[0])
+        except (WrongPassphrase, RateLimited) as exc:
+            return locked(exc.message[:1].upper() + exc.message[1:] + ".", status_of(exc))
+        return RedirectResponse("/", status_code=303)
+
     routes: list[BaseRoute] = [
         Route("/", home, methods=["GET"]),
         Route("/setup/{secret}", setup, methods=["GET", "POST"]),
         Route("/logout", logout, methods=["POST"]),
+        Route("/unlock", unlock, methods=["POST"]),
         Route("/activity", activity, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=web_root() / "shell" / "static"),
               name="static"),

@@ -128,5 +128,5 @@ class ProfileCapability(Capability):
 
     async def public_document(self) -> Mapping[str, Any]:
         profile = await self.current()
-        return {"display_name": profile.display_name, "bio": profile.bio,
-                "avatar": profile.avatar}
+        avatar = profile.avatar and self.context.settings.url + profile.avatar
+        return {"display_name": profile.display_name, "bio": profile.bio, "avatar": avatar}
