@@ -146,7 +146,7 @@ async def test_under_twin_serve_the_guestbook_is_mounted_guarded_and_encrypted(s
     port = process.url.rsplit(":", 1)[1]
     secret = re.findall(rf"http://localhost:{port}/setup/([A-Za-z0-9_-]+)", process.output())
     assert secret, process.output()
-    admin = cli("token", "create", "--scope", "twin:*", "--name", "admin",
+    admin = cli("token", "create", "--scope", "*", "--name", "admin",
                 "--data-dir", process.data_dir).strip()
 
     async with httpx.AsyncClient(base_url=process.url, timeout=10) as client:
