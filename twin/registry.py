@@ -124,7 +124,8 @@ class Registry:
         return found.uses if found else frozenset()
 
     def fail(self, cap_id: str, reason: str) -> None:
-        log.error("capability %s disabled: %s", cap_id, reason)
+        what = cap_id if cap_id.startswith("experience ") else f"capability {cap_id}"
+        log.error("%s disabled: %s", what, reason)
         self.failed[cap_id] = reason
 
     async def load(self, builtin: Sequence[Builtin],

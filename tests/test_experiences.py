@@ -1,0 +1,70 @@
+"""Experiences as the registry loads them from folders: valid ones are served, broken ones are
+named with what is wrong and skipped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from twin.core import Twin, initialize
+from twin.errors import PluginError
+from twin.experiences import load_experience
+from twin.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+def make(root: Path, name: str, toml: str, index: bool = True) -> Path:
+    folder = root / name
+    (folder / "templates").mkdir(parents=True)
+    (folder / "experience.toml").write_text(toml)
+    if index:
+        (folder / "templates" / "index.html").write_text("<p>{{ experience.name }}</p>")
+    return folder
+
+
+async def test_experiences_from_folders_load_or_are_named_and_skipped(tmp_path: Path) -> None:
+    web = tmp_path / "web"
+    good = make(web, "notes", 'id = "notes"\nname = "Notes"\nuses = ["twin:read"]\n')
+    make(web, "twice", 'id = "notes"\nname = "Notes again"\n')
+    make(web, "greedy", 'id = "greedy"\nname = "Greedy"\nuses = ["twin:*"]\n')
+    make(web, "unknown", 'id = "unknown"\nname = "Unknown"\nuses = ["twin:fly"]\n')
+    make(web, "bare", 'id = "bare"\nname = "Bare"\n', index=False)
+    make(web, "badid", 'id = "Bad Id"\nname = "x"\n')
+    settings = Settings(data_dir=tmp_path / "twin")
+    initialize(settings)
+    twin = await Twin.open(settings)
+    try:
+        from twin.admin import admin_builtin
+
+        await twin.registry.load([admin_builtin(twin)], [], db=twin.db, vault=twin.vault,
+                                 settings=settings, did=twin.did,
+                                 experience_dirs=sorted(p for p in web.iterdir()))
+    finally:
+        await twin.stop()
+    assert set(twin.registry.experiences) == {"notes"}
+    assert twin.registry.experiences["notes"].root == good
+    failed = twin.registry.failed
+    assert "already used" in failed["experience twice"]
+    assert "wildcard" in failed["experience greedy"]
+    assert "twin has no permission 'fly'" in failed["experience unknown"]
+    assert "templates/index.html is missing" in failed["experience bare"]
+    assert "must match" in failed["experience badid"]
+
+
+def test_uses_must_name_real_current_permissions(tmp_path: Path) -> None:
+    from twin.manifest import parse_manifest
+
+    manifests = {"notes": parse_manifest({
+        "id": "notes", "version": "1.0", "permissions": {
+            "read": {"description": "Read notes"},
+            "old": {"description": "Old way", "obsolete": True}}}, "test")}
+    folder = make(tmp_path, "x", 'id = "x"\nname = "X"\nuses = ["notes:read"]\n')
+    assert load_experience(folder, "test", manifests).uses == {"notes:read"}
+    stale = make(tmp_path, "y", 'id = "y"\nname = "Y"\nuses = ["notes:old"]\n')
+    with pytest.raises(PluginError, match="obsolete"):
+        load_experience(stale, "test", manifests)
+    extra = make(tmp_path, "z", 'id = "z"\nname = "Z"\nscript = "evil.py"\n')
+    with pytest.raises(PluginError, match="unknown field"):
+        load_experience(extra, "test", manifests)
