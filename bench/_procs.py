@@ -45,8 +45,9 @@ def bare_serve(port: int, health: Path | None = None, profile: Path | None = Non
     return command
 
 
-def get(port: int, path: str, headers: dict[str, str] | None = None,
-        timeout: float = 2.0) -> tuple[int, bytes]:
+def get(
+    port: int, path: str, headers: dict[str, str] | None = None, timeout: float = 2.0
+) -> tuple[int, bytes]:
     """One GET on loopback with the standard library (cheap enough to poll with)."""
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
@@ -57,8 +58,9 @@ def get(port: int, path: str, headers: dict[str, str] | None = None,
         conn.close()
 
 
-def send(port: int, method: str, path: str, body: bytes,
-         headers: dict[str, str]) -> tuple[int, bytes]:
+def send(
+    port: int, method: str, path: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=5)
     try:
         conn.request(method, path, body=body, headers=headers)
@@ -79,12 +81,18 @@ class Server:
     started: float
 
     @classmethod
-    def spawn(cls, name: str, command: list[str], port: int, log: Path,
-              env: dict[str, str] | None = None) -> Server:
+    def spawn(
+        cls, name: str, command: list[str], port: int, log: Path, env: dict[str, str] | None = None
+    ) -> Server:
         handle = log.open("wb")
         started = time.monotonic()
-        proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env or clean_env())
+        proc = subprocess.Popen(
+            command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env or clean_env(),
+        )
         handle.close()
         return cls(name, proc, port, log, started)
 

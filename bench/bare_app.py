@@ -31,8 +31,12 @@ def build(health: bytes = DEFAULT_HEALTH, profile: bytes = DEFAULT_PROFILE) -> S
     async def profile_route(request: Request) -> Response:
         return Response(profile, media_type="application/json")
 
-    return Starlette(routes=[Route("/api/health", health_route, methods=["GET"]),
-                             Route("/api/profile/", profile_route, methods=["GET"])])
+    return Starlette(
+        routes=[
+            Route("/api/health", health_route, methods=["GET"]),
+            Route("/api/profile/", profile_route, methods=["GET"]),
+        ]
+    )
 
 
 def main() -> None:
@@ -42,11 +46,22 @@ def main() -> None:
     parser.add_argument("--health-body", type=Path)
     parser.add_argument("--profile-body", type=Path)
     args = parser.parse_args()
-    app = build(args.health_body.read_bytes() if args.health_body else DEFAULT_HEALTH,
-                args.profile_body.read_bytes() if args.profile_body else DEFAULT_PROFILE)
+    app = build(
+        args.health_body.read_bytes() if args.health_body else DEFAULT_HEALTH,
+        args.profile_body.read_bytes() if args.profile_body else DEFAULT_PROFILE,
+    )
     # The same server settings `twin serve` uses (twin/cli.py): uvloop, httptools, no access log.
-    uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools",
-                lifespan="on", access_log=False, server_header=False, log_level="warning")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

@@ -30,12 +30,14 @@ def _idle(server: Server) -> Memory:
 def measure(scratch: Path) -> list[Memory]:
     """The twin first (every built-in loaded, default settings but a free port), then bare."""
     port = free_port()
-    with Server.spawn("twin serve", twin_serve(scratch / "idle-twin", port), port,
-                      scratch / "idle-twin.log") as twin:
+    with Server.spawn(
+        "twin serve", twin_serve(scratch / "idle-twin", port), port, scratch / "idle-twin.log"
+    ) as twin:
         result = [_idle(twin)]
     port = free_port()
-    with Server.spawn("bare Starlette+uvicorn", bare_serve(port), port,
-                      scratch / "idle-bare.log") as bare:
+    with Server.spawn(
+        "bare Starlette+uvicorn", bare_serve(port), port, scratch / "idle-bare.log"
+    ) as bare:
         result.append(_idle(bare))
     return result
 
@@ -46,8 +48,10 @@ def report(results: list[Memory]) -> list[str]:
         lines.append(f"{m.name:<28} {m.rss_mib:>5.1f} MiB {m.hwm_mib:>5.1f} MiB")
     twin = results[0]
     verdict = "meets" if twin.rss_mib <= TARGET_MIB else "MISSES"
-    lines.append(f"target: twin VmRSS <= {TARGET_MIB:g} MiB after {IDLE_SECONDS:g} s idle: "
-                 f"{verdict} it; twin - bare = {twin.rss_mib - results[1].rss_mib:+.1f} MiB")
+    lines.append(
+        f"target: twin VmRSS <= {TARGET_MIB:g} MiB after {IDLE_SECONDS:g} s idle: "
+        f"{verdict} it; twin - bare = {twin.rss_mib - results[1].rss_mib:+.1f} MiB"
+    )
     return lines
 
 

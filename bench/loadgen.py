@@ -42,8 +42,11 @@ def find_wrk(install: bool = True) -> tuple[str | None, str]:
     if not install or not shutil.which("apt-get") or os.geteuid() != 0:
         return None, "wrk is missing and apt-get is not usable here"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for step in (["apt-get", "install", "-y", "-q", "wrk"], ["apt-get", "update", "-q"],
-                 ["apt-get", "install", "-y", "-q", "wrk"]):
+    for step in (
+        ["apt-get", "install", "-y", "-q", "wrk"],
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "wrk"],
+    ):
         try:
             subprocess.run(step, env=env, capture_output=True, timeout=300, check=False)
         except subprocess.TimeoutExpired:
@@ -54,17 +57,27 @@ def find_wrk(install: bool = True) -> tuple[str | None, str]:
     return None, "wrk could not be installed with apt-get"
 
 
-def run_wrk(wrk: str, port: int, path: str, headers: dict[str, str], *, connections: int,
-            duration: float) -> Load:
+def run_wrk(
+    wrk: str, port: int, path: str, headers: dict[str, str], *, connections: int, duration: float
+) -> Load:
     """One wrk run: one thread (the other core is the server's), ``connections`` connections."""
-    command = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "5s",
-               "-s", str(_WRK_SCRIPT)]
+    command = [
+        wrk,
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(_WRK_SCRIPT),
+    ]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     command.append(f"http://{HOST}:{port}{path}")
     env = {**os.environ, "BENCH_MAX_REQUESTS": str(MAX_REQUESTS)}
-    done = subprocess.run(command, capture_output=True, text=True, env=env,
-                          timeout=duration + 30, check=True)
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=duration + 30, check=True
+    )
     for line in done.stdout.splitlines():
         if line.startswith("BENCH "):
             requests, micros, p50, p99, errors = (float(x) for x in line.split()[1:])
@@ -72,8 +85,14 @@ def run_wrk(wrk: str, port: int, path: str, headers: dict[str, str], *, connecti
     raise RuntimeError(f"wrk printed no result line:\n{done.stdout}\n{done.stderr}")
 
 
-async def _connection(port: int, request: bytes, deadline: float, budget: list[int],
-                      latencies: list[float], errors: list[int]) -> None:
+async def _connection(
+    port: int,
+    request: bytes,
+    deadline: float,
+    budget: list[int],
+    latencies: list[float],
+    errors: list[int],
+) -> None:
     """One keep-alive connection: a GET, its whole response, the next GET, until time or budget."""
     reader, writer = await asyncio.open_connection(HOST, port)
     try:
@@ -97,17 +116,27 @@ async def _connection(port: int, request: bytes, deadline: float, budget: list[i
         writer.close()
 
 
-async def _python_load(port: int, path: str, headers: dict[str, str], connections: int,
-                       duration: float) -> Load:
-    lines = [f"GET {path} HTTP/1.1", f"Host: {HOST}:{port}",
-             *(f"{k}: {v}" for k, v in headers.items())]
+async def _python_load(
+    port: int, path: str, headers: dict[str, str], connections: int, duration: float
+) -> Load:
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {HOST}:{port}",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
     request = ("\r\n".join(lines) + "\r\n\r\n").encode()
     latencies: list[float] = []
     errors, budget = [0], [MAX_REQUESTS]
     started = time.monotonic()
-    await asyncio.wait_for(asyncio.gather(*(
-        _connection(port, request, started + duration, budget, latencies, errors)
-        for _ in range(connections))), duration + 30)
+    await asyncio.wait_for(
+        asyncio.gather(
+            *(
+                _connection(port, request, started + duration, budget, latencies, errors)
+                for _ in range(connections)
+            )
+        ),
+        duration + 30,
+    )
     elapsed = time.monotonic() - started
     if not latencies:
         return Load(0, elapsed, 0.0, 0.0, errors[0])
@@ -115,8 +144,9 @@ async def _python_load(port: int, path: str, headers: dict[str, str], connection
     return Load(len(latencies), elapsed, cuts[49] * 1e3, cuts[98] * 1e3, errors[0])
 
 
-def run_python(port: int, path: str, headers: dict[str, str], *, connections: int,
-               duration: float) -> Load:
+def run_python(
+    port: int, path: str, headers: dict[str, str], *, connections: int, duration: float
+) -> Load:
     """The fallback: asyncio (on uvloop when installed) over raw keep-alive sockets."""
     try:
         import uvloop

@@ -1,6 +1,6 @@
 """Run twin's benchmarks and print their figures; it never fails on timing (see bench/README.md).
 
-    python bench/run.py [--quick] [--only memory,start,load] [--no-wrk]
+python bench/run.py [--quick] [--only memory,start,load] [--no-wrk]
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ PARTS = ("memory", "start", "load")
 
 def _machine() -> list[str]:
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
-    return [f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores, "
-            f"load average {' '.join(load) or 'unknown'}",
-            "figures from one shared machine: other work on it moves them; compare twin with bare "
-            "from the same run"]
+    return [
+        f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores, "
+        f"load average {' '.join(load) or 'unknown'}",
+        "figures from one shared machine: other work on it moves them; compare twin with bare "
+        "from the same run",
+    ]
 
 
 def _section(title: str, lines: list[str]) -> None:
@@ -37,12 +39,21 @@ def _section(title: str, lines: list[str]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="3 cold starts instead of 5, 2 s per load figure instead of 5")
-    parser.add_argument("--only", default=",".join(PARTS),
-                        help=f"comma-separated parts to run, of: {', '.join(PARTS)}")
-    parser.add_argument("--no-wrk", action="store_true",
-                        help="use the built-in asyncio load client even when wrk is available")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 cold starts instead of 5, 2 s per load figure instead of 5",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to run, of: {', '.join(PARTS)}",
+    )
+    parser.add_argument(
+        "--no-wrk",
+        action="store_true",
+        help="use the built-in asyncio load client even when wrk is available",
+    )
     args = parser.parse_args()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = set(parts) - set(PARTS)
@@ -61,8 +72,10 @@ def main() -> int:
         if "load" in parts:
             result = throughput.measure(scratch, duration, use_wrk=not args.no_wrk)
             _section("c. throughput, concurrency 16, loopback", throughput.report(result))
-    print(f"\ndone in {time.monotonic() - began:.0f} s; load average now "
-          f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    print(
+        f"\ndone in {time.monotonic() - began:.0f} s; load average now "
+        f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}"
+    )
     return 0
 
 

@@ -38,16 +38,18 @@ class Result:
 
 
 def _cli(*args: str) -> str:
-    done = subprocess.run(twin_command(*args), capture_output=True, text=True, timeout=60,
-                          env=clean_env(), check=True)
+    done = subprocess.run(
+        twin_command(*args), capture_output=True, text=True, timeout=60, env=clean_env(), check=True
+    )
     return done.stdout.strip()
 
 
 def _prepare_twin(data_dir: Path) -> str:
     """Create the twin and a token that may read and write the profile; return the token."""
     _cli("init", "--data-dir", str(data_dir))
-    return _cli("token", "create", "--scope", "profile:*", "--name", "bench",
-                "--data-dir", str(data_dir)).splitlines()[-1]
+    return _cli(
+        "token", "create", "--scope", "profile:*", "--name", "bench", "--data-dir", str(data_dir)
+    ).splitlines()[-1]
 
 
 def measure(scratch: Path, duration: float, use_wrk: bool = True) -> Result:
@@ -57,35 +59,58 @@ def measure(scratch: Path, duration: float, use_wrk: bool = True) -> Result:
 
     def load(port: int, path: str, headers: dict[str, str], seconds: float) -> loadgen.Load:
         if wrk is not None:
-            return loadgen.run_wrk(wrk, port, path, headers, connections=CONNECTIONS,
-                                   duration=seconds)
+            return loadgen.run_wrk(
+                wrk, port, path, headers, connections=CONNECTIONS, duration=seconds
+            )
         return loadgen.run_python(port, path, headers, connections=CONNECTIONS, duration=seconds)
 
     data_dir = scratch / "load-twin"
     auth = {"Authorization": f"Bearer {_prepare_twin(data_dir)}"}
     twin_port, bare_port = free_port(), free_port()
     # The per-token rate limit (50/s by default) would cap the authorised route, so it is off.
-    with Server.spawn("twin", twin_serve(data_dir, twin_port), twin_port, scratch / "load-twin.log",
-                      env=clean_env(TWIN_RATE_LIMIT="0")) as twin:
+    with Server.spawn(
+        "twin",
+        twin_serve(data_dir, twin_port),
+        twin_port,
+        scratch / "load-twin.log",
+        env=clean_env(TWIN_RATE_LIMIT="0"),
+    ) as twin:
         twin.wait_healthy()
-        profile = json.dumps({"display_name": "Ada Lovelace",
-                              "bio": "Writes programs for engines that do not exist yet."})
-        status, _ = send(twin_port, "PUT", "/api/profile/", profile.encode(),
-                         {**auth, "Content-Type": "application/json"})
+        profile = json.dumps(
+            {
+                "display_name": "Ada Lovelace",
+                "bio": "Writes programs for engines that do not exist yet.",
+            }
+        )
+        status, _ = send(
+            twin_port,
+            "PUT",
+            "/api/profile/",
+            profile.encode(),
+            {**auth, "Content-Type": "application/json"},
+        )
         assert status == 200, f"could not set the profile: {status}"
         bodies = {}
-        for name, path, headers in (("health", "/api/health", {}),
-                                    ("profile", "/api/profile/", auth)):
+        for name, path, headers in (
+            ("health", "/api/health", {}),
+            ("profile", "/api/profile/", auth),
+        ):
             status, body = send(twin_port, "GET", path, b"", headers)
             assert status == 200, f"GET {path} answered {status}"
             bodies[name] = scratch / f"{name}.json"
             bodies[name].write_bytes(body)
-        with Server.spawn("bare", bare_serve(bare_port, bodies["health"], bodies["profile"]),
-                          bare_port, scratch / "load-bare.log") as bare:
+        with Server.spawn(
+            "bare",
+            bare_serve(bare_port, bodies["health"], bodies["profile"]),
+            bare_port,
+            scratch / "load-bare.log",
+        ) as bare:
             bare.wait_healthy()
             pairs = []
-            for route, path, headers in (("GET /api/health", "/api/health", {}),
-                                         ("GET /api/profile/ (bearer)", "/api/profile/", auth)):
+            for route, path, headers in (
+                ("GET /api/health", "/api/health", {}),
+                ("GET /api/profile/ (bearer)", "/api/profile/", auth),
+            ):
                 results = {}
                 for server in (twin, bare):  # interleaved, so drifting background load hits both
                     load(server.port, path, headers, WARMUP_SECONDS)
@@ -100,12 +125,16 @@ def report(result: Result) -> list[str]:
     lines = [f"{'route':<28} {'server':<6} {'req/s':>9} {'p50':>9} {'p99':>9} {'errors':>7}"]
     for pair in result.pairs:
         for name, load in (("twin", pair.twin), ("bare", pair.bare)):
-            lines.append(f"{pair.route if name == 'twin' else '':<28} {name:<6} {load.rps:>9,.0f} "
-                         f"{load.p50_ms:>7.2f}ms {load.p99_ms:>7.2f}ms {load.errors:>7}")
+            lines.append(
+                f"{pair.route if name == 'twin' else '':<28} {name:<6} {load.rps:>9,.0f} "
+                f"{load.p50_ms:>7.2f}ms {load.p99_ms:>7.2f}ms {load.errors:>7}"
+            )
         verdict = "meets" if pair.ratio >= 1 / TARGET_SLOWDOWN else "MISSES"
-        lines.append(f"{'':<28} twin/bare req/s = {pair.ratio:.2f} "
-                     f"(target >= {1 / TARGET_SLOWDOWN:.2f}, within {TARGET_SLOWDOWN:g}x): "
-                     f"{verdict} it")
+        lines.append(
+            f"{'':<28} twin/bare req/s = {pair.ratio:.2f} "
+            f"(target >= {1 / TARGET_SLOWDOWN:.2f}, within {TARGET_SLOWDOWN:g}x): "
+            f"{verdict} it"
+        )
     lines += [
         f"load generator: {result.generator}; {CONNECTIONS} keep-alive connections, "
         f"{WARMUP_SECONDS:g} s warm-up then {result.duration:g} s per figure",

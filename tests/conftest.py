@@ -52,7 +52,9 @@ async def running_twin(data_dir: Path, **settings: Any) -> AsyncIterator[Running
     app = create_app(twin)
     transport = httpx.ASGITransport(app=app)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://localhost:8470") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost:8470"
+        ) as client:
             yield Running(twin, client, config)
     finally:
         await twin.stop()
@@ -102,8 +104,12 @@ def serve(tmp_path: Path) -> Iterator[Any]:
     """Start `twin serve` processes; each is stopped at the end of the test."""
     started: list[Process] = []
 
-    def start(*extra: str, data_dir: Path | None = None, env: dict[str, str] | None = None,
-              stdin: str | None = None) -> Process:
+    def start(
+        *extra: str,
+        data_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        stdin: str | None = None,
+    ) -> Process:
         port = free_port()
         data_dir = data_dir or tmp_path / f"twin-{port}"
         log = tmp_path / f"serve-{port}.log"
@@ -111,8 +117,12 @@ def serve(tmp_path: Path) -> Iterator[Any]:
         with log.open("w") as handle:
             proc = subprocess.Popen(
                 twin_command("serve", "--data-dir", str(data_dir), "--port", str(port), *extra),
-                stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.PIPE if stdin else
-                subprocess.DEVNULL, env=full_env, text=True)
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                env=full_env,
+                text=True,
+            )
         if stdin:
             assert proc.stdin is not None
             proc.stdin.write(stdin)

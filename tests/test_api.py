@@ -28,14 +28,20 @@ BASE = "http://localhost:8470"
 
 def tiny_png() -> bytes:
     """A valid 1×1 RGB PNG, built chunk by chunk."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
     pixels = zlib.compress(b"\x00\xff\x80\x00")
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels)
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
 
 
 def error_of(response: httpx.Response, status: int) -> dict[str, str]:
@@ -69,14 +75,17 @@ async def test_missing_authorization_is_401_with_a_challenge(tw: Running) -> Non
     assert "Bearer" in error["message"]
 
 
-@pytest.mark.parametrize("header", [
-    "twin_abc",  # no scheme
-    "Basic dXNlcjpwYXNz",
-    "Bearer",
-    "Bearer    ",
-    "Bearer twin_thisisnotarealtokenatall",
-    "Bearer not-even-our-prefix",
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "twin_abc",  # no scheme
+        "Basic dXNlcjpwYXNz",
+        "Bearer",
+        "Bearer    ",
+        "Bearer twin_thisisnotarealtokenatall",
+        "Bearer not-even-our-prefix",
+    ],
+)
 async def test_malformed_or_unknown_authorization_is_401(tw: Running, header: str) -> None:
     response = await tw.client.get("/api/profile/", headers={"Authorization": header})
     assert error_of(response, 401)["code"] == "unauthorized"
@@ -100,8 +109,10 @@ async def test_missing_scope_is_403_naming_the_scope(tw: Running) -> None:
     assert "profile:write" in error["message"]
     assert (await tw.client.get("/api/profile/", headers=headers)).status_code == 200
     other = await tw.auth("twin:read")
-    assert "profile:read" in error_of(await tw.client.get("/api/profile/", headers=other),
-                                      403)["message"]
+    assert (
+        "profile:read"
+        in error_of(await tw.client.get("/api/profile/", headers=other), 403)["message"]
+    )
 
 
 @pytest.mark.parametrize("scope", ["profile:*", "*"])
@@ -110,8 +121,9 @@ async def test_wildcard_scopes_cover_everything_of_theirs(tw: Running, scope: st
     put = await tw.client.put("/api/profile/", json={"display_name": "Ada"}, headers=headers)
     assert put.status_code == 200
     assert (await tw.client.get("/api/profile/", headers=headers)).json()["display_name"] == "Ada"
-    avatar = await tw.client.put("/api/profile/avatar", content=tiny_png(),
-                                 headers={**headers, "Content-Type": "image/png"})
+    avatar = await tw.client.put(
+        "/api/profile/avatar", content=tiny_png(), headers={**headers, "Content-Type": "image/png"}
+    )
     assert avatar.status_code == 200
     admin = await tw.client.get("/api/twin/tokens", headers=headers)
     assert admin.status_code == (200 if scope == "*" else 403)
@@ -122,16 +134,21 @@ async def test_wildcard_scopes_cover_everything_of_theirs(tw: Running, scope: st
 
 async def test_tokens_are_created_listed_and_revoked_through_the_api(tw: Running) -> None:
     admin = await tw.auth("twin:admin", "profile:read")
-    refused = await tw.client.post("/api/twin/tokens", json={"name": "x", "scopes": ["*"]},
-                                   headers=await tw.auth("twin:read"))
+    refused = await tw.client.post(
+        "/api/twin/tokens", json={"name": "x", "scopes": ["*"]}, headers=await tw.auth("twin:read")
+    )
     assert "twin:admin" in error_of(refused, 403)["message"]
     for more in (["*"], ["profile:*"], ["profile:write"], ["twin:*"]):
-        escalate = await tw.client.post("/api/twin/tokens", headers=admin,
-                                        json={"name": "more", "scopes": more})
+        escalate = await tw.client.post(
+            "/api/twin/tokens", headers=admin, json={"name": "more", "scopes": more}
+        )
         assert more[0] in error_of(escalate, 403)["message"], "a token handed on more than it holds"
 
-    created = await tw.client.post("/api/twin/tokens", headers=admin,
-                                   json={"name": "backup script", "scopes": ["profile:read"]})
+    created = await tw.client.post(
+        "/api/twin/tokens",
+        headers=admin,
+        json={"name": "backup script", "scopes": ["profile:read"]},
+    )
     assert created.status_code == 201
     body = created.json()
     secret, info = body["token"], body["info"]
@@ -154,23 +171,32 @@ async def test_tokens_are_created_listed_and_revoked_through_the_api(tw: Running
     assert error_of(gone, 401)["code"] == "unauthorized"
     after = await tw.client.get("/api/twin/tokens", headers=admin)
     assert info["id"] not in {t["id"] for t in after.json()}
-    assert error_of(await tw.client.delete(f"/api/twin/tokens/{info['id']}", headers=admin),
-                    404)["code"] == "not_found"
+    assert (
+        error_of(await tw.client.delete(f"/api/twin/tokens/{info['id']}", headers=admin), 404)[
+            "code"
+        ]
+        == "not_found"
+    )
 
 
-@pytest.mark.parametrize(("scope", "words"), [
-    ("profile", "must look like"),
-    ("Profile:read", "must look like"),
-    ("profile:read:more", "must look like"),
-    ("", "must look like"),
-    ("nope:read", "no capability 'nope'"),
-    ("profile:fly", "has no permission 'fly'"),
-])
+@pytest.mark.parametrize(
+    ("scope", "words"),
+    [
+        ("profile", "must look like"),
+        ("Profile:read", "must look like"),
+        ("profile:read:more", "must look like"),
+        ("", "must look like"),
+        ("nope:read", "no capability 'nope'"),
+        ("profile:fly", "has no permission 'fly'"),
+    ],
+)
 async def test_invalid_scopes_are_400_with_a_clear_message(
-        tw: Running, scope: str, words: str) -> None:
+    tw: Running, scope: str, words: str
+) -> None:
     admin = await tw.auth("twin:admin")
-    response = await tw.client.post("/api/twin/tokens", headers=admin,
-                                    json={"name": "bad", "scopes": [scope]})
+    response = await tw.client.post(
+        "/api/twin/tokens", headers=admin, json={"name": "bad", "scopes": [scope]}
+    )
     error = error_of(response, 400)
     assert words in error["message"]
     tokens = (await tw.client.get("/api/twin/tokens", headers=admin)).json()
@@ -184,8 +210,11 @@ async def test_profile_round_trip(tw: Running) -> None:
     headers = await tw.auth("profile:read", "profile:write")
     empty = (await tw.client.get("/api/profile/", headers=headers)).json()
     assert empty == {"display_name": "", "bio": "", "avatar": None, "updated": None}
-    put = await tw.client.put("/api/profile/", headers=headers,
-                              json={"display_name": "  Ada Lovelace ", "bio": "Notes on\nengines"})
+    put = await tw.client.put(
+        "/api/profile/",
+        headers=headers,
+        json={"display_name": "  Ada Lovelace ", "bio": "Notes on\nengines"},
+    )
     assert put.status_code == 200
     assert put.json()["display_name"] == "Ada Lovelace"
     got = (await tw.client.get("/api/profile/", headers=headers)).json()
@@ -197,8 +226,9 @@ async def test_avatar_upload_public_read_and_delete(tw: Running) -> None:
     headers = await tw.auth("profile:*")
     assert error_of(await tw.client.get("/api/profile/avatar"), 404)["code"] == "not_found"
     png = tiny_png()
-    put = await tw.client.put("/api/profile/avatar", content=png,
-                              headers={**headers, "Content-Type": "image/png"})
+    put = await tw.client.put(
+        "/api/profile/avatar", content=png, headers={**headers, "Content-Type": "image/png"}
+    )
     assert put.status_code == 200
     link = put.json()["avatar"]
     assert link.startswith("/api/profile/avatar")
@@ -216,22 +246,36 @@ async def test_avatar_upload_public_read_and_delete(tw: Running) -> None:
 async def test_bad_avatars_are_refused_and_keep_the_old_one(tw: Running) -> None:
     headers = await tw.auth("profile:*")
     png = tiny_png()
-    first = await tw.client.put("/api/profile/avatar", content=png,
-                                headers={**headers, "Content-Type": "image/png"})
+    first = await tw.client.put(
+        "/api/profile/avatar", content=png, headers={**headers, "Content-Type": "image/png"}
+    )
     assert first.status_code == 200
 
-    wrong_magic = await tw.client.put("/api/profile/avatar", content=b"GIF89a" + png[6:],
-                                      headers={**headers, "Content-Type": "image/png"})
+    wrong_magic = await tw.client.put(
+        "/api/profile/avatar",
+        content=b"GIF89a" + png[6:],
+        headers={**headers, "Content-Type": "image/png"},
+    )
     assert "image/png" in error_of(wrong_magic, 400)["message"]
-    wrong_type = await tw.client.put("/api/profile/avatar", content=png,
-                                     headers={**headers, "Content-Type": "text/plain"})
+    wrong_type = await tw.client.put(
+        "/api/profile/avatar", content=png, headers={**headers, "Content-Type": "text/plain"}
+    )
     assert "image/png" in error_of(wrong_type, 415)["message"]
     too_big = png + b"\x00" * (512 * 1024)
-    assert error_of(await tw.client.put("/api/profile/avatar", content=too_big,
-                                        headers={**headers, "Content-Type": "image/png"}),
-                    413)["code"] == "too_large"
-    empty = await tw.client.put("/api/profile/avatar", content=b"",
-                                headers={**headers, "Content-Type": "image/png"})
+    assert (
+        error_of(
+            await tw.client.put(
+                "/api/profile/avatar",
+                content=too_big,
+                headers={**headers, "Content-Type": "image/png"},
+            ),
+            413,
+        )["code"]
+        == "too_large"
+    )
+    empty = await tw.client.put(
+        "/api/profile/avatar", content=b"", headers={**headers, "Content-Type": "image/png"}
+    )
     error_of(empty, 400)
 
     assert (await tw.client.get("/api/profile/avatar")).content == png
@@ -239,8 +283,9 @@ async def test_bad_avatars_are_refused_and_keep_the_old_one(tw: Running) -> None
 
 async def test_well_known_document_is_signed_and_carries_the_profile(tw: Running) -> None:
     headers = await tw.auth("profile:write")
-    await tw.client.put("/api/profile/", headers=headers,
-                        json={"display_name": "Ada", "bio": "Analyst"})
+    await tw.client.put(
+        "/api/profile/", headers=headers, json={"display_name": "Ada", "bio": "Analyst"}
+    )
     response = await tw.client.get("/.well-known/twin")
     assert response.status_code == 200
     document = response.json()
@@ -251,9 +296,11 @@ async def test_well_known_document_is_signed_and_carries_the_profile(tw: Running
 
     signature = document.pop("signature")
     verify(document["did"], document, signature)
-    for field, value in [("profile", {**document["profile"], "display_name": "Eve"}),
-                         ("did", Identity.generate().did),
-                         ("expires", document["expires"] + 1)]:
+    for field, value in [
+        ("profile", {**document["profile"], "display_name": "Eve"}),
+        ("did", Identity.generate().did),
+        ("expires", document["expires"] + 1),
+    ]:
         tampered = {**document, field: value}
         with pytest.raises(InvalidSignature):
             verify(document["did"], tampered, signature)
@@ -271,8 +318,9 @@ async def test_experiences_and_grants_through_the_api(tw: Running) -> None:
     assert profile["granted"] == []
     assert profile["url"] == "/x/profile/"
 
-    granted = await tw.client.put("/api/twin/grants/profile", headers=admin,
-                                  json={"scopes": ["profile:read"]})
+    granted = await tw.client.put(
+        "/api/twin/grants/profile", headers=admin, json={"scopes": ["profile:read"]}
+    )
     assert granted.status_code == 200
     assert granted.json()["granted"] == ["profile:read"]
     grant = await tw.twin.grants.get("profile")
@@ -282,8 +330,9 @@ async def test_experiences_and_grants_through_the_api(tw: Running) -> None:
     write = await tw.client.put("/api/profile/", headers=token, json={"display_name": "x"})
     assert "profile:write" in error_of(write, 403)["message"]
 
-    undeclared = await tw.client.put("/api/twin/grants/profile", headers=admin,
-                                     json={"scopes": ["twin:admin"]})
+    undeclared = await tw.client.put(
+        "/api/twin/grants/profile", headers=admin, json={"scopes": ["twin:admin"]}
+    )
     assert "did not declare twin:admin" in error_of(undeclared, 400)["message"]
     assert (await tw.client.get("/api/profile/", headers=token)).status_code == 200
 
@@ -301,7 +350,8 @@ async def test_experiences_and_grants_through_the_api(tw: Running) -> None:
 async def test_access_log_lists_calls_newest_first_without_paths_or_bodies(tw: Running) -> None:
     reader_info, reader_secret = await tw.twin.tokens.create(frozenset({"profile:read"}), "r")
     admin_info, admin_secret = await tw.twin.tokens.create(
-        frozenset({"twin:read", "twin:admin"}), "a")
+        frozenset({"twin:read", "twin:admin"}), "a"
+    )
     reader_id, admin_id = reader_info.id, admin_info.id
     reader = {"Authorization": f"Bearer {reader_secret}"}
     admin = {"Authorization": f"Bearer {admin_secret}"}
@@ -321,11 +371,28 @@ async def test_access_log_lists_calls_newest_first_without_paths_or_bodies(tw: R
     entries = response.json()
     ids = [e["id"] for e in entries]
     assert ids == sorted(ids, reverse=True)
-    newest = [(e["principal"], e["capability"], e["permission"], e["method"], e["route"],
-               e["status"], e["outcome"]) for e in entries[:4]]
+    newest = [
+        (
+            e["principal"],
+            e["capability"],
+            e["permission"],
+            e["method"],
+            e["route"],
+            e["status"],
+            e["outcome"],
+        )
+        for e in entries[:4]
+    ]
     assert newest == [
-        (f"token:{admin_id}", "twin", "admin", "DELETE", "/api/twin/grants/{experience}", 404,
-         "refused"),
+        (
+            f"token:{admin_id}",
+            "twin",
+            "admin",
+            "DELETE",
+            "/api/twin/grants/{experience}",
+            404,
+            "refused",
+        ),
         ("anonymous", "profile", "read", "GET", "/api/profile/", 401, "denied"),
         (f"token:{reader_id}", "profile", "write", "PUT", "/api/profile/", 403, "denied"),
         (f"token:{reader_id}", "profile", "read", "GET", "/api/profile/", 200, "allowed"),
@@ -333,8 +400,9 @@ async def test_access_log_lists_calls_newest_first_without_paths_or_bodies(tw: R
 
     first = (await tw.client.get("/api/twin/access-log?limit=2", headers=admin)).json()
     assert len(first) == 2
-    rest = (await tw.client.get(f"/api/twin/access-log?limit=2&before={first[-1]['id']}",
-                                headers=admin)).json()
+    rest = (
+        await tw.client.get(f"/api/twin/access-log?limit=2&before={first[-1]['id']}", headers=admin)
+    ).json()
     assert len(rest) == 2
     assert rest[0]["id"] < first[-1]["id"]
     assert not {e["id"] for e in first} & {e["id"] for e in rest}
@@ -353,11 +421,25 @@ async def test_access_log_counts_repeated_calls_in_one_row(tw: Running) -> None:
     assert reads[0]["first"] <= reads[0]["at"]
 
 
-@pytest.mark.parametrize("query", [
-    "limit=0", "limit=1001", "limit=abc", "limit=-1", "limit=", "limit=%C2%B2", "limit=%D9%A3",
-    "limit=" + "9" * 5000, "before=abc", "before=-3", "before=", "before=%C2%B2",
-    f"before={2**64}", "before=" + "9" * 5000,
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=0",
+        "limit=1001",
+        "limit=abc",
+        "limit=-1",
+        "limit=",
+        "limit=%C2%B2",
+        "limit=%D9%A3",
+        "limit=" + "9" * 5000,
+        "before=abc",
+        "before=-3",
+        "before=",
+        "before=%C2%B2",
+        f"before={2**64}",
+        "before=" + "9" * 5000,
+    ],
+)
 async def test_access_log_bad_paging_is_400(tw: Running, query: str) -> None:
     admin = await tw.auth("twin:read")
     error = error_of(await tw.client.get(f"/api/twin/access-log?{query}", headers=admin), 400)
@@ -404,11 +486,20 @@ async def test_locked_twin_answers_423_until_unlocked(tmp_path: Path) -> None:
     async with opened(settings) as (twin, client):
         health = (await client.get("/api/health")).json()
         assert health["locked"] is True and health["did"] == identity.did
-        for method, path in [("GET", "/api/profile/"), ("PUT", "/api/profile/"),
-                             ("GET", "/api/profile/avatar"), ("GET", "/api/twin/"),
-                             ("GET", "/api/twin/tokens"), ("GET", "/api/twin/access-log")]:
-            response = await client.request(method, path, headers=headers,
-                                            json={"display_name": "x"} if method == "PUT" else None)
+        for method, path in [
+            ("GET", "/api/profile/"),
+            ("PUT", "/api/profile/"),
+            ("GET", "/api/profile/avatar"),
+            ("GET", "/api/twin/"),
+            ("GET", "/api/twin/tokens"),
+            ("GET", "/api/twin/access-log"),
+        ]:
+            response = await client.request(
+                method,
+                path,
+                headers=headers,
+                json={"display_name": "x"} if method == "PUT" else None,
+            )
             error = error_of(response, 423)
             assert error["code"] == "locked"
             assert "passphrase" in error["message"] and "/api/twin/unlock" in error["message"]
@@ -441,8 +532,9 @@ async def test_more_than_five_wrong_passphrases_a_minute_are_429(tmp_path: Path)
     async with opened(settings) as (twin, client):
         # Sent at once, so a limit checked before waiting for the previous attempt would let
         # every one of them through.
-        attempts = await asyncio.gather(*(
-            client.post("/api/twin/unlock", json={"passphrase": f"guess {i}"}) for i in range(7)))
+        attempts = await asyncio.gather(
+            *(client.post("/api/twin/unlock", json={"passphrase": f"guess {i}"}) for i in range(7))
+        )
         statuses = sorted(r.status_code for r in attempts)
         assert statuses == [403] * 5 + [429] * 2
         limited = await client.post("/api/twin/unlock", json={"passphrase": "correct horse"})
@@ -495,8 +587,9 @@ async def test_openapi_describes_every_route(tw: Running) -> None:
             if endpoint.body is not None:
                 ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
                 assert ref == f"#/components/schemas/{endpoint.body.__name__}"
-            ok = op["responses"][str(endpoint.status) if endpoint.response or endpoint.raw_response
-                                 else "204"]
+            ok = op["responses"][
+                str(endpoint.status) if endpoint.response or endpoint.raw_response else "204"
+            ]
             if endpoint.response is not None:
                 assert "schema" in ok["content"]["application/json"]
 
@@ -517,8 +610,9 @@ async def test_openapi_describes_every_route(tw: Running) -> None:
 async def test_rate_limit_refuses_a_burst_from_one_token_only(tmp_path: Path) -> None:
     async with running_twin(tmp_path / "x", rate_limit=2) as tw:
         busy = await tw.auth("profile:read")
-        statuses = [(await tw.client.get("/api/profile/", headers=busy)).status_code
-                    for _ in range(16)]
+        statuses = [
+            (await tw.client.get("/api/profile/", headers=busy)).status_code for _ in range(16)
+        ]
         assert statuses[:8] == [200] * 8  # the burst is four times the rate
         assert 429 in statuses
         limited = await tw.client.get("/api/profile/", headers=busy)
@@ -531,8 +625,14 @@ async def test_rate_limit_refuses_a_burst_from_one_token_only(tmp_path: Path) ->
 
 async def test_guessing_tokens_is_rate_limited_per_address(tmp_path: Path) -> None:
     async with running_twin(tmp_path / "x", rate_limit=2) as tw:
-        guesses = [(await tw.client.get("/api/profile/", headers={
-            "Authorization": f"Bearer twin_guess{i}"})).status_code for i in range(12)]
+        guesses = [
+            (
+                await tw.client.get(
+                    "/api/profile/", headers={"Authorization": f"Bearer twin_guess{i}"}
+                )
+            ).status_code
+            for i in range(12)
+        ]
         assert guesses[:8] == [401] * 8 and guesses[-1] == 429
         # guesses are limited, not the owner's valid token from the same address
         owner = await tw.auth("profile:read")
@@ -561,8 +661,9 @@ async def test_rate_limited_answers_say_when_to_retry(tmp_path: Path) -> None:
 async def test_the_public_document_gives_the_avatar_as_a_full_url(tw: Running) -> None:
     writer = await tw.auth("profile:write")
     png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
-    put = await tw.client.put("/api/profile/avatar", headers={**writer, "content-type": "image/png"},
-                              content=png)
+    put = await tw.client.put(
+        "/api/profile/avatar", headers={**writer, "content-type": "image/png"}, content=png
+    )
     assert put.status_code == 200
     avatar = (await tw.client.get("/.well-known/twin")).json()["profile"]["avatar"]
     assert avatar.startswith(tw.settings.url + "/api/profile/avatar")

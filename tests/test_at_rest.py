@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-
 from conftest import Process, twin_command
+
 from twin.identity import read_key_file
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,7 @@ def encodings(value: str | bytes) -> dict[str, bytes]:
         for name, encode in (("base64", base64.b64encode), ("base64url", base64.urlsafe_b64encode)):
             # Drop the edge characters, which depend on the bytes around the value in the file.
             text = encode(b"\0" * shift + raw).rstrip(b"=")
-            forms[f"{name}@{shift}"] = text[4 if shift else 0:-4]
+            forms[f"{name}@{shift}"] = text[4 if shift else 0 : -4]
     return forms
 
 
@@ -65,8 +65,9 @@ def _files(data_dir: Path) -> Iterator[Path]:
     return (p for p in sorted(data_dir.rglob("*")) if p.is_file())
 
 
-def find(data_dir: Path, secrets: Mapping[str, str | bytes], *,
-         only: tuple[str, ...] = ()) -> list[str]:
+def find(
+    data_dir: Path, secrets: Mapping[str, str | bytes], *, only: tuple[str, ...] = ()
+) -> list[str]:
     """Each (secret, encoding, file) found; ``only`` keeps to file names with these prefixes."""
     hits = []
     for path in _files(data_dir):
@@ -74,8 +75,11 @@ def find(data_dir: Path, secrets: Mapping[str, str | bytes], *,
             continue
         content = path.read_bytes()
         for label, value in secrets.items():
-            hits += [f"{label} ({form}) in {path.relative_to(data_dir)}"
-                     for form, needle in encodings(value).items() if needle in content]
+            hits += [
+                f"{label} ({form}) in {path.relative_to(data_dir)}"
+                for form, needle in encodings(value).items()
+                if needle in content
+            ]
     return hits
 
 
@@ -86,8 +90,9 @@ def _cli(*args: str) -> str:
 
 
 def _token(data_dir: Path, name: str, scope: str, *extra: str) -> str:
-    return _cli("token", "create", "--scope", scope, "--name", name, "--data-dir", str(data_dir),
-                *extra).splitlines()[-1]
+    return _cli(
+        "token", "create", "--scope", scope, "--name", name, "--data-dir", str(data_dir), *extra
+    ).splitlines()[-1]
 
 
 def _sign_in(process: Process) -> str:
@@ -105,12 +110,17 @@ def write_everywhere(process: Process, *cli_extra: str) -> dict[str, str | bytes
     data_dir = process.data_dir
     admin = _token(data_dir, "at-rest", "*", *cli_extra)
     secrets: dict[str, str | bytes] = {"token secret (CLI, *)": admin}
-    api = httpx.Client(base_url=process.url, headers={"Authorization": f"Bearer {admin}"},
-                       timeout=10)
+    api = httpx.Client(
+        base_url=process.url, headers={"Authorization": f"Bearer {admin}"}, timeout=10
+    )
     with api:
         spec = api.get("/openapi.json").json()
-        with_body = {(method.upper(), path) for path, ops in spec["paths"].items()
-                     for method, op in ops.items() if "requestBody" in op}
+        with_body = {
+            (method.upper(), path)
+            for path, ops in spec["paths"].items()
+            for method, op in ops.items()
+            if "requestBody" in op
+        }
         assert with_body <= COVERED, f"write APIs without a marker here: {with_body - COVERED}"
 
         name, bio = _marker(), _marker()
@@ -118,13 +128,21 @@ def write_everywhere(process: Process, *cli_extra: str) -> dict[str, str | bytes
         assert api.put("/api/profile/", json=text).status_code == 200
         picture = _marker()
         avatar = PNG + f"tEXt{picture}".encode() + bytes(range(256))
-        assert api.put("/api/profile/avatar", content=avatar,
-                       headers={"Content-Type": "image/png"}).status_code == 200
+        assert (
+            api.put(
+                "/api/profile/avatar", content=avatar, headers={"Content-Type": "image/png"}
+            ).status_code
+            == 200
+        )
         profile = api.get("/api/profile/").json()
         assert (profile["display_name"], profile["bio"]) == (text["display_name"], text["bio"])
         assert api.get("/api/profile/avatar").content == avatar
-        secrets |= {"profile display name": name, "profile bio": bio, "avatar marker": picture,
-                    "avatar bytes": avatar}
+        secrets |= {
+            "profile display name": name,
+            "profile bio": bio,
+            "avatar marker": picture,
+            "avatar bytes": avatar,
+        }
 
         api_name = _marker()
         created = api.post("/api/twin/tokens", json={"name": api_name, "scopes": ["profile:read"]})
@@ -134,10 +152,18 @@ def write_everywhere(process: Process, *cli_extra: str) -> dict[str, str | bytes
         names = {t["name"] for t in api.get("/api/twin/tokens").json()}
         assert {api_name, cli_name} <= names
         for secret in (created.json()["token"], cli_secret):
-            assert httpx.get(f"{process.url}/api/profile/",
-                             headers={"Authorization": f"Bearer {secret}"}).status_code == 200
-        secrets |= {"token name (API)": api_name, "token name (CLI)": cli_name,
-                    "token secret (API)": created.json()["token"], "token secret (CLI)": cli_secret}
+            assert (
+                httpx.get(
+                    f"{process.url}/api/profile/", headers={"Authorization": f"Bearer {secret}"}
+                ).status_code
+                == 200
+            )
+        secrets |= {
+            "token name (API)": api_name,
+            "token name (CLI)": cli_name,
+            "token secret (API)": created.json()["token"],
+            "token secret (CLI)": cli_secret,
+        }
 
         if _guestbook_installed():
             author, words = _marker(), _marker()
@@ -153,17 +179,25 @@ def write_everywhere(process: Process, *cli_extra: str) -> dict[str, str | bytes
         assert api.put(f"/api/twin/grants/{stray}", json={"scopes": []}).status_code == 404
         assert api.delete(f"/api/twin/tokens/{stray}").status_code == 404
         experience = {e["id"]: e for e in api.get("/api/twin/experiences").json()}["profile"]
-        granted = api.put(f"/api/twin/grants/{experience['id']}",
-                          json={"scopes": experience["uses"]})
+        granted = api.put(
+            f"/api/twin/grants/{experience['id']}", json={"scopes": experience["uses"]}
+        )
         assert granted.status_code == 200 and granted.json()["granted"] == experience["uses"]
         session = _sign_in(process)
         page = httpx.get(f"{process.url}{experience['url']}", cookies={"twin_session": session})
         page_token = re.search(r'name="twin-token" content="([^"]+)"', page.text)
         assert page_token, page.text
-        assert httpx.get(f"{process.url}/api/profile/", headers={
-            "Authorization": f"Bearer {page_token[1]}"}).status_code == 200
-        secrets |= {"path marker": stray, "session secret": session,
-                    "experience token": page_token[1]}
+        assert (
+            httpx.get(
+                f"{process.url}/api/profile/", headers={"Authorization": f"Bearer {page_token[1]}"}
+            ).status_code
+            == 200
+        )
+        secrets |= {
+            "path marker": stray,
+            "session secret": session,
+            "experience token": page_token[1],
+        }
 
         # The unlock door of an unlocked twin answers 200 whatever it is given; still not kept.
         wrong = _marker()
@@ -187,13 +221,27 @@ def _start(serve: Any, data_dir: Path, *extra: str) -> Process:
     return process
 
 
-@pytest.mark.parametrize("encode", [
-    lambda m: m.encode(), lambda m: m.encode("utf-16-le"), lambda m: m.encode("utf-16-be"),
-    lambda m: m.encode().hex().encode(), lambda m: m.encode().hex().upper().encode(),
-    *(lambda m, pad=pad: base64.b64encode(b"x" * pad + m.encode() + b"y") for pad in range(3)),
-    *(lambda m, pad=pad: base64.urlsafe_b64encode(b"x" * pad + m.encode()) for pad in range(3)),
-], ids=["raw", "utf-16-le", "utf-16-be", "hex", "HEX", *(f"base64@{i}" for i in range(3)),
-        *(f"base64url@{i}" for i in range(3))])
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda m: m.encode(),
+        lambda m: m.encode("utf-16-le"),
+        lambda m: m.encode("utf-16-be"),
+        lambda m: m.encode().hex().encode(),
+        lambda m: m.encode().hex().upper().encode(),
+        *(lambda m, pad=pad: base64.b64encode(b"x" * pad + m.encode() + b"y") for pad in range(3)),
+        *(lambda m, pad=pad: base64.urlsafe_b64encode(b"x" * pad + m.encode()) for pad in range(3)),
+    ],
+    ids=[
+        "raw",
+        "utf-16-le",
+        "utf-16-be",
+        "hex",
+        "HEX",
+        *(f"base64@{i}" for i in range(3)),
+        *(f"base64url@{i}" for i in range(3)),
+    ],
+)
 def test_the_scan_sees_a_marker_in_each_encoding(tmp_path: Path, encode: Any) -> None:
     marker = _marker()
     (tmp_path / "sub").mkdir()
@@ -207,8 +255,11 @@ def test_nothing_written_through_the_api_is_readable_on_disk(serve: Any, tmp_pat
     secrets = write_everywhere(process)
     # The unsealed key file holds the seed (mode 0600, by design); the database never does.
     identity = read_key_file(tmp_path / "identity.json").unlock(None)
-    seed = {"seed": identity.seed, "seed (hex)": identity.seed.hex(),
-            "recovery phrase": identity.phrase()}
+    seed = {
+        "seed": identity.seed,
+        "seed (hex)": identity.seed.hex(),
+        "recovery phrase": identity.phrase(),
+    }
 
     running = {p.name for p in _files(tmp_path)}
     assert {"twin.db", "twin.db-wal", process.log.name} <= running
@@ -221,8 +272,9 @@ def test_nothing_written_through_the_api_is_readable_on_disk(serve: Any, tmp_pat
     assert find(tmp_path, seed, only=("twin.db",)) == []
 
 
-def test_sealed_twin_keeps_no_trace_of_its_seed(serve: Any, tmp_path: Path,
-                                                tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_sealed_twin_keeps_no_trace_of_its_seed(
+    serve: Any, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     passphrase = f"passphrase {uuid.uuid4().hex}"
     passphrase_file = tmp_path_factory.mktemp("outside-data-dir") / "passphrase"
     passphrase_file.write_text(passphrase + "\n")
@@ -232,8 +284,12 @@ def test_sealed_twin_keeps_no_trace_of_its_seed(serve: Any, tmp_path: Path,
 
     process = _start(serve, tmp_path, *sealed)
     secrets = write_everywhere(process, *sealed)
-    secrets |= {"seed": identity.seed, "seed (hex)": identity.seed.hex(),
-                "recovery phrase": identity.phrase(), "passphrase": passphrase}
+    secrets |= {
+        "seed": identity.seed,
+        "seed (hex)": identity.seed.hex(),
+        "recovery phrase": identity.phrase(),
+        "passphrase": passphrase,
+    }
     assert find(tmp_path, secrets) == []
     stop(process)
     assert find(tmp_path, secrets) == []

@@ -19,12 +19,20 @@ pytestmark = pytest.mark.slow
 
 def tiny_png() -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     pixels = b"".join(b"\x00" + b"\x2f\x6f\x5e" * 8 for _ in range(8))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(pixels)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(pixels))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_owner_signs_in_grants_profile_and_edits_it(serve: Any, tmp_path: Path) -> None:
@@ -73,7 +81,8 @@ def test_owner_signs_in_grants_profile_and_edits_it(serve: Any, tmp_path: Path) 
                 out.shell = await shell.text();
             } catch (error) { out.shell = "blocked"; }
             try {
-                const grant = await fetch("/x/profile/grant", {method: "POST", credentials: "include"});
+                const grant = await fetch("/x/profile/grant",
+                                          {method: "POST", credentials: "include"});
                 out.grant = grant.status;
             } catch (error) { out.grant = "blocked"; }
             try { localStorage.setItem("k", "v"); out.storage = "open"; }
@@ -122,8 +131,11 @@ def test_a_locked_twin_is_unlocked_from_the_browser(serve: Any, tmp_path: Path) 
     secret = tmp_path / "passphrase"
     secret.write_text("correct horse battery\n")
     data_dir = tmp_path / "sealed"
-    subprocess.run(twin_command("init", "--data-dir", str(data_dir), "--passphrase-file",
-                                str(secret)), check=True, capture_output=True)
+    subprocess.run(
+        twin_command("init", "--data-dir", str(data_dir), "--passphrase-file", str(secret)),
+        check=True,
+        capture_output=True,
+    )
     twin = serve(data_dir=data_dir)
     assert httpx.get(twin.url + "/api/health").json()["locked"] is True
     link = re.search(r"(http://localhost:\d+/setup/\S+)", twin.output())

@@ -50,8 +50,14 @@ def cli(xdg_data_home: Path) -> Cli:
     base["XDG_DATA_HOME"] = str(xdg)
 
     def run(*args: str | Path, env: dict[str, str] | None = None, stdin: str = "") -> Result:
-        done = subprocess.run(twin_command(*map(str, args)), input=stdin, capture_output=True,
-                              text=True, env={**base, **(env or {})}, timeout=60)
+        done = subprocess.run(
+            twin_command(*map(str, args)),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env={**base, **(env or {})},
+            timeout=60,
+        )
         result = Result(done.returncode, done.stdout, done.stderr)
         assert "Traceback" not in result.output, result.output
         return result
@@ -93,13 +99,15 @@ def passphrase_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sealed(cli: Cli, tmp_path_factory: pytest.TempPathFactory,
-           passphrase_file: Path) -> Initialised:
+def sealed(
+    cli: Cli, tmp_path_factory: pytest.TempPathFactory, passphrase_file: Path
+) -> Initialised:
     data_dir = tmp_path_factory.mktemp("sealed") / "twin"
     result = cli("init", "--data-dir", data_dir, "--passphrase-file", passphrase_file)
     assert result.returncode == 0, result.output
-    return Initialised(data_dir, result.stdout, DID.findall(result.stdout)[0],
-                       words_of(result.stdout))
+    return Initialised(
+        data_dir, result.stdout, DID.findall(result.stdout)[0], words_of(result.stdout)
+    )
 
 
 # init
@@ -129,8 +137,9 @@ def test_init_again_refuses_and_leaves_the_key_alone(cli: Cli, plain: Initialise
     assert key.read_bytes() == before
 
 
-def test_init_recover_restores_the_same_did_elsewhere(cli: Cli, plain: Initialised,
-                                                      tmp_path: Path) -> None:
+def test_init_recover_restores_the_same_did_elsewhere(
+    cli: Cli, plain: Initialised, tmp_path: Path
+) -> None:
     other = tmp_path / "restored"
     result = cli("init", "--recover", "--data-dir", other, stdin=" ".join(plain.words) + "\n")
     assert result.returncode == 0, result.output
@@ -146,14 +155,22 @@ def _bad_checksum(words: list[str]) -> list[str]:
     return words[:-1] + [wordlist[wordlist.index(words[-1]) ^ 1]]
 
 
-@pytest.mark.parametrize("spoil, message", [
-    (_bad_checksum, "checksum does not match"),
-    (lambda w: w[:4] + ["qwertyx"] + w[5:], "word 5 is not in the BIP-39 English list"),
-    (lambda w: w[:23], "has 23 words; it must have 24"),
-], ids=["bad-checksum", "unknown-word", "too-short"])
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (_bad_checksum, "checksum does not match"),
+        (lambda w: w[:4] + ["qwertyx"] + w[5:], "word 5 is not in the BIP-39 English list"),
+        (lambda w: w[:23], "has 23 words; it must have 24"),
+    ],
+    ids=["bad-checksum", "unknown-word", "too-short"],
+)
 def test_init_recover_refuses_a_wrong_phrase_and_leaves_no_key(
-        cli: Cli, plain: Initialised, tmp_path: Path,
-        spoil: Callable[[list[str]], list[str]], message: str) -> None:
+    cli: Cli,
+    plain: Initialised,
+    tmp_path: Path,
+    spoil: Callable[[list[str]], list[str]],
+    message: str,
+) -> None:
     other = tmp_path / "restored"
     result = cli("init", "--recover", "--data-dir", other, stdin=" ".join(spoil(plain.words)))
     assert result.returncode != 0
@@ -174,13 +191,22 @@ def test_init_with_a_passphrase_seals_the_key(sealed: Initialised) -> None:
     assert "sealed with your passphrase" in sealed.output
 
 
-def test_a_sealed_twin_needs_its_passphrase_for_a_token(cli: Cli, sealed: Initialised,
-                                                        passphrase_file: Path) -> None:
+def test_a_sealed_twin_needs_its_passphrase_for_a_token(
+    cli: Cli, sealed: Initialised, passphrase_file: Path
+) -> None:
     refused = cli("token", "create", "--scope", "profile:read", "--data-dir", sealed.data_dir)
     assert refused.returncode != 0
     assert "sealed" in refused.output and "--passphrase-file" in refused.output
-    made = cli("token", "create", "--scope", "profile:read", "--data-dir", sealed.data_dir,
-               "--passphrase-file", passphrase_file)
+    made = cli(
+        "token",
+        "create",
+        "--scope",
+        "profile:read",
+        "--data-dir",
+        sealed.data_dir,
+        "--passphrase-file",
+        passphrase_file,
+    )
     assert made.returncode == 0, made.output
     assert TOKEN.match(made.stdout.strip())
 
@@ -206,8 +232,9 @@ def test_init_refuses_a_passphrase_under_8_characters(cli: Cli, tmp_path: Path) 
 
 
 def test_token_create_list_and_revoke(cli: Cli, plain: Initialised) -> None:
-    made = cli("token", "create", "--scope", "profile:read", "--name", "x",
-               "--data-dir", plain.data_dir)
+    made = cli(
+        "token", "create", "--scope", "profile:read", "--name", "x", "--data-dir", plain.data_dir
+    )
     assert made.returncode == 0, made.output
     assert TOKEN.match(made.stdout.strip()), made.stdout
     listed = cli("token", "list", "--data-dir", plain.data_dir)
@@ -224,13 +251,17 @@ def test_token_create_list_and_revoke(cli: Cli, plain: Initialised) -> None:
     assert token_id not in after.stdout
 
 
-@pytest.mark.parametrize("scope, message", [
-    ("nope:read", "no capability 'nope' is installed"),
-    ("profile:fly", "profile has no permission 'fly' (it has: read, write)"),
-    ("Profile", "scope 'Profile' must look like"),
-])
-def test_token_create_names_what_is_wrong_with_a_scope(cli: Cli, plain: Initialised,
-                                                       scope: str, message: str) -> None:
+@pytest.mark.parametrize(
+    "scope, message",
+    [
+        ("nope:read", "no capability 'nope' is installed"),
+        ("profile:fly", "profile has no permission 'fly' (it has: read, write)"),
+        ("Profile", "scope 'Profile' must look like"),
+    ],
+)
+def test_token_create_names_what_is_wrong_with_a_scope(
+    cli: Cli, plain: Initialised, scope: str, message: str
+) -> None:
     result = cli("token", "create", "--scope", scope, "--data-dir", plain.data_dir)
     assert result.returncode != 0
     assert message in result.output
@@ -238,8 +269,9 @@ def test_token_create_names_what_is_wrong_with_a_scope(cli: Cli, plain: Initiali
 
 
 def test_token_create_refuses_a_blank_name(cli: Cli, plain: Initialised) -> None:
-    result = cli("token", "create", "--scope", "profile:read", "--name", " ",
-                 "--data-dir", plain.data_dir)
+    result = cli(
+        "token", "create", "--scope", "profile:read", "--name", " ", "--data-dir", plain.data_dir
+    )
     assert result.returncode != 0
     assert "a token name is 1 to 64 printable characters" in result.output
 
@@ -254,13 +286,15 @@ def test_token_revoke_of_an_unknown_token_says_so(cli: Cli, plain: Initialised) 
 
 
 def test_the_data_dir_comes_from_the_flag_then_twin_home_then_the_default(
-        cli: Cli, plain: Initialised, sealed: Initialised, xdg_data_home: Path) -> None:
+    cli: Cli, plain: Initialised, sealed: Initialised, xdg_data_home: Path
+) -> None:
     port = {"TWIN_PORT": str(free_port())}  # nothing answers there: "not running"
     from_env = cli("status", env={**port, "TWIN_HOME": str(plain.data_dir)})
     assert from_env.returncode == 0, from_env.output
     assert plain.did in from_env.stdout
-    from_flag = cli("status", "--data-dir", sealed.data_dir,
-                    env={**port, "TWIN_HOME": str(plain.data_dir)})
+    from_flag = cli(
+        "status", "--data-dir", sealed.data_dir, env={**port, "TWIN_HOME": str(plain.data_dir)}
+    )
     assert sealed.did in from_flag.stdout and plain.did not in from_flag.stdout
     default = cli("status", env=port)
     assert default.returncode != 0
@@ -268,7 +302,8 @@ def test_the_data_dir_comes_from_the_flag_then_twin_home_then_the_default(
 
 
 def test_the_port_comes_from_the_flag_then_twin_port_then_the_default(
-        cli: Cli, plain: Initialised) -> None:
+    cli: Cli, plain: Initialised
+) -> None:
     def link_port(*flags: str, env: dict[str, str] | None = None) -> str:
         result = cli("access", "link", "--data-dir", plain.data_dir, *flags, env=env)
         assert result.returncode == 0, result.output
@@ -281,13 +316,17 @@ def test_the_port_comes_from_the_flag_then_twin_port_then_the_default(
     assert link_port("--port", "9124", env={"TWIN_PORT": "9123"}) == "9124"
 
 
-@pytest.mark.parametrize("name, value, words", [
-    ("TWIN_PORT", "abc", ["TWIN_PORT", "port must be a number", "'abc'"]),
-    ("TWIN_LOG_LEVEL", "loud", ["TWIN_LOG_LEVEL", "debug, info, warning or error"]),
-    ("TWIN_RATE_LIMIT", "fast", ["TWIN_RATE_LIMIT", "'fast'"]),
-])
-def test_a_bad_environment_value_is_a_clear_error(cli: Cli, plain: Initialised,
-                                                  name: str, value: str, words: list[str]) -> None:
+@pytest.mark.parametrize(
+    "name, value, words",
+    [
+        ("TWIN_PORT", "abc", ["TWIN_PORT", "port must be a number", "'abc'"]),
+        ("TWIN_LOG_LEVEL", "loud", ["TWIN_LOG_LEVEL", "debug, info, warning or error"]),
+        ("TWIN_RATE_LIMIT", "fast", ["TWIN_RATE_LIMIT", "'fast'"]),
+    ],
+)
+def test_a_bad_environment_value_is_a_clear_error(
+    cli: Cli, plain: Initialised, name: str, value: str, words: list[str]
+) -> None:
     result = cli("status", "--data-dir", plain.data_dir, env={name: value})
     assert result.returncode != 0
     for word in words:
@@ -312,9 +351,13 @@ def test_check_reads_an_existing_twin_without_changing_it(cli: Cli, plain: Initi
     def snapshot() -> dict[str, bytes]:
         # SQLite's shared-memory index (-shm) and an empty -wal appear whenever anything reads
         # a WAL database; what matters is that no page and no key changed.
-        return {p.name: p.read_bytes() for p in sorted(plain.data_dir.iterdir())
-                if p.is_file() and not p.name.endswith("-shm")
-                and not (p.name.endswith("-wal") and p.stat().st_size == 0)}
+        return {
+            p.name: p.read_bytes()
+            for p in sorted(plain.data_dir.iterdir())
+            if p.is_file()
+            and not p.name.endswith("-shm")
+            and not (p.name.endswith("-wal") and p.stat().st_size == 0)
+        }
 
     before = snapshot()
     result = cli("check", "--data-dir", plain.data_dir)
@@ -358,27 +401,47 @@ def _missing(tmp: Path) -> Path:
     return tmp / "missing"
 
 
-@pytest.mark.parametrize("args, message", [
-    pytest.param(("init", "--data-dir", _file), "cannot use", id="init-dir-is-a-file"),
-    pytest.param(("serve", "--data-dir", _file, "--port", "0"), "cannot use",
-                 id="serve-dir-is-a-file"),
-    pytest.param(("status", "--data-dir", _corrupt), "not valid JSON", id="status-corrupt-key"),
-    pytest.param(("token", "list", "--data-dir", _corrupt), "not valid JSON",
-                 id="token-list-corrupt-key"),
-    pytest.param(("check", "--data-dir", _corrupt), "not valid JSON", id="check-corrupt-key"),
-    pytest.param(("serve", "--data-dir", _corrupt, "--port", "0"), "not valid JSON",
-                 id="serve-corrupt-key"),
-    pytest.param(("status", "--data-dir", _missing), "no twin in", id="status-no-twin"),
-    pytest.param(("token", "list", "--data-dir", _missing), "no twin in", id="token-list-no-twin"),
-    pytest.param(("serve", "--port", "99999", "--data-dir", _missing), "between 0 and 65535",
-                 id="serve-port-out-of-range"),
-    pytest.param(("token", "create", "--scope", "profile:read", "--name", " ",
-                  "--data-dir", _missing), "no twin in", id="token-create-no-twin"),
-    pytest.param(("init", "--data-dir", _missing, "--passphrase-file", _missing),
-                 "cannot read passphrase file", id="init-passphrase-file-missing"),
-])
-def test_bad_input_gets_a_message_not_a_traceback(cli: Cli, tmp_path: Path,
-                                                  args: tuple[object, ...], message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        pytest.param(("init", "--data-dir", _file), "cannot use", id="init-dir-is-a-file"),
+        pytest.param(
+            ("serve", "--data-dir", _file, "--port", "0"), "cannot use", id="serve-dir-is-a-file"
+        ),
+        pytest.param(("status", "--data-dir", _corrupt), "not valid JSON", id="status-corrupt-key"),
+        pytest.param(
+            ("token", "list", "--data-dir", _corrupt), "not valid JSON", id="token-list-corrupt-key"
+        ),
+        pytest.param(("check", "--data-dir", _corrupt), "not valid JSON", id="check-corrupt-key"),
+        pytest.param(
+            ("serve", "--data-dir", _corrupt, "--port", "0"),
+            "not valid JSON",
+            id="serve-corrupt-key",
+        ),
+        pytest.param(("status", "--data-dir", _missing), "no twin in", id="status-no-twin"),
+        pytest.param(
+            ("token", "list", "--data-dir", _missing), "no twin in", id="token-list-no-twin"
+        ),
+        pytest.param(
+            ("serve", "--port", "99999", "--data-dir", _missing),
+            "between 0 and 65535",
+            id="serve-port-out-of-range",
+        ),
+        pytest.param(
+            ("token", "create", "--scope", "profile:read", "--name", " ", "--data-dir", _missing),
+            "no twin in",
+            id="token-create-no-twin",
+        ),
+        pytest.param(
+            ("init", "--data-dir", _missing, "--passphrase-file", _missing),
+            "cannot read passphrase file",
+            id="init-passphrase-file-missing",
+        ),
+    ],
+)
+def test_bad_input_gets_a_message_not_a_traceback(
+    cli: Cli, tmp_path: Path, args: tuple[object, ...], message: str
+) -> None:
     resolved = [a(tmp_path) if callable(a) else a for a in args]
     result = cli(*resolved)  # the runner asserts there is no traceback
     assert result.returncode != 0

@@ -13,7 +13,7 @@ from conftest import free_port, twin_command, wait_for
 
 pytestmark = pytest.mark.slow
 
-CODE = '''
+CODE = """
 from twin import Capability, api
 
 
@@ -23,7 +23,7 @@ class Echo(Capability):
 
     async def ping(self, call):
         return {{"pong": True}}
-'''
+"""
 
 
 def write_plugin(root: Path, *, name: str, summary: str) -> Path:
@@ -31,7 +31,8 @@ def write_plugin(root: Path, *, name: str, summary: str) -> Path:
     package.mkdir(parents=True, exist_ok=True)
     (package / "capability.toml").write_text(
         f'id = "echo"\nname = "{name}"\nversion = "1.0.0"\n'
-        '[permissions.use]\ndescription = "Ping the echo"\n')
+        '[permissions.use]\ndescription = "Ping the echo"\n'
+    )
     (package / "__init__.py").write_text(CODE.format(summary=summary))
     dist = root / "echo_plugin-1.0.dist-info"
     dist.mkdir(exist_ok=True)
@@ -58,8 +59,13 @@ def test_dev_reloads_on_code_and_manifest_changes(tmp_path: Path) -> None:
     with log.open("w") as out:
         proc = subprocess.Popen(
             twin_command("dev", "--data-dir", str(tmp_path / "twin"), "--port", str(port)),
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
     try:
+
         def summary() -> str | None:
             assert proc.poll() is None, log.read_text()
             spec = openapi(url)
@@ -74,7 +80,8 @@ def test_dev_reloads_on_code_and_manifest_changes(tmp_path: Path) -> None:
 
         (package / "capability.toml").write_text(
             'id = "echo"\nname = "Echo, renamed"\nversion = "1.0.1"\n'
-            '[permissions.use]\ndescription = "Ping the echo"\n')
+            '[permissions.use]\ndescription = "Ping the echo"\n'
+        )
 
         def renamed() -> bool:
             spec = openapi(url)

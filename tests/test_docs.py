@@ -43,13 +43,17 @@ def _commands(group: click.Group, prefix: str = "twin") -> list[str]:
 def test_every_command_is_documented(command: str) -> None:
     assert f"`{command}" in README, f"{command} missing from README.md"
     assert command in _doc("users.md") + _doc("operators.md") + _doc("plugins.md"), (
-        f"{command} missing from docs/")
+        f"{command} missing from docs/"
+    )
 
 
 def test_every_error_code_is_documented() -> None:
     api = _doc("api.md")
-    codes = {cls.code for cls in vars(errors).values()
-             if isinstance(cls, type) and issubclass(cls, errors.TwinError)}
+    codes = {
+        cls.code
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, errors.TwinError)
+    }
     missing = sorted(code for code in codes if f"`{code}`" not in api)
     assert not missing, f"error codes missing from docs/api.md: {missing}"
 

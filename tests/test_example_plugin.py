@@ -31,9 +31,11 @@ def hello_twin_installed() -> None:
     try:
         importlib.metadata.distribution("hello-twin")
     except importlib.metadata.PackageNotFoundError:
-        pytest.fail("the example package is not installed: run `pip install ./examples/hello-twin`"
-                    " (or `pip install -e ./examples/hello-twin`) before these tests",
-                    pytrace=False)
+        pytest.fail(
+            "the example package is not installed: run `pip install ./examples/hello-twin`"
+            " (or `pip install -e ./examples/hello-twin`) before these tests",
+            pytrace=False,
+        )
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -48,8 +50,9 @@ async def check_api(client: httpx.AsyncClient, make_token: MakeToken) -> None:
     guestbook = listed["guestbook"]
     assert guestbook["source"] == "hello-twin"
     assert guestbook["version"] == "1.0.0"
-    assert guestbook["permissions"] == [{"name": "sign", "obsolete": False,
-                                         "description": "Read your guestbook and write in it"}]
+    assert guestbook["permissions"] == [
+        {"name": "sign", "obsolete": False, "description": "Read your guestbook and write in it"}
+    ]
     assert "guestbook" not in {f["id"] for f in overview.json()["failed"]}
 
     spec = (await client.get("/openapi.json")).json()
@@ -61,17 +64,19 @@ async def check_api(client: httpx.AsyncClient, make_token: MakeToken) -> None:
     assert anonymous.json()["error"]["code"] == "unauthorized"
 
     profile_only = bearer(await make_token("profile:*"))
-    for response in (await client.get(entries, headers=profile_only),
-                     await client.post(entries, headers=profile_only,
-                                       json={"author": "x", "text": "y"})):
+    for response in (
+        await client.get(entries, headers=profile_only),
+        await client.post(entries, headers=profile_only, json={"author": "x", "text": "y"}),
+    ):
         assert response.status_code == 403
         assert "guestbook:sign" in response.json()["error"]["message"]
 
     signer = bearer(await make_token("guestbook:sign"))
     empty = await client.post(entries, headers=signer, json={"author": AUTHOR, "text": ""})
     assert empty.status_code == 422
-    signed = await client.post(entries, headers=signer,
-                               json={"author": AUTHOR, "text": SECRET_TEXT})
+    signed = await client.post(
+        entries, headers=signer, json={"author": AUTHOR, "text": SECRET_TEXT}
+    )
     assert signed.status_code == 201, signed.text
     assert signed.json()["text"] == SECRET_TEXT and signed.json()["author"] == AUTHOR
     read = await client.get(entries, headers=signer)
@@ -124,18 +129,25 @@ def assert_encrypted_at_rest(data_dir: Path) -> None:
 async def test_in_process_the_guestbook_is_mounted_guarded_and_encrypted(tmp_path: Path) -> None:
     data_dir = tmp_path / "twin"
     async with running_twin(data_dir) as tw:
+
         async def make_token(*scopes: str) -> str:
             return await tw.token(*scopes)
 
         await check_api(tw.client, make_token)
-        await check_experience(tw.client, await tw.twin.sessions.create_link(),
-                               "http://localhost:8470")
+        await check_experience(
+            tw.client, await tw.twin.sessions.create_link(), "http://localhost:8470"
+        )
     assert_encrypted_at_rest(data_dir)
 
 
 def cli(*args: str | Path) -> str:
-    done = subprocess.run(twin_command(*map(str, args)), capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=60)
+    done = subprocess.run(
+        twin_command(*map(str, args)),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -146,13 +158,18 @@ async def test_under_twin_serve_the_guestbook_is_mounted_guarded_and_encrypted(s
     port = process.url.rsplit(":", 1)[1]
     secret = re.findall(rf"http://localhost:{port}/setup/([A-Za-z0-9_-]+)", process.output())
     assert secret, process.output()
-    admin = cli("token", "create", "--scope", "*", "--name", "admin",
-                "--data-dir", process.data_dir).strip()
+    admin = cli(
+        "token", "create", "--scope", "*", "--name", "admin", "--data-dir", process.data_dir
+    ).strip()
 
     async with httpx.AsyncClient(base_url=process.url, timeout=10) as client:
+
         async def make_token(*scopes: str) -> str:
-            made = await client.post("/api/twin/tokens", headers=bearer(admin),
-                                     json={"name": "test", "scopes": list(scopes)})
+            made = await client.post(
+                "/api/twin/tokens",
+                headers=bearer(admin),
+                json={"name": "test", "scopes": list(scopes)},
+            )
             assert made.status_code == 201, made.text
             return str(made.json()["token"])
 

@@ -38,9 +38,15 @@ async def test_experiences_from_folders_load_or_are_named_and_skipped(tmp_path: 
     try:
         from twin.admin import admin_builtin
 
-        await twin.registry.load([admin_builtin(twin)], [], db=twin.db, vault=twin.vault,
-                                 settings=settings, did=twin.did,
-                                 experience_dirs=sorted(p for p in web.iterdir()))
+        await twin.registry.load(
+            [admin_builtin(twin)],
+            [],
+            db=twin.db,
+            vault=twin.vault,
+            settings=settings,
+            did=twin.did,
+            experience_dirs=sorted(p for p in web.iterdir()),
+        )
     finally:
         await twin.stop()
     assert set(twin.registry.experiences) == {"notes"}
@@ -56,10 +62,19 @@ async def test_experiences_from_folders_load_or_are_named_and_skipped(tmp_path: 
 def test_uses_must_name_real_current_permissions(tmp_path: Path) -> None:
     from twin.manifest import parse_manifest
 
-    manifests = {"notes": parse_manifest({
-        "id": "notes", "version": "1.0", "permissions": {
-            "read": {"description": "Read notes"},
-            "old": {"description": "Old way", "obsolete": True}}}, "test")}
+    manifests = {
+        "notes": parse_manifest(
+            {
+                "id": "notes",
+                "version": "1.0",
+                "permissions": {
+                    "read": {"description": "Read notes"},
+                    "old": {"description": "Old way", "obsolete": True},
+                },
+            },
+            "test",
+        )
+    }
     folder = make(tmp_path, "x", 'id = "x"\nname = "X"\nuses = ["notes:read"]\n')
     assert load_experience(folder, "test", manifests).uses == {"notes:read"}
     stale = make(tmp_path, "y", 'id = "y"\nname = "Y"\nuses = ["notes:old"]\n')

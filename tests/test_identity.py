@@ -51,6 +51,7 @@ def test_all_is_sorted_and_names_exactly_the_public_members() -> None:
 
 # base58btc
 
+
 @pytest.mark.parametrize(
     ("data", "text"),
     [
@@ -188,6 +189,7 @@ def test_did_from_public_key_rejects_wrong_length() -> None:
 
 # Recovery phrase (BIP-39, English)
 
+
 @pytest.mark.parametrize(
     ("entropy", "phrase"),
     [
@@ -262,6 +264,7 @@ def test_repr_never_shows_the_seed() -> None:
 
 # Canonical JSON (RFC 8785)
 
+
 def test_canonical_json_orders_keys_without_whitespace_or_escaping() -> None:
     encoded = canonical_json({"b": 1, "a": [True, None, "é"]})
     assert encoded == b'{"a":[true,null,"\xc3\xa9"],"b":1}'
@@ -322,8 +325,7 @@ JSON_SCALARS = (
 JSON_VALUES = st.recursive(
     JSON_SCALARS,
     lambda children: (
-        st.lists(children, max_size=5)
-        | st.dictionaries(st.text(max_size=10), children, max_size=5)
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
     ),
     max_leaves=20,
 )
@@ -416,6 +418,7 @@ def test_any_json_value_signs_and_verifies(payload: object) -> None:
 
 
 # Key files
+
 
 def _spellings(seed: bytes) -> list[str]:
     return [

@@ -43,11 +43,18 @@ class Plugin(Capability):
 '''
 
 
-def manifest_text(cap_id: str, *, requires: tuple[str, ...] = (), extra: str = "",
-                  permissions: str = '[permissions.use]\ndescription = "Use it"\n') -> str:
+def manifest_text(
+    cap_id: str,
+    *,
+    requires: tuple[str, ...] = (),
+    extra: str = "",
+    permissions: str = '[permissions.use]\ndescription = "Use it"\n',
+) -> str:
     listed = ", ".join(f'"{r}"' for r in requires)
-    return (f'id = "{cap_id}"\nname = "Fake {cap_id}"\nversion = "1.0.0"\n'
-            f"requires = [{listed}]\n{extra}\n{permissions}")
+    return (
+        f'id = "{cap_id}"\nname = "Fake {cap_id}"\nversion = "1.0.0"\n'
+        f"requires = [{listed}]\n{extra}\n{permissions}"
+    )
 
 
 @dataclass
@@ -64,8 +71,14 @@ class Plugin:
         return self.package / "capability.toml"
 
 
-def add_plugin(site: Path, entry: str, manifest: str | None = None, *, dist: str | None = None,
-               startup: str = "pass") -> Plugin:
+def add_plugin(
+    site: Path,
+    entry: str,
+    manifest: str | None = None,
+    *,
+    dist: str | None = None,
+    startup: str = "pass",
+) -> Plugin:
     """Install a fake distribution into ``site``: a package with its manifest and a dist-info
     folder whose entry_points.txt declares it in ``twin.capabilities`` under ``entry``."""
     dist = dist or f"fake-{entry}".replace("_", "-")
@@ -73,8 +86,9 @@ def add_plugin(site: Path, entry: str, manifest: str | None = None, *, dist: str
     package = site / module
     package.mkdir(parents=True)
     (package / "__init__.py").write_text(PLUGIN_CODE.format(marker=MARKER, startup=startup))
-    (package / "capability.toml").write_text(manifest if manifest is not None
-                                             else manifest_text(entry))
+    (package / "capability.toml").write_text(
+        manifest if manifest is not None else manifest_text(entry)
+    )
     info = site / f"{module}-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
@@ -89,8 +103,11 @@ class Result:
 
     def line(self, prefix: str) -> str:
         """The one output line starting with ``prefix`` (after collapsing spaces)."""
-        found = [line for line in self.output.splitlines()
-                 if re.sub(r"\s+", " ", line).startswith(prefix)]
+        found = [
+            line
+            for line in self.output.splitlines()
+            if re.sub(r"\s+", " ", line).startswith(prefix)
+        ]
         assert len(found) == 1, f"no single line starting {prefix!r} in:\n{self.output}"
         return re.sub(r"\s+", " ", found[0])
 
@@ -103,8 +120,14 @@ def environment(site: Path) -> dict[str, str]:
 
 
 def twin(site: Path, *args: str | Path, timeout: float = 60) -> Result:
-    done = subprocess.run(twin_command(*map(str, args)), capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, env=environment(site), timeout=timeout)
+    done = subprocess.run(
+        twin_command(*map(str, args)),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=environment(site),
+        timeout=timeout,
+    )
     result = Result(done.returncode, done.stdout + done.stderr)
     assert "Traceback" not in result.output, result.output
     return result
@@ -152,22 +175,45 @@ def test_two_distributions_with_one_id_stop_check_and_serve(site: Path, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("entry, manifest, problem", [
-    pytest.param("badid", manifest_text("Bad-Id"), "id 'Bad-Id' must match [a-z][a-z0-9_]*",
-                 id="bad-id-pattern"),
-    pytest.param("noversion", manifest_text("noversion").replace('version = "1.0.0"\n', ""),
-                 "version is required", id="missing-version"),
-    pytest.param("mute", manifest_text("mute", permissions="[permissions.use]\nobsolete = false\n"),
-                 "permission 'use' needs a description the owner can read",
-                 id="permission-without-description"),
-    pytest.param("alpha", manifest_text("beta"),
-                 "id 'beta' differs from its entry-point name 'alpha'", id="id-not-entry-name"),
-    pytest.param("colourful", manifest_text("colourful", extra='colour = "red"'),
-                 "unknown field(s) colour", id="unknown-field"),
-    pytest.param("broken_toml", 'id = "broken_toml\n', "not valid TOML", id="not-toml"),
-])
+@pytest.mark.parametrize(
+    "entry, manifest, problem",
+    [
+        pytest.param(
+            "badid",
+            manifest_text("Bad-Id"),
+            "id 'Bad-Id' must match [a-z][a-z0-9_]*",
+            id="bad-id-pattern",
+        ),
+        pytest.param(
+            "noversion",
+            manifest_text("noversion").replace('version = "1.0.0"\n', ""),
+            "version is required",
+            id="missing-version",
+        ),
+        pytest.param(
+            "mute",
+            manifest_text("mute", permissions="[permissions.use]\nobsolete = false\n"),
+            "permission 'use' needs a description the owner can read",
+            id="permission-without-description",
+        ),
+        pytest.param(
+            "alpha",
+            manifest_text("beta"),
+            "id 'beta' differs from its entry-point name 'alpha'",
+            id="id-not-entry-name",
+        ),
+        pytest.param(
+            "colourful",
+            manifest_text("colourful", extra='colour = "red"'),
+            "unknown field(s) colour",
+            id="unknown-field",
+        ),
+        pytest.param("broken_toml", 'id = "broken_toml\n', "not valid TOML", id="not-toml"),
+    ],
+)
 def test_an_invalid_manifest_fails_check_before_any_plugin_code_runs(
-        site: Path, tmp_path: Path, entry: str, manifest: str, problem: str) -> None:
+    site: Path, tmp_path: Path, entry: str, manifest: str, problem: str
+) -> None:
     plugin = add_plugin(site, entry, manifest)
     result = check(site, tmp_path / "twin")
     assert result.returncode == 1
@@ -180,14 +226,16 @@ def test_an_invalid_manifest_fails_check_before_any_plugin_code_runs(
 
 @pytest.mark.slow
 def test_a_plugin_in_a_subpackage_runs_no_code_while_its_manifest_is_read(
-        site: Path, tmp_path: Path) -> None:
+    site: Path, tmp_path: Path
+) -> None:
     # entry point nested = fake_nested.inner.cap:Plugin; the manifest sits beside cap.py, and
     # the packages above it have code of their own, which must not run before it is validated.
     plugin = add_plugin(site, "nested", manifest_text("nested", extra='colour = "red"'))
     inner = plugin.package / "inner"
     inner.mkdir()
     (inner / "__init__.py").write_text(
-        f"from pathlib import Path\nPath(__file__).with_name('{MARKER}').write_text('x')\n")
+        f"from pathlib import Path\nPath(__file__).with_name('{MARKER}').write_text('x')\n"
+    )
     (inner / "cap.py").write_text("from fake_nested import Plugin\n")
     plugin.manifest.rename(inner / "capability.toml")
     info = site / "fake_nested-1.0.dist-info" / "entry_points.txt"
@@ -214,8 +262,9 @@ def test_a_missing_requirement_is_named(site: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_dependency_cycle_fails_every_member_and_what_needs_them(site: Path,
-                                                                  tmp_path: Path) -> None:
+def test_a_dependency_cycle_fails_every_member_and_what_needs_them(
+    site: Path, tmp_path: Path
+) -> None:
     add_plugin(site, "cyc_a", manifest_text("cyc_a", requires=("cyc_b",)))
     add_plugin(site, "cyc_b", manifest_text("cyc_b", requires=("cyc_a",)))
     add_plugin(site, "above", manifest_text("above", requires=("cyc_a",)))
@@ -230,8 +279,9 @@ def test_a_dependency_cycle_fails_every_member_and_what_needs_them(site: Path,
 
 
 @pytest.mark.slow
-def test_a_plugin_whose_startup_raises_fails_check_but_not_serve(site: Path, tmp_path: Path,
-                                                                 serve: Any) -> None:
+def test_a_plugin_whose_startup_raises_fails_check_but_not_serve(
+    site: Path, tmp_path: Path, serve: Any
+) -> None:
     add_plugin(site, "boom", startup='raise RuntimeError("the boom disk is missing")')
     add_plugin(site, "fine")
     checked = check(site, tmp_path / "checked")
@@ -242,10 +292,22 @@ def test_a_plugin_whose_startup_raises_fails_check_but_not_serve(site: Path, tmp
     log = process.output()
     assert "Disabled boom: RuntimeError: the boom disk is missing" in log
     assert "capability boom disabled" in log
-    token = twin(site, "token", "create", "--scope", "profile:read", "--scope", "twin:read",
-                 "--scope", "fine:use", "--data-dir", process.data_dir).output.strip()
-    with httpx.Client(base_url=process.url, timeout=5,
-                      headers={"Authorization": f"Bearer {token}"}) as client:
+    token = twin(
+        site,
+        "token",
+        "create",
+        "--scope",
+        "profile:read",
+        "--scope",
+        "twin:read",
+        "--scope",
+        "fine:use",
+        "--data-dir",
+        process.data_dir,
+    ).output.strip()
+    with httpx.Client(
+        base_url=process.url, timeout=5, headers={"Authorization": f"Bearer {token}"}
+    ) as client:
         assert client.get("/api/profile/").status_code == 200
         assert client.get("/api/fine/ping").json() == {"pong": "fine"}
         assert client.get("/api/boom/ping").status_code == 404
@@ -256,9 +318,11 @@ def test_a_plugin_whose_startup_raises_fails_check_but_not_serve(site: Path, tmp
 
 @pytest.mark.slow
 def test_a_permission_removed_after_it_was_recorded_must_be_marked_obsolete(
-        site: Path, tmp_path: Path, serve: Any) -> None:
-    two = ('[permissions.use]\ndescription = "Use it"\n'
-           '[permissions.share]\ndescription = "Share it"\n')
+    site: Path, tmp_path: Path, serve: Any
+) -> None:
+    two = (
+        '[permissions.use]\ndescription = "Use it"\n[permissions.share]\ndescription = "Share it"\n'
+    )
     plugin = add_plugin(site, "shifty", manifest_text("shifty", permissions=two))
     process = serve(env=environment(site))
     assert "Disabled" not in process.output()
@@ -272,8 +336,14 @@ def test_a_permission_removed_after_it_was_recorded_must_be_marked_obsolete(
     assert "share disappeared from the manifest" in line
     assert "obsolete = true" in line
 
-    plugin.manifest.write_text(manifest_text("shifty", permissions=two.replace(
-        'description = "Share it"', 'description = "Share it"\nobsolete = true')))
+    plugin.manifest.write_text(
+        manifest_text(
+            "shifty",
+            permissions=two.replace(
+                'description = "Share it"', 'description = "Share it"\nobsolete = true'
+            ),
+        )
+    )
     kept = check(site, process.data_dir)
     assert kept.returncode == 0, kept.output
     assert kept.line("ok capability shifty")
@@ -293,13 +363,17 @@ def test_parse_manifest_accepts_every_valid_id(cap_id: str) -> None:
 
 
 @settings(max_examples=200)
-@given(st.one_of(
-    st.text(max_size=50).filter(lambda s: not ID_PATTERN.fullmatch(s)),
-    VALID_IDS.map(str.upper).filter(lambda s: s != s.lower()),
-    VALID_IDS.map(lambda s: s + "-x"),
-    VALID_IDS.map(lambda s: "_" + s),
-    st.integers(), st.none(), st.lists(st.text(max_size=3), max_size=2),
-))
+@given(
+    st.one_of(
+        st.text(max_size=50).filter(lambda s: not ID_PATTERN.fullmatch(s)),
+        VALID_IDS.map(str.upper).filter(lambda s: s != s.lower()),
+        VALID_IDS.map(lambda s: s + "-x"),
+        VALID_IDS.map(lambda s: "_" + s),
+        st.integers(),
+        st.none(),
+        st.lists(st.text(max_size=3), max_size=2),
+    )
+)
 def test_parse_manifest_rejects_every_invalid_id(cap_id: Any) -> None:
     with pytest.raises(PluginError, match=r"^test: id .* must match"):
         parse_manifest({"id": cap_id, "version": "1.0.0"}, "test")
@@ -312,41 +386,83 @@ def test_parse_manifest_rejects_these_ids(cap_id: str) -> None:
 
 
 def test_parse_manifest_reads_permissions_requires_and_experiences() -> None:
-    manifest = parse_manifest({
-        "id": "notes", "name": "Notes", "version": "2.1.0", "description": "Your notes",
-        "requires": ["profile"], "experiences": ["ui"],
-        "permissions": {"read": {"description": "  Read your notes "},
-                        "old": {"description": "Gone", "obsolete": True}},
-    }, "test", expected_id="notes")
+    manifest = parse_manifest(
+        {
+            "id": "notes",
+            "name": "Notes",
+            "version": "2.1.0",
+            "description": "Your notes",
+            "requires": ["profile"],
+            "experiences": ["ui"],
+            "permissions": {
+                "read": {"description": "  Read your notes "},
+                "old": {"description": "Gone", "obsolete": True},
+            },
+        },
+        "test",
+        expected_id="notes",
+    )
     assert (manifest.name, manifest.version, manifest.requires, manifest.experiences) == (
-        "Notes", "2.1.0", ("profile",), ("ui",))
+        "Notes",
+        "2.1.0",
+        ("profile",),
+        ("ui",),
+    )
     assert manifest.permission("read") is not None
     assert manifest.permissions["read"].description == "Read your notes"
     assert manifest.permissions["old"].obsolete is True
     assert manifest.permission("write") is None
 
 
-@pytest.mark.parametrize("data, problem", [
-    ({"id": "x", "version": "1.0", "shiny": True}, "unknown field(s) shiny"),
-    ({"id": "x"}, "version is required"),
-    ({"id": "x", "version": "one"}, "version is required"),
-    ({"id": "x", "version": "1.0", "permissions": {"Read": {"description": "d"}}},
-     "permission 'Read' must match"),
-    ({"id": "x", "version": "1.0", "permissions": {"read": {"description": " "}}},
-     "permission 'read' needs a description"),
-    ({"id": "x", "version": "1.0", "permissions": {"read": {"description": "d", "scope": 1}}},
-     "permission 'read' takes only description and obsolete"),
-    ({"id": "x", "version": "1.0", "permissions": {"read": {"description": "d",
-                                                            "obsolete": "yes"}}},
-     "obsolete must be true or false"),
-    ({"id": "x", "version": "1.0", "requires": "profile"}, "requires must be a list of strings"),
-    ({"id": "x", "version": "1.0", "requires": ["Profile"]},
-     "requires entry 'Profile' is not a capability id"),
-    ({"id": "x", "version": "1.0", "experiences": ["../outside"]},
-     "must be a folder inside the package"),
-    ({"id": "x", "version": "1.0", "experiences": ["/etc"]}, "must be a folder inside the package"),
-    ({"id": "x", "version": "1.0", "name": 3}, "name and description must be strings"),
-])
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        ({"id": "x", "version": "1.0", "shiny": True}, "unknown field(s) shiny"),
+        ({"id": "x"}, "version is required"),
+        ({"id": "x", "version": "one"}, "version is required"),
+        (
+            {"id": "x", "version": "1.0", "permissions": {"Read": {"description": "d"}}},
+            "permission 'Read' must match",
+        ),
+        (
+            {"id": "x", "version": "1.0", "permissions": {"read": {"description": " "}}},
+            "permission 'read' needs a description",
+        ),
+        (
+            {
+                "id": "x",
+                "version": "1.0",
+                "permissions": {"read": {"description": "d", "scope": 1}},
+            },
+            "permission 'read' takes only description and obsolete",
+        ),
+        (
+            {
+                "id": "x",
+                "version": "1.0",
+                "permissions": {"read": {"description": "d", "obsolete": "yes"}},
+            },
+            "obsolete must be true or false",
+        ),
+        (
+            {"id": "x", "version": "1.0", "requires": "profile"},
+            "requires must be a list of strings",
+        ),
+        (
+            {"id": "x", "version": "1.0", "requires": ["Profile"]},
+            "requires entry 'Profile' is not a capability id",
+        ),
+        (
+            {"id": "x", "version": "1.0", "experiences": ["../outside"]},
+            "must be a folder inside the package",
+        ),
+        (
+            {"id": "x", "version": "1.0", "experiences": ["/etc"]},
+            "must be a folder inside the package",
+        ),
+        ({"id": "x", "version": "1.0", "name": 3}, "name and description must be strings"),
+    ],
+)
 def test_parse_manifest_names_what_is_wrong(data: dict[str, Any], problem: str) -> None:
     with pytest.raises(PluginError) as caught:
         parse_manifest(data, "pkg/capability.toml", expected_id="x")
@@ -367,15 +483,18 @@ def _manifest(cap_id: str, *requires: str) -> Manifest:
 def acyclic(draw: st.DrawFn) -> list[Manifest]:
     """Manifests where each requires only ones drawn before it, shuffled."""
     ids = draw(st.lists(VALID_IDS, min_size=1, max_size=12, unique=True))
-    manifests = [_manifest(cap_id, *draw(st.lists(st.sampled_from(ids[:i]), unique=True))
-                           if i else ()) for i, cap_id in enumerate(ids)]
+    manifests = [
+        _manifest(cap_id, *draw(st.lists(st.sampled_from(ids[:i]), unique=True)) if i else ())
+        for i, cap_id in enumerate(ids)
+    ]
     return list(draw(st.permutations(manifests)))
 
 
 @settings(max_examples=100)
 @given(acyclic())
 def test_dependency_order_puts_each_capability_after_what_it_requires(
-        manifests: list[Manifest]) -> None:
+    manifests: list[Manifest],
+) -> None:
     ordered, failed = dependency_order(manifests)
     assert failed == {}
     assert sorted(m.id for m in ordered) == sorted(m.id for m in manifests)
@@ -385,15 +504,25 @@ def test_dependency_order_puts_each_capability_after_what_it_requires(
 
 
 def test_dependency_order_names_cycles_and_missing_dependencies() -> None:
-    ordered, failed = dependency_order([
-        _manifest("a", "b"), _manifest("b", "c"), _manifest("c", "a"),
-        _manifest("d", "a"), _manifest("e", "ghost"), _manifest("f", "e"),
-        _manifest("g"), _manifest("h", "g"), _manifest("self", "self"),
-    ])
+    ordered, failed = dependency_order(
+        [
+            _manifest("a", "b"),
+            _manifest("b", "c"),
+            _manifest("c", "a"),
+            _manifest("d", "a"),
+            _manifest("e", "ghost"),
+            _manifest("f", "e"),
+            _manifest("g"),
+            _manifest("h", "g"),
+            _manifest("self", "self"),
+        ]
+    )
     assert [m.id for m in ordered] == ["g", "h"]
     cycle = "dependency cycle: a -> b -> c -> a"
     assert failed == {
-        "a": cycle, "b": cycle, "c": cycle,
+        "a": cycle,
+        "b": cycle,
+        "c": cycle,
         "d": "requires 'a', which could not be loaded",
         "e": "requires 'ghost', which is not installed",
         "f": "requires 'e', which could not be loaded",

@@ -11,14 +11,17 @@ from typing import Any
 
 import httpx
 import pytest
-
 from conftest import twin_command
 
 pytestmark = pytest.mark.slow
 
-CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
-          "response_schema_conformance",
-          "allow_header_conformance")  # a 405's Allow lists every method of the path
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+    "allow_header_conformance",
+)  # a 405's Allow lists every method of the path
 # DELETE /api/twin/tokens/{token_id} gets a run of its own. Fuzzed among the others, Schemathesis
 # takes ids it saw in GET /api/twin/tokens (in any phase, not only the stateful one) and revokes
 # the very token it authenticates with; every later request then gets a declared 401 and the
@@ -32,30 +35,57 @@ def _schemathesis(url: str, auth: str, scratch: Path, *selection: str) -> tuple[
     config.write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEMATHESIS_")}
     command = [
-        sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
-        f"{url}/openapi.json", "--header", auth, "--checks", ",".join(CHECKS),
-        "--max-examples", "25", "--request-timeout", "10",
-        "--generation-database", "none",  # no .hypothesis folder left behind
-        "--no-color", *selection,
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(config),
+        "run",
+        f"{url}/openapi.json",
+        "--header",
+        auth,
+        "--checks",
+        ",".join(CHECKS),
+        "--max-examples",
+        "25",
+        "--request-timeout",
+        "10",
+        "--generation-database",
+        "none",  # no .hypothesis folder left behind
+        "--no-color",
+        *selection,
     ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=150, cwd=scratch,
-                         env=env)
+    run = subprocess.run(command, capture_output=True, text=True, timeout=150, cwd=scratch, env=env)
     return run.returncode, run.stdout + run.stderr
 
 
 def test_schemathesis_finds_nothing(serve: Any, tmp_path: Path) -> None:
     process = serve()
     created = subprocess.run(
-        twin_command("token", "create", "--scope", "*", "--name", "schemathesis",
-                     "--data-dir", str(process.data_dir)),
-        capture_output=True, text=True, timeout=60, check=True)
+        twin_command(
+            "token",
+            "create",
+            "--scope",
+            "*",
+            "--name",
+            "schemathesis",
+            "--data-dir",
+            str(process.data_dir),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     auth = f"Authorization: Bearer {created.stdout.strip().splitlines()[-1]}"
     spec = httpx.get(f"{process.url}/openapi.json").json()
     operations = [op["operationId"] for ops in spec["paths"].values() for op in ops.values()]
     assert REVOKE in operations
 
-    for selection, tested in ((("--exclude-operation-id", REVOKE), len(operations) - 1),
-                              (("--include-operation-id", REVOKE), 1)):
+    for selection, tested in (
+        (("--exclude-operation-id", REVOKE), len(operations) - 1),
+        (("--include-operation-id", REVOKE), 1),
+    ):
         status, report = _schemathesis(process.url, auth, tmp_path, *selection)
         failure = f"{report[-8000:]}\n--- twin serve log ---\n{process.output()[-4000:]}"
         assert status == 0, failure

@@ -24,8 +24,14 @@ PASSPHRASE = "a long enough passphrase"
 def cli(*args: str | Path) -> str:
     """Run a `twin` verb that must succeed; its standard output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
-    done = subprocess.run(twin_command(*map(str, args)), capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, env=env, timeout=60)
+    done = subprocess.run(
+        twin_command(*map(str, args)),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout.strip()
 
@@ -62,7 +68,8 @@ def report_rss(process: Process, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_first_run_prints_the_phrase_once_and_a_restart_keeps_the_did(
-        serve: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    serve: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     first = serve()
     report_rss(first, capsys)
     port = first.proc.args[first.proc.args.index("--port") + 1]
@@ -93,8 +100,16 @@ def test_first_run_prints_the_phrase_once_and_a_restart_keeps_the_did(
 
 def test_a_cli_token_works_on_the_running_twin_until_revoked(serve: Any) -> None:
     process = serve()
-    token = cli("token", "create", "--scope", "profile:read", "--name", "live",
-                "--data-dir", process.data_dir)
+    token = cli(
+        "token",
+        "create",
+        "--scope",
+        "profile:read",
+        "--name",
+        "live",
+        "--data-dir",
+        process.data_dir,
+    )
     profile = process.url + "/api/profile/"
     assert httpx.get(profile, timeout=5).status_code == 401
     assert httpx.get(profile, headers=bearer(token), timeout=5).status_code == 200
@@ -115,13 +130,24 @@ def sealed_twin(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, s
     passphrase_file = tmp_path / "passphrase"
     passphrase_file.write_text(PASSPHRASE + "\n")
     cli("init", "--data-dir", data_dir, "--passphrase-file", passphrase_file)
-    token = cli("token", "create", "--scope", "profile:*", "--name", "t",
-                "--data-dir", data_dir, "--passphrase-file", passphrase_file)
+    token = cli(
+        "token",
+        "create",
+        "--scope",
+        "profile:*",
+        "--name",
+        "t",
+        "--data-dir",
+        data_dir,
+        "--passphrase-file",
+        passphrase_file,
+    )
     return data_dir, passphrase_file, token
 
 
 def test_a_sealed_twin_started_with_its_passphrase_file_is_unlocked(
-        serve: Any, sealed_twin: tuple[Path, Path, str]) -> None:
+    serve: Any, sealed_twin: tuple[Path, Path, str]
+) -> None:
     data_dir, passphrase_file, token = sealed_twin
     process = serve("--passphrase-file", str(passphrase_file), data_dir=data_dir)
     assert health(process)["locked"] is False
@@ -131,7 +157,8 @@ def test_a_sealed_twin_started_with_its_passphrase_file_is_unlocked(
 
 
 def test_a_sealed_twin_without_its_passphrase_runs_locked_until_unlocked(
-        serve: Any, sealed_twin: tuple[Path, Path, str]) -> None:
+    serve: Any, sealed_twin: tuple[Path, Path, str]
+) -> None:
     data_dir, _, token = sealed_twin
     process = serve(data_dir=data_dir)  # stdin is not a terminal: nobody to ask
     assert health(process)["locked"] is True
@@ -155,8 +182,12 @@ def test_a_sealed_twin_without_its_passphrase_runs_locked_until_unlocked(
 def test_sigterm_stops_cleanly_and_data_survives_a_restart(serve: Any) -> None:
     process = serve()
     token = cli("token", "create", "--scope", "profile:*", "--data-dir", process.data_dir)
-    written = httpx.put(process.url + "/api/profile/", headers=bearer(token), timeout=5,
-                        json={"display_name": "Ada Lovelace", "bio": "Notes on the engine"})
+    written = httpx.put(
+        process.url + "/api/profile/",
+        headers=bearer(token),
+        timeout=5,
+        json={"display_name": "Ada Lovelace", "bio": "Notes on the engine"},
+    )
     assert written.status_code == 200, written.text
 
     code = stop(process)
@@ -194,10 +225,16 @@ def test_serve_listens_on_ipv6_loopback(tmp_path: Path) -> None:
     env = {**os.environ, "TWIN_RATE_LIMIT": "0"}
     with log.open("w") as handle:
         proc = subprocess.Popen(
-            twin_command("serve", "--host", "::1", "--port", str(port),
-                         "--data-dir", str(tmp_path / "twin")),
-            stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            twin_command(
+                "serve", "--host", "::1", "--port", str(port), "--data-dir", str(tmp_path / "twin")
+            ),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
     try:
+
         def up() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"twin serve exited early:\n{log.read_text()}")
@@ -221,22 +258,30 @@ def test_serve_listens_on_ipv6_loopback(tmp_path: Path) -> None:
 
 def test_a_second_server_on_the_same_data_dir_is_refused(serve: Any) -> None:
     twin = serve()
-    second = subprocess.run(twin_command("serve", "--data-dir", str(twin.data_dir), "--port",
-                                         str(free_port())),
-                            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    second = subprocess.run(
+        twin_command("serve", "--data-dir", str(twin.data_dir), "--port", str(free_port())),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
     assert second.returncode == 1
     assert "already served by twin serve (pid" in second.stderr
     assert "Traceback" not in second.stderr
     assert health(twin)["status"] == "ok"
 
 
-def test_a_busy_port_is_said_plainly_before_anything_is_created(serve: Any,
-                                                                 tmp_path: Path) -> None:
+def test_a_busy_port_is_said_plainly_before_anything_is_created(serve: Any, tmp_path: Path) -> None:
     twin = serve()
     port = twin.url.rsplit(":", 1)[1]
     fresh = tmp_path / "never-created"
-    busy = subprocess.run(twin_command("serve", "--data-dir", str(fresh), "--port", port),
-                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    busy = subprocess.run(
+        twin_command("serve", "--data-dir", str(fresh), "--port", port),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
     assert busy.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr and "--port" in busy.stderr
     assert "Traceback" not in busy.stderr

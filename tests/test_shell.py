@@ -33,7 +33,11 @@ def assert_secure_page(response: httpx.Response) -> None:
     assert response.headers["x-content-type-options"] == "nosniff"
     # None of these sends a page's path (a setup link's secret) to another site.
     assert response.headers["referrer-policy"] in {
-        "no-referrer", "same-origin", "strict-origin", "strict-origin-when-cross-origin"}
+        "no-referrer",
+        "same-origin",
+        "strict-origin",
+        "strict-origin-when-cross-origin",
+    }
     # Under that policy an inline script would not run: every script must come from a file.
     for tag in re.findall(r"<script\b[^>]*>", response.text):
         assert "src=" in tag, tag
@@ -105,33 +109,40 @@ async def test_setup_link_signs_in_once(tw: Running) -> None:
     assert COOKIE not in again.headers.get("set-cookie", "")
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    {"Origin": "http://evil.example"},
-    {"Origin": "http://localhost:8471"},
-    {"Origin": "null"},
-    {"Sec-Fetch-Site": "cross-site"},
-    {"Sec-Fetch-Site": "same-site"},
-    {"Sec-Fetch-Site": "same-origin", "Origin": "https://localhost:8470"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Origin": "http://evil.example"},
+        {"Origin": "http://localhost:8471"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Sec-Fetch-Site": "same-origin", "Origin": "https://localhost:8470"},
+    ],
+)
 async def test_setup_from_elsewhere_is_403_and_keeps_the_link(
-        tw: Running, headers: dict[str, str]) -> None:
+    tw: Running, headers: dict[str, str]
+) -> None:
     secret = await tw.twin.sessions.create_link()
     response = await tw.client.post(f"/setup/{secret}", headers=headers)
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "forbidden"
     assert "set-cookie" not in response.headers
     # The refused attempt did not spend the link: the owner can still use it.
-    assert (await tw.client.post(f"/setup/{secret}",
-                                 headers={"Sec-Fetch-Site": "same-origin"})).status_code == 303
+    assert (
+        await tw.client.post(f"/setup/{secret}", headers={"Sec-Fetch-Site": "same-origin"})
+    ).status_code == 303
 
 
 async def test_expired_or_unknown_link_is_410(tw: Running) -> None:
     secret = await tw.twin.sessions.create_link()
     await tw.twin.db.execute("UPDATE twin_links SET expires = 0")
-    for response in (await tw.client.get(f"/setup/{secret}"),
-                     await tw.client.post(f"/setup/{secret}", headers=SAME_ORIGIN),
-                     await tw.client.get("/setup/not-a-link")):
+    for response in (
+        await tw.client.get(f"/setup/{secret}"),
+        await tw.client.post(f"/setup/{secret}", headers=SAME_ORIGIN),
+        await tw.client.get("/setup/not-a-link"),
+    ):
         assert response.status_code == 410
         assert "twin access link" in response.text
         assert "set-cookie" not in response.headers
@@ -258,6 +269,6 @@ async def test_logout_ends_the_session(tw: Running) -> None:
     home = await tw.client.get("/", headers=session(cookie))
     assert "This is a twin" in home.text
     assert (await tw.client.get("/activity", headers=session(cookie))).status_code == 303
-    assert (await tw.client.post("/x/profile/grant",
-                                 headers={**session(cookie), **SAME_ORIGIN})).status_code == 401
-
+    assert (
+        await tw.client.post("/x/profile/grant", headers={**session(cookie), **SAME_ORIGIN})
+    ).status_code == 401

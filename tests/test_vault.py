@@ -158,9 +158,10 @@ def test_text_and_json(vault: Vault) -> None:
     value = {"name": "Zoë", "tags": ["a", "b"], "n": 3, "nested": {"ok": True, "none": None}}
     sealed = box.seal_json(value, context=b"7")
     assert box.open_json(sealed, context=b"7") == value
-    assert box.open(sealed, context=b"7") == json.dumps(
-        value, separators=(",", ":"), ensure_ascii=False
-    ).encode()
+    assert (
+        box.open(sealed, context=b"7")
+        == json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    )
     with pytest.raises(BadInput, match="JSON"):
         box.seal_json({"when": object()})
     with pytest.raises(BadInput, match="not JSON"):
@@ -172,8 +173,10 @@ def test_text_and_json(vault: Vault) -> None:
 def test_blind_is_deterministic_per_box(vault: Vault) -> None:
     contacts = vault.box("contacts")
     tag = contacts.blind("alice@example.org")
-    assert tag == contacts.blind(b"alice@example.org") == Vault(SEED).box("contacts").blind(
-        "alice@example.org"
+    assert (
+        tag
+        == contacts.blind(b"alice@example.org")
+        == Vault(SEED).box("contacts").blind("alice@example.org")
     )
     assert len(tag) == 64 and int(tag, 16) >= 0
     assert tag != contacts.blind("bob@example.org")

@@ -10,20 +10,20 @@ from twin.api import Call, Endpoint
 from twin.capability import Capability, Context
 from twin.db import Migration
 from twin.errors import (
-                         BadInput,
-                         Conflict,
-                         Forbidden,
-                         Invalid,
-                         InvalidSignature,
-                         NotFound,
-                         PluginError,
-                         RateLimited,
-                         TooLarge,
-                         TwinError,
-                         Unauthorized,
-                         UnsupportedMedia,
-                         VaultLocked,
-                         WrongPassphrase,
+    BadInput,
+    Conflict,
+    Forbidden,
+    Invalid,
+    InvalidSignature,
+    NotFound,
+    PluginError,
+    RateLimited,
+    TooLarge,
+    TwinError,
+    Unauthorized,
+    UnsupportedMedia,
+    VaultLocked,
+    WrongPassphrase,
 )
 from twin.manifest import Manifest, Permission
 

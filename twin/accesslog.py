@@ -15,7 +15,8 @@ _INSERT = (
     "INSERT INTO twin_access (minute, principal, capability, permission, method, route, status, "
     "outcome, count, first, at) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT (minute, principal, capability, permission, method, route, status) "
-    "DO UPDATE SET count = count + excluded.count, at = excluded.at")
+    "DO UPDATE SET count = count + excluded.count, at = excluded.at"
+)
 Key = tuple[int, str, str, str, str, str, int]
 
 
@@ -38,8 +39,9 @@ class AccessLog:
         self._timer: asyncio.TimerHandle | None = None
         self._writes = 0
 
-    def record(self, principal: str, capability: str, permission: str, method: str,
-               route: str, status: int) -> None:
+    def record(
+        self, principal: str, capability: str, permission: str, method: str, route: str, status: int
+    ) -> None:
         now = time.time()
         key = (int(now // 60), principal, capability, permission, method, route, status)
         seen = self._pending.get(key)
@@ -61,15 +63,17 @@ class AccessLog:
             self._db.enqueue(_INSERT, (*key, outcome_of(key[6]), int(count), first, last))
         self._writes += 1
         if pending and self._writes % _PRUNE_EVERY == 0:
-            self._db.enqueue("DELETE FROM twin_access WHERE id <= "
-                             "(SELECT MAX(id) FROM twin_access) - ?", (KEEP,))
+            self._db.enqueue(
+                "DELETE FROM twin_access WHERE id <= (SELECT MAX(id) FROM twin_access) - ?", (KEEP,)
+            )
 
     async def flush(self) -> None:
         self.write()
         await self._db.flush()
 
-    async def entries(self, *, limit: int = 100, before: int | None = None,
-                      principal: str | None = None) -> list[dict[str, Any]]:
+    async def entries(
+        self, *, limit: int = 100, before: int | None = None, principal: str | None = None
+    ) -> list[dict[str, Any]]:
         """Newest first; ``before`` is the id to page back from."""
         await self.flush()
         clauses: list[str] = []
@@ -84,5 +88,6 @@ class AccessLog:
         rows = await self._db.fetchall(
             f"SELECT id, at, first, count, principal, capability, permission, method, route, "
             f"status, outcome FROM twin_access {where} ORDER BY id DESC LIMIT ?",
-            (*params, limit))
+            (*params, limit),
+        )
         return [dict(row) for row in rows]

@@ -22,18 +22,25 @@ if TYPE_CHECKING:
     from twin.core import Twin
     from twin.registry import Builtin
 
-MANIFEST = parse_manifest({
-    "id": "twin",
-    "name": "Twin",
-    "version": "1.0.0",
-    "description": "The twin itself: its capabilities, experiences, grants, tokens and access log.",
-    "permissions": {
-        "read": {"description": "See which capabilities and experiences are installed, what "
-                                "each may use and the access log"},
-        "admin": {"description": "Create and revoke tokens and grant or withdraw experiences' "
-                                 "access"},
+MANIFEST = parse_manifest(
+    {
+        "id": "twin",
+        "name": "Twin",
+        "version": "1.0.0",
+        "description": "The twin itself: its capabilities, experiences, grants, tokens and "
+        "access log.",
+        "permissions": {
+            "read": {
+                "description": "See which capabilities and experiences are installed, what "
+                "each may use and the access log"
+            },
+            "admin": {
+                "description": "Create and revoke tokens and grant or withdraw experiences' access"
+            },
+        },
     },
-}, "twin core")
+    "twin core",
+)
 
 Scope = Annotated[str, msgspec.Meta(max_length=81)]
 
@@ -148,47 +155,103 @@ class AdminCapability(Capability):
 
     def routes(self) -> Sequence[Endpoint]:
         return [
-            api.get("/", self.overview, permission="read", response=Overview,
-                    summary="The twin's did, version and capabilities, loaded and failed"),
-            api.get("/experiences", self.experiences, permission="read",
-                    response=list[ExperienceInfo],
-                    summary="Installed experiences, what each declares and what was granted"),
-            api.put("/grants/{experience}", self.grant, permission="admin", body=GrantRequest,
-                    response=ExperienceInfo, summary="Grant an experience some of its declared scopes"),
-            api.delete("/grants/{experience}", self.revoke_grant, permission="admin",
-                       summary="Withdraw everything granted to an experience"),
-            api.get("/tokens", self.list_tokens, permission="admin", response=list[TokenInfoOut],
-                    summary="Tokens and experience tokens (never their secrets)"),
-            api.post("/tokens", self.create_token, permission="admin", body=TokenRequest,
-                     response=NewToken, status=201,
-                     summary="Create a bearer token; its secret is shown this once"),
-            api.delete("/tokens/{token_id}", self.revoke_token, permission="admin",
-                       summary="Revoke a token by id"),
-            api.get("/access-log", self.access_log, permission="read", response=list[AccessEntry],
-                    query=(("limit", "How many entries, 1 to 1000 (default 100)"),
-                           ("before", "Entries older than this id")),
-                    summary="Who used which permission, when, with what outcome; newest first"),
-            api.post("/unlock", self.unlock, permission=None, body=UnlockRequest,
-                     response=Unlocked, allow_locked=True, audit=True,
-                     summary="Unlock a twin whose key is sealed with a passphrase"),
+            api.get(
+                "/",
+                self.overview,
+                permission="read",
+                response=Overview,
+                summary="The twin's did, version and capabilities, loaded and failed",
+            ),
+            api.get(
+                "/experiences",
+                self.experiences,
+                permission="read",
+                response=list[ExperienceInfo],
+                summary="Installed experiences, what each declares and what was granted",
+            ),
+            api.put(
+                "/grants/{experience}",
+                self.grant,
+                permission="admin",
+                body=GrantRequest,
+                response=ExperienceInfo,
+                summary="Grant an experience some of its declared scopes",
+            ),
+            api.delete(
+                "/grants/{experience}",
+                self.revoke_grant,
+                permission="admin",
+                summary="Withdraw everything granted to an experience",
+            ),
+            api.get(
+                "/tokens",
+                self.list_tokens,
+                permission="admin",
+                response=list[TokenInfoOut],
+                summary="Tokens and experience tokens (never their secrets)",
+            ),
+            api.post(
+                "/tokens",
+                self.create_token,
+                permission="admin",
+                body=TokenRequest,
+                response=NewToken,
+                status=201,
+                summary="Create a bearer token; its secret is shown this once",
+            ),
+            api.delete(
+                "/tokens/{token_id}",
+                self.revoke_token,
+                permission="admin",
+                summary="Revoke a token by id",
+            ),
+            api.get(
+                "/access-log",
+                self.access_log,
+                permission="read",
+                response=list[AccessEntry],
+                query=(
+                    ("limit", "How many entries, 1 to 1000 (default 100)"),
+                    ("before", "Entries older than this id"),
+                ),
+                summary="Who used which permission, when, with what outcome; newest first",
+            ),
+            api.post(
+                "/unlock",
+                self.unlock,
+                permission=None,
+                body=UnlockRequest,
+                response=Unlocked,
+                allow_locked=True,
+                audit=True,
+                summary="Unlock a twin whose key is sealed with a passphrase",
+            ),
         ]
 
     async def overview(self, call: Call) -> Overview:
         registry = self.twin.registry
-        return Overview(self.twin.did, self.twin.version, self.twin.settings.url,
-                        self.twin.vault.locked, capabilities(self.twin),
-                        [Failure(k, v) for k, v in sorted(registry.failed.items())])
+        return Overview(
+            self.twin.did,
+            self.twin.version,
+            self.twin.settings.url,
+            self.twin.vault.locked,
+            capabilities(self.twin),
+            [Failure(k, v) for k, v in sorted(registry.failed.items())],
+        )
 
     async def experiences(self, call: Call) -> list[ExperienceInfo]:
         grants = await self.twin.grants.all()
-        return [self._experience(exp_id, grants.get(exp_id))
-                for exp_id in sorted(self.twin.registry.experiences)]
+        return [
+            self._experience(exp_id, grants.get(exp_id))
+            for exp_id in sorted(self.twin.registry.experiences)
+        ]
 
     def _experience(self, exp_id: str, grant: Any) -> ExperienceInfo:
         exp = self.twin.registry.experiences[exp_id]
         granted = sorted(grant.scopes & exp.uses) if grant else []
-        return ExperienceInfo(exp.id, exp.name, exp.description, sorted(exp.uses), granted,
-                              f"/x/{exp.id}/")
+        return ExperienceInfo(
+            exp.id, exp.name, exp.description, sorted(exp.uses), granted, f"/x/{exp.id}/"
+        )
 
     def _find(self, exp_id: str) -> Any:
         exp = self.twin.registry.experiences.get(exp_id)
@@ -213,8 +276,10 @@ class AdminCapability(Capability):
         scopes = parse_scopes(call.body.scopes, self.twin.registry.manifests)
         extra = beyond(scopes, call.principal.scopes)
         if extra:
-            raise Forbidden(f"a token can only hand on scopes it holds itself; "
-                            f"{call.principal.label} does not hold {', '.join(extra)}")
+            raise Forbidden(
+                f"a token can only hand on scopes it holds itself; "
+                f"{call.principal.label} does not hold {', '.join(extra)}"
+            )
         info, secret = await self.twin.tokens.create(scopes, call.body.name)
         return NewToken(secret, _token_out(info))
 
@@ -229,8 +294,9 @@ class AdminCapability(Capability):
         before = call.query.get("before")
         if before is not None and not _whole(before, 18):
             raise BadInput("before must be an entry id (a whole number)")
-        rows = await self.twin.access.entries(limit=_limit(call),
-                                              before=None if before is None else int(before))
+        rows = await self.twin.access.entries(
+            limit=_limit(call), before=None if before is None else int(before)
+        )
         return [AccessEntry(**row) for row in rows]
 
     async def unlock(self, call: Call) -> Unlocked:
@@ -239,16 +305,30 @@ class AdminCapability(Capability):
 
 
 def capabilities(twin: Twin) -> list[CapabilityInfo]:
-    return [CapabilityInfo(
-        m.id, m.name, m.version, m.description,
-        [PermissionInfo(p.name, p.description, p.obsolete) for p in m.permissions.values()],
-        list(m.requires), item.source) for m, item in
-        ((item.manifest, item) for item in twin.registry.loaded.values())]
+    return [
+        CapabilityInfo(
+            m.id,
+            m.name,
+            m.version,
+            m.description,
+            [PermissionInfo(p.name, p.description, p.obsolete) for p in m.permissions.values()],
+            list(m.requires),
+            item.source,
+        )
+        for m, item in ((item.manifest, item) for item in twin.registry.loaded.values())
+    ]
 
 
 def _token_out(info: Any) -> TokenInfoOut:
-    return TokenInfoOut(info.id, info.name, info.kind, list(info.scopes), info.experience,
-                        info.created, info.last_used)
+    return TokenInfoOut(
+        info.id,
+        info.name,
+        info.kind,
+        list(info.scopes),
+        info.experience,
+        info.created,
+        info.last_used,
+    )
 
 
 def admin_builtin(twin: Twin) -> Builtin:

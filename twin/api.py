@@ -1,4 +1,4 @@
-"""How a capability declares its HTTP API: endpoints with a permission, a body type and a response type."""
+"""How a capability declares its HTTP API: endpoints with a permission, a body and a response."""
 
 from __future__ import annotations
 
@@ -41,8 +41,9 @@ class Endpoint:
 
 
 def _declare(method: str) -> Callable[..., Endpoint]:
-    def declare(path: str, handler: Handler, *, permission: str | None, summary: str,
-                **options: Any) -> Endpoint:
+    def declare(
+        path: str, handler: Handler, *, permission: str | None, summary: str, **options: Any
+    ) -> Endpoint:
         return Endpoint(method, path, handler, permission, summary, **options)
 
     declare.__name__ = method.lower()

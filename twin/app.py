@@ -15,8 +15,8 @@ from starlette.types import Receive, Scope, Send
 
 from twin import openapi
 from twin.core import Twin
-from twin.errors import TwinError
 from twin.dispatch import ApiDispatch, ApiRoutes
+from twin.errors import TwinError
 from twin.http import (
     SecurityHeaders,
     endpoint_handler,
@@ -32,9 +32,11 @@ from twin.shell import shell_routes
 
 def create_app(twin: Twin) -> Starlette:
     """The twin's app; its lifespan starts the twin unless the caller already did."""
+
     async def health(request: Request) -> Response:
-        return json_response({"status": "ok", "did": twin.did, "version": twin.version,
-                              "locked": twin.vault.locked})
+        return json_response(
+            {"status": "ok", "did": twin.did, "version": twin.version, "locked": twin.vault.locked}
+        )
 
     async def openapi_json(request: Request) -> Response:
         return json_response(spec)
@@ -53,12 +55,19 @@ def create_app(twin: Twin) -> Starlette:
         api.add("health", "", "GET", health)
         for cap_id, item in twin.registry.loaded.items():
             for endpoint in item.endpoints:
-                api.add(cap_id, endpoint.path, endpoint.method,
-                        endpoint_handler(twin, cap_id, endpoint))
+                api.add(
+                    cap_id, endpoint.path, endpoint.method, endpoint_handler(twin, cap_id, endpoint)
+                )
         app.router.routes.extend(shell_routes(twin))
-        spec.update(openapi.build(
-            ((cap_id, item.manifest.name, item.endpoints)
-             for cap_id, item in twin.registry.loaded.items()), twin.version))
+        spec.update(
+            openapi.build(
+                (
+                    (cap_id, item.manifest.name, item.endpoints)
+                    for cap_id, item in twin.registry.loaded.items()
+                ),
+                twin.version,
+            )
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -76,8 +85,11 @@ def create_app(twin: Twin) -> Starlette:
             Route("/.well-known/twin", well_known, methods=["GET"]),
         ],
         middleware=[Middleware(SecurityHeaders), Middleware(ApiDispatch, routes=api)],
-        exception_handlers={HTTPException: http_exception, TwinError: twin_error,
-                            Exception: server_error},
+        exception_handlers={
+            HTTPException: http_exception,
+            TwinError: twin_error,
+            Exception: server_error,
+        },
         lifespan=lifespan,
     )
     if twin.started:
@@ -101,8 +113,10 @@ class _Deferred:
             await twin.start()
             self.app = create_app(twin)
             secret = await twin.sessions.create_link()
-            print(f"Sign in (works once, for one hour): {self.settings.url}/setup/{secret}",
-                  flush=True)
+            print(
+                f"Sign in (works once, for one hour): {self.settings.url}/setup/{secret}",
+                flush=True,
+            )
         assert self.app is not None, "the server must run the lifespan (lifespan='on')"
         await self.app(scope, receive, send)
 

@@ -1,4 +1,4 @@
-"""The base class every capability subclasses, built-in or a stranger's, and what it sees of the twin."""
+"""The base class of every capability (ours or a stranger's) and what it sees of the twin."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class Capability:
         """Runs when the twin stops."""
 
     async def public_document(self) -> Mapping[str, Any] | None:
-        """What this capability publishes in ``/.well-known/twin`` under its id (None for nothing)."""
+        """What this capability publishes in ``/.well-known/twin`` under its id (None: nothing)."""
         return None
 
     def require(self, cls: type[C]) -> C:

@@ -32,8 +32,14 @@ def _option(name: str, **extra: Any) -> Callable[[Callable[..., Any]], Callable[
         except TwinError as exc:
             raise click.BadParameter(exc.message) from None
 
-    return click.option(setting.flag, name, default=None, callback=convert,
-                        help=f"{setting.help} [env {setting.env}]", **extra)
+    return click.option(
+        setting.flag,
+        name,
+        default=None,
+        callback=convert,
+        help=f"{setting.help} [env {setting.env}]",
+        **extra,
+    )
 
 
 def data_dir_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -86,8 +92,10 @@ def _passphrase_for(settings: Settings, *, required: bool) -> str | None:
     if sys.stdin.isatty():
         return str(click.prompt("Passphrase to unlock the twin", hide_input=True))
     if required:
-        raise click.ClickException("the key is sealed: give --passphrase-file or run this "
-                                   "at a terminal to be asked for the passphrase")
+        raise click.ClickException(
+            "the key is sealed: give --passphrase-file or run this "
+            "at a terminal to be asked for the passphrase"
+        )
     return None
 
 
@@ -110,27 +118,35 @@ def _announce_identity(identity: Any, settings: Settings, passphrase: str | None
     words = identity.phrase().split()
     click.echo(f"Created a new twin in {settings.data_dir}")
     click.echo(f"  id: {identity.did}")
-    click.echo("\nRecovery phrase (shown this once; write it down and keep it offline; it is "
-               "the only way to restore this twin elsewhere):\n")
+    click.echo(
+        "\nRecovery phrase (shown this once; write it down and keep it offline; it is "
+        "the only way to restore this twin elsewhere):\n"
+    )
     for row in range(0, 24, 6):
-        click.echo("  " + "  ".join(f"{i + 1:>2}. {w:<9}" for i, w in
-                                   enumerate(words[row:row + 6], start=row)))
+        click.echo(
+            "  "
+            + "  ".join(
+                f"{i + 1:>2}. {w:<9}" for i, w in enumerate(words[row : row + 6], start=row)
+            )
+        )
     click.echo("")
     if passphrase is None:
-        click.echo(f"The root key is stored unencrypted in {settings.key_path} (mode 0600): "
-                   "whoever has root on this machine can read it. Seal it with a passphrase: "
-                   "`twin init --passphrase` on a fresh data directory.")
+        click.echo(
+            f"The root key is stored unencrypted in {settings.key_path} (mode 0600): "
+            "whoever has root on this machine can read it. Seal it with a passphrase: "
+            "`twin init --passphrase` on a fresh data directory."
+        )
     else:
-        click.echo("The root key is sealed with your passphrase; the twin starts locked until "
-                   "it is given.")
+        click.echo(
+            "The root key is sealed with your passphrase; the twin starts locked until it is given."
+        )
 
 
 def _new_passphrase(settings: Settings, ask: bool) -> str | None:
     if settings.passphrase_file is not None:
         passphrase = _read_passphrase_file(settings.passphrase_file)
     elif ask:
-        passphrase = str(click.prompt("New passphrase", hide_input=True,
-                                      confirmation_prompt=True))
+        passphrase = str(click.prompt("New passphrase", hide_input=True, confirmation_prompt=True))
     else:
         return None
     if len(passphrase) < 8:
@@ -159,10 +175,18 @@ async def _print_fresh_link(settings: Settings) -> None:
 
 @main.command()
 @data_dir_option
-@click.option("--recover", is_flag=True, help="Restore a twin from its 24-word recovery phrase "
-              "(asked for, or read from standard input).")
-@click.option("--passphrase", "ask_passphrase", is_flag=True,
-              help="Seal the root key with a passphrase (asked for twice).")
+@click.option(
+    "--recover",
+    is_flag=True,
+    help="Restore a twin from its 24-word recovery phrase "
+    "(asked for, or read from standard input).",
+)
+@click.option(
+    "--passphrase",
+    "ask_passphrase",
+    is_flag=True,
+    help="Seal the root key with a passphrase (asked for twice).",
+)
 @_option("passphrase_file", metavar="FILE")
 @_option("public_url")
 @_option("host")
@@ -186,12 +210,24 @@ def init(recover: bool, ask_passphrase: bool, **flags: Any) -> None:
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _serve_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    for name in reversed(["data_dir", "host", "port", "public_url", "passphrase_file",
-                          "max_body", "rate_limit", "log_level"]):
+    for name in reversed(
+        [
+            "data_dir",
+            "host",
+            "port",
+            "public_url",
+            "passphrase_file",
+            "max_body",
+            "rate_limit",
+            "log_level",
+        ]
+    ):
         fn = _option(name)(fn)
     return fn
 
@@ -231,12 +267,21 @@ def serve(**flags: Any) -> None:
         click.echo(f"Twin {twin.did}")
         click.echo(f"Listening on http://{_hostport(settings)} ({settings.url})")
         if twin.vault.locked:
-            click.echo("The twin is LOCKED: unlock it with its passphrase "
-                       "(POST /api/twin/unlock, or restart at a terminal).")
+            click.echo(
+                "The twin is LOCKED: unlock it with its passphrase "
+                "(POST /api/twin/unlock, or restart at a terminal)."
+            )
         await _print_setup_link(settings, twin)
-        config = uvicorn.Config(create_app(twin), host=settings.host, port=settings.port,
-                                log_level=settings.log_level, access_log=False,
-                                http="httptools", lifespan="on", server_header=False)
+        config = uvicorn.Config(
+            create_app(twin),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=False,
+            http="httptools",
+            lifespan="on",
+            server_header=False,
+        )
         await uvicorn.Server(config).serve(sockets=[listener])
 
     try:
@@ -270,14 +315,16 @@ def _bind(settings: Settings) -> Any:
 
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
-            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
         listener = socket.socket(family, kind, proto)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(address)
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {_hostport(settings)}: {exc.strerror or exc}; is another twin "
-            "running there? Choose another with --port") from None
+            "running there? Choose another with --port"
+        ) from None
     return listener
 
 
@@ -293,8 +340,10 @@ def _hold_data_dir(settings: Settings) -> Any:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise click.ClickException(f"{settings.data_dir} is already served by {holder}; stop "
-                                   "it first or use another --data-dir") from None
+        raise click.ClickException(
+            f"{settings.data_dir} is already served by {holder}; stop "
+            "it first or use another --data-dir"
+        ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"twin serve (pid {os.getpid()})")
@@ -343,18 +392,27 @@ def dev(**flags: Any) -> None:
             os.environ[setting.env] = str(value)
     from twin.experiences import package_folder
 
-    watched = {Path(__file__).parent, package_folder("twin_web"),
-               package_folder("twin_capabilities")}
+    watched = {
+        Path(__file__).parent,
+        package_folder("twin_web"),
+        package_folder("twin_capabilities"),
+    }
     for source in find_sources():
         try:
             watched.add(package_dir(source))
         except PluginError:
             continue
     click.echo(f"Watching {len(watched)} folder(s); serving http://{_hostport(settings)}")
-    uvicorn.run("twin.app:app_from_environment", factory=True, reload=True,
-                reload_dirs=[str(p) for p in sorted(watched)],
-                reload_includes=["*.py", "*.html", "*.toml", "*.css", "*.js"],
-                host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.run(
+        "twin.app:app_from_environment",
+        factory=True,
+        reload=True,
+        reload_dirs=[str(p) for p in sorted(watched)],
+        reload_includes=["*.py", "*.html", "*.toml", "*.css", "*.js"],
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+    )
 
 
 @main.command()
@@ -388,10 +446,15 @@ def check(data_dir: Path | None) -> None:
             try:
                 await twin.start(sources)
                 for cap_id, item in sorted(twin.registry.loaded.items()):
-                    click.echo(f"ok      capability {cap_id} {item.manifest.version} "
-                               f"({item.source}, {len(item.endpoints)} routes)")
+                    click.echo(
+                        f"ok      capability {cap_id} {item.manifest.version} "
+                        f"({item.source}, {len(item.endpoints)} routes)"
+                    )
                 for exp_id, exp in sorted(twin.registry.experiences.items()):
-                    click.echo(f"ok      experience {exp_id} (uses {', '.join(sorted(exp.uses)) or 'nothing'})")
+                    click.echo(
+                        f"ok      experience {exp_id} "
+                        f"(uses {', '.join(sorted(exp.uses)) or 'nothing'})"
+                    )
                 for name, reason in sorted(twin.registry.failed.items()):
                     click.echo(f"FAILED  {name}: {reason}")
                 return 1 if twin.registry.failed else 0
@@ -413,7 +476,9 @@ def status(**flags: Any) -> None:
 
     settings = _settings(**flags)
     if not settings.key_path.exists():
-        raise click.ClickException(f"no twin in {settings.data_dir}: run `twin init` or `twin serve`")
+        raise click.ClickException(
+            f"no twin in {settings.data_dir}: run `twin init` or `twin serve`"
+        )
     keyfile = read_key_file(settings.key_path)
     manifests, failed = installed_manifests()
     size = sum(p.stat().st_size for p in settings.data_dir.glob("twin.db*") if p.is_file())
@@ -450,14 +515,20 @@ def token() -> None:
 
 
 @token.command("create")
-@click.option("--scope", "scopes", multiple=True, required=True,
-              help="cap:perm, cap:* or * (repeat for several).")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    help="cap:perm, cap:* or * (repeat for several).",
+)
 @click.option("--name", default="cli", show_default=True, help="A name to recognise it by.")
 @data_dir_option
 @_option("passphrase_file", metavar="FILE")
 @_fail_on_twin_errors
-def token_create(scopes: tuple[str, ...], name: str, data_dir: Path | None,
-                 passphrase_file: Path | None) -> None:
+def token_create(
+    scopes: tuple[str, ...], name: str, data_dir: Path | None, passphrase_file: Path | None
+) -> None:
     """Print a new bearer token (shown once; only its hash is kept)."""
     from twin.registry import installed_manifests
     from twin.scopes import parse_scopes
@@ -498,8 +569,12 @@ def token_list(data_dir: Path | None, passphrase_file: Path | None) -> None:
     if not tokens:
         click.echo("No tokens yet: `twin token create --scope ... --name ...` makes one.")
     for t in tokens:
-        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(t.last_used)) if t.last_used else "never"
-        click.echo(f"{t.id:<18} {t.kind:<10} {t.name:<24} {' '.join(t.scopes):<30} last used {used}")
+        used = (
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(t.last_used)) if t.last_used else "never"
+        )
+        click.echo(
+            f"{t.id:<18} {t.kind:<10} {t.name:<24} {' '.join(t.scopes):<30} last used {used}"
+        )
 
 
 @token.command("revoke")

@@ -1,4 +1,4 @@
-"""The Twin: one person's identity, vault, database and capabilities, held together in one object."""
+"""The Twin: one person's identity, vault, database and capabilities, held in one object."""
 
 from __future__ import annotations
 
@@ -37,18 +37,22 @@ def experience_dirs() -> list[Path]:
     return sorted(p.parent for p in web_root().glob("*/experience.toml"))
 
 
-def initialize(settings: Settings, *, passphrase: str | None = None,
-               identity: Identity | None = None) -> Identity:
+def initialize(
+    settings: Settings, *, passphrase: str | None = None, identity: Identity | None = None
+) -> Identity:
     """Create the data directory and the root key; refuses to overwrite an existing key."""
     if settings.key_path.exists():
-        raise BadInput(f"{settings.data_dir} already holds a twin ({settings.key_path.name}); "
-                       "use another --data-dir, or move it away first")
+        raise BadInput(
+            f"{settings.data_dir} already holds a twin ({settings.key_path.name}); "
+            "use another --data-dir, or move it away first"
+        )
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(settings.data_dir, 0o700)
     except OSError as exc:
-        raise BadInput(f"cannot use {settings.data_dir} as the data directory: "
-                       f"{exc.strerror}") from None
+        raise BadInput(
+            f"cannot use {settings.data_dir} as the data directory: {exc.strerror}"
+        ) from None
     identity = identity or Identity.generate()
     write_key_file(settings.key_path, identity, passphrase)
     return identity
@@ -87,8 +91,10 @@ class Twin:
         """Open an initialised data directory; unlocks at once unless the key is sealed and no
         passphrase is given."""
         if not settings.key_path.exists():
-            raise BadInput(f"no twin in {settings.data_dir}: run `twin init` (or `twin serve`, "
-                           "which creates one)")
+            raise BadInput(
+                f"no twin in {settings.data_dir}: run `twin init` (or `twin serve`, "
+                "which creates one)"
+            )
         keyfile = read_key_file(settings.key_path)
         db = await Database.open(settings.db_path)
         twin = cls(settings, keyfile, db)
@@ -115,8 +121,9 @@ class Twin:
             now = time.monotonic()
             self._failed_unlocks = [t for t in self._failed_unlocks if now - t < 60]
             if len(self._failed_unlocks) >= 5:
-                raise RateLimited("too many wrong passphrases; wait a minute and try again",
-                                  retry_after=60)
+                raise RateLimited(
+                    "too many wrong passphrases; wait a minute and try again", retry_after=60
+                )
             try:
                 await asyncio.to_thread(self.unlock, passphrase)
             except WrongPassphrase:
@@ -129,16 +136,21 @@ class Twin:
             raise VaultLocked("the twin is locked: unlock it with its passphrase")
         return self.identity
 
-    async def start(self, sources: Sequence[Source] | None = None,
-                    builtin: Sequence[Builtin] | None = None) -> None:
+    async def start(
+        self, sources: Sequence[Source] | None = None, builtin: Sequence[Builtin] | None = None
+    ) -> None:
         """Load every capability (entry points unless ``sources`` is given) and experience."""
         from twin.admin import admin_builtin
 
         await self.registry.load(
             builtin if builtin is not None else [admin_builtin(self)],
             find_sources() if sources is None else sources,
-            db=self.db, vault=self.vault, settings=self.settings, did=self.did,
-            experience_dirs=experience_dirs())
+            db=self.db,
+            vault=self.vault,
+            settings=self.settings,
+            did=self.did,
+            experience_dirs=experience_dirs(),
+        )
         self.started = True
 
     async def stop(self) -> None:
@@ -153,8 +165,10 @@ class Twin:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if not header:
-            raise Unauthorized("send Authorization: Bearer <token>; create a token with "
-                               "`twin token create --scope ...`")
+            raise Unauthorized(
+                "send Authorization: Bearer <token>; create a token with "
+                "`twin token create --scope ...`"
+            )
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("the Authorization header must be 'Bearer <token>'")
         principal = await self.tokens.authenticate(token.strip())

@@ -57,15 +57,20 @@ class ApiRoutes:
             if handle is None:
                 allowed |= route.methods.keys()
                 continue
-            scope["path_params"] = {name: route.convertors[name].convert(value)
-                                    for name, value in match.groupdict().items()}
+            scope["path_params"] = {
+                name: route.convertors[name].convert(value)
+                for name, value in match.groupdict().items()
+            }
             response = await handle(Request(scope, receive))
             await response(scope, receive, send)
             return
         if allowed:
-            response = error_json(405, "method_not_allowed",
-                                  f"{scope['method']} is not allowed on {path}",
-                                  {"Allow": ", ".join(sorted(allowed))})
+            response = error_json(
+                405,
+                "method_not_allowed",
+                f"{scope['method']} is not allowed on {path}",
+                {"Allow": ", ".join(sorted(allowed))},
+            )
         else:
             response = error_json(404, "not_found", f"nothing at {path}")
         await response(scope, receive, send)
@@ -73,9 +78,13 @@ class ApiRoutes:
 
 def _open_cors(app: ASGIApp) -> CORSMiddleware:
     return CORSMiddleware(
-        app, allow_origins=["*"], allow_methods=["*"], max_age=3600,
+        app,
+        allow_origins=["*"],
+        allow_methods=["*"],
+        max_age=3600,
         allow_headers=["authorization", "content-type", "if-match", "if-none-match", "range"],
-        expose_headers=["etag", "location", "content-range"])
+        expose_headers=["etag", "location", "content-range"],
+    )
 
 
 class ApiDispatch:

@@ -1,17 +1,17 @@
 """The domain errors every part of the twin raises; one place (``twin.http``) maps them to HTTP.
 
-    TwinError
-     ├── BadInput        input that does not fit (wrong type, too long, malformed)
-     │    └── TooLarge   a body or a value over its size limit
-     ├── Unauthorized    no credentials, or credentials that are not valid
-     ├── Forbidden       valid credentials without the scope the request needs
-     ├── NotFound
-     ├── Conflict        the request clashes with what is stored
-     ├── VaultLocked     the root secret is sealed and the twin has not been unlocked
-     ├── InvalidSignature
-     ├── WrongPassphrase
-     ├── RateLimited
-     └── PluginError     a capability or experience that cannot be loaded (manifest, dependencies)
+TwinError
+ ├── BadInput        input that does not fit (wrong type, too long, malformed)
+ │    └── TooLarge   a body or a value over its size limit
+ ├── Unauthorized    no credentials, or credentials that are not valid
+ ├── Forbidden       valid credentials without the scope the request needs
+ ├── NotFound
+ ├── Conflict        the request clashes with what is stored
+ ├── VaultLocked     the root secret is sealed and the twin has not been unlocked
+ ├── InvalidSignature
+ ├── WrongPassphrase
+ ├── RateLimited
+ └── PluginError     a capability or experience that cannot be loaded (manifest, dependencies)
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ def package_folder(package: str) -> Path:
 def web_root() -> Path:
     """The shipped ``web/`` folder: the shell's templates and static files, built-in experiences."""
     return package_folder("twin_web")
+
+
 _KNOWN_KEYS = {"id", "name", "description", "uses", "icon"}
 
 
@@ -49,7 +51,7 @@ class Experience:
 
 
 def load_experience(root: Path, source: str, manifests: Mapping[str, Manifest]) -> Experience:
-    """Read ``experience.toml`` in ``root`` and check each ``uses`` entry names a real permission."""
+    """Read ``experience.toml`` in ``root``; each ``uses`` entry must name a real permission."""
     path = root / EXPERIENCE_FILE
     data = read_toml(path, "missing")
     unknown = sorted(set(data) - _KNOWN_KEYS)
@@ -65,7 +67,7 @@ def load_experience(root: Path, source: str, manifests: Mapping[str, Manifest]) 
     icon = data.get("icon", "")
     uses = data.get("uses", [])
     if not isinstance(uses, list) or not all(isinstance(u, str) for u in uses):
-        raise PluginError(f"{path}: uses must be a list like [\"files:read\"]")
+        raise PluginError(f'{path}: uses must be a list like ["files:read"]')
     if "*" in uses or any(u.endswith(":*") for u in uses):
         raise PluginError(f"{path}: uses must name each permission, not a wildcard")
     try:

@@ -29,7 +29,7 @@ class Grant:
 
 
 class Grants:
-    """Grants and revokes experiences' scopes, and derives the token each experience page carries."""
+    """Grants and revokes experiences' scopes; derives the token each experience page carries."""
 
     def __init__(self, db: Database, vault: Vault, tokens: Tokens) -> None:
         self._db = db
@@ -39,7 +39,8 @@ class Grants:
     async def get(self, experience: str) -> Grant | None:
         row = await self._db.fetchone(
             "SELECT experience, scopes, nonce, granted FROM twin_grants WHERE experience = ?",
-            (experience,))
+            (experience,),
+        )
         return _grant(row) if row else None
 
     async def all(self) -> dict[str, Grant]:
@@ -47,16 +48,19 @@ class Grants:
         return {row["experience"]: _grant(row) for row in rows}
 
     async def grant(self, experience: Experience, scopes: frozenset[str]) -> Grant:
-        """Allow ``scopes`` (a subset of what the experience declared); replaces an earlier grant."""
+        """Allow ``scopes`` (a subset of what the experience declared), replacing any earlier."""
         extra = scopes - experience.uses
         if extra:
-            raise BadInput(f"{experience.id} did not declare {', '.join(sorted(extra))}; "
-                           f"it declares {', '.join(sorted(experience.uses)) or 'nothing'}")
+            raise BadInput(
+                f"{experience.id} did not declare {', '.join(sorted(extra))}; "
+                f"it declares {', '.join(sorted(experience.uses)) or 'nothing'}"
+            )
         grant = Grant(experience.id, scopes, secrets.token_hex(16), time.time())
         await self._db.execute(
             "INSERT OR REPLACE INTO twin_grants (experience, scopes, nonce, granted) "
             "VALUES (?,?,?,?)",
-            (grant.experience, json.dumps(sorted(scopes)), grant.nonce, grant.granted))
+            (grant.experience, json.dumps(sorted(scopes)), grant.nonce, grant.granted),
+        )
         await self._tokens.store_experience_token(experience.id, self.token(grant), scopes)
         return grant
 
@@ -67,11 +71,16 @@ class Grants:
     def token(self, grant: Grant) -> str:
         """The experience's bearer token, derived from the vault so it never needs storing."""
         key = self._vault.key("twin", "experience-tokens")
-        digest = nacl.hash.blake2b(f"{grant.experience}:{grant.nonce}".encode(), key=key,
-                                   digest_size=32, encoder=nacl.encoding.RawEncoder)
+        digest = nacl.hash.blake2b(
+            f"{grant.experience}:{grant.nonce}".encode(),
+            key=key,
+            digest_size=32,
+            encoder=nacl.encoding.RawEncoder,
+        )
         return TOKEN_PREFIX + base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def _grant(row) -> Grant:  # type: ignore[no-untyped-def]
-    return Grant(row["experience"], frozenset(json.loads(row["scopes"])), row["nonce"],
-                 row["granted"])
+    return Grant(
+        row["experience"], frozenset(json.loads(row["scopes"])), row["nonce"], row["granted"]
+    )

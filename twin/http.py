@@ -54,9 +54,16 @@ STATUS: dict[type[TwinError], int] = {
     InvalidSignature: 400,
     PluginError: 500,
 }
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type",
-               429: "rate_limited"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
 
 
 def status_of(exc: TwinError) -> int:
@@ -66,8 +73,9 @@ def status_of(exc: TwinError) -> int:
     return 400
 
 
-def error_json(status: int, code: str, message: str,
-               headers: Mapping[str, str] | None = None) -> Response:
+def error_json(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
     body = _json.encode({"error": {"code": code, "message": message}})
     return Response(body, status, headers=headers, media_type="application/json")
 
@@ -86,8 +94,11 @@ def _allowed(request: Request) -> str:
     """Every method the routes of this path take; Starlette's 405 names only the first route's."""
     methods: set[str] = set()
     for route in request.app.router.routes:
-        if isinstance(route, Route) and route.methods and \
-                route.matches(request.scope)[0] is not Match.NONE:
+        if (
+            isinstance(route, Route)
+            and route.methods
+            and route.matches(request.scope)[0] is not Match.NONE
+        ):
             methods |= route.methods
     return ", ".join(sorted(methods))
 
@@ -95,8 +106,10 @@ def _allowed(request: Request) -> str:
 async def http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     status = exc.status_code
-    message = {404: f"nothing at {request.url.path}",
-               405: f"{request.method} is not allowed on {request.url.path}"}.get(status, exc.detail)
+    message = {
+        404: f"nothing at {request.url.path}",
+        405: f"{request.method} is not allowed on {request.url.path}",
+    }.get(status, exc.detail)
     headers = exc.headers
     if status == 405:
         headers = {**(headers or {}), "Allow": _allowed(request)}
@@ -171,8 +184,9 @@ def render(result: Any, endpoint: Endpoint) -> Response:
     return json_response(result, endpoint.status)
 
 
-def endpoint_handler(twin: Twin, cap_id: str,
-                     endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+def endpoint_handler(
+    twin: Twin, cap_id: str, endpoint: Endpoint
+) -> Callable[[Request], Awaitable[Response]]:
     """Wrap a capability endpoint: authenticate, authorise, check the lock, decode, log."""
     path = f"/api/{cap_id}{endpoint.path}"
     scope_name = f"{cap_id}:{endpoint.permission}"
@@ -189,19 +203,28 @@ def endpoint_handler(twin: Twin, cap_id: str,
                     raise
                 twin.limiter.check(principal.label)
                 if not principal.allows(cap_id, endpoint.permission):
-                    raise Forbidden(f"this needs the scope {scope_name}, which was not granted "
-                                    f"to {principal.label}")
+                    raise Forbidden(
+                        f"this needs the scope {scope_name}, which was not granted "
+                        f"to {principal.label}"
+                    )
             if twin.vault.locked and not endpoint.allow_locked:
-                raise VaultLocked("the twin is locked: unlock it with its passphrase "
-                                  "(`twin serve` asks for it, or POST /api/twin/unlock)")
+                raise VaultLocked(
+                    "the twin is locked: unlock it with its passphrase "
+                    "(`twin serve` asks for it, or POST /api/twin/unlock)"
+                )
             body, raw = await decode_body(request, endpoint, twin.settings.max_body)
             response = render(await endpoint.handler(Call(request, principal, body, raw)), endpoint)
         except TwinError as exc:
             response = error_response(exc)
         if endpoint.permission is not None or endpoint.audit:
-            twin.access.record(principal.label if principal is not PUBLIC else "anonymous",
-                               cap_id, endpoint.permission or endpoint.handler.__name__,
-                               request.method, path, response.status_code)
+            twin.access.record(
+                principal.label if principal is not PUBLIC else "anonymous",
+                cap_id,
+                endpoint.permission or endpoint.handler.__name__,
+                request.method,
+                path,
+                response.status_code,
+            )
         return response
 
     return handle
@@ -222,8 +245,10 @@ class RateLimiter:
         tokens, last = self._buckets.get(key, (burst, now))
         tokens = min(burst, tokens + (now - last) * self.rate)
         if tokens < 1:
-            raise RateLimited(f"too many requests from {key}; the limit is {self.rate:g} a "
-                              "second, try again shortly")
+            raise RateLimited(
+                f"too many requests from {key}; the limit is {self.rate:g} a "
+                "second, try again shortly"
+            )
         self._buckets[key] = (tokens - 1, now)
 
 
@@ -231,9 +256,11 @@ SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
-    (b"content-security-policy",
-     b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-     b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    ),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Capability manifests: what a plugin declares about itself, read and validated before its code runs."""
+"""Capability manifests: what a plugin declares about itself, checked before its code runs."""
 
 from __future__ import annotations
 
@@ -58,7 +58,9 @@ def load_manifest(path: Path, expected_id: str | None = None) -> Manifest:
     return parse_manifest(data, str(path), expected_id)
 
 
-def parse_manifest(data: Mapping[str, Any], source: str, expected_id: str | None = None) -> Manifest:
+def parse_manifest(
+    data: Mapping[str, Any], source: str, expected_id: str | None = None
+) -> Manifest:
     """Validate a manifest's fields; ``source`` names it in error messages."""
 
     def fail(message: str) -> PluginError:
@@ -74,7 +76,7 @@ def parse_manifest(data: Mapping[str, Any], source: str, expected_id: str | None
         raise fail(f"id {cap_id!r} differs from its entry-point name {expected_id!r}")
     version = data.get("version")
     if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
-        raise fail("version is required, like \"1.0.0\"")
+        raise fail('version is required, like "1.0.0"')
     name = data.get("name", cap_id)
     description = data.get("description", "")
     if not isinstance(name, str) or not isinstance(description, str):
@@ -109,7 +111,9 @@ def _permissions(raw: Any, fail: Any) -> dict[str, Permission]:
     return permissions
 
 
-def _names(raw: Any, what: str, fail: Any, pattern: re.Pattern[str] | None = ID_PATTERN) -> tuple[str, ...]:
+def _names(
+    raw: Any, what: str, fail: Any, pattern: re.Pattern[str] | None = ID_PATTERN
+) -> tuple[str, ...]:
     if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
         raise fail(f"{what} must be a list of strings")
     for item in raw:
@@ -137,7 +141,7 @@ def dependency_order(manifests: Iterable[Manifest]) -> tuple[list[Manifest], dic
         if state.get(cap_id) == "done":
             return True
         if state.get(cap_id) == "visiting":
-            cycle = path[path.index(cap_id):] + [cap_id]
+            cycle = path[path.index(cap_id) :] + [cap_id]
             reason = "dependency cycle: " + " -> ".join(cycle)
             for member in cycle:
                 failed.setdefault(member, reason)

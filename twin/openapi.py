@@ -34,14 +34,22 @@ class Health(msgspec.Struct):
 # Any handler may raise the domain errors (NotFound, Conflict, ...), so every operation declares
 # their statuses, not only those with path parameters.
 _ERRORS = {
-    "400": "Malformed input", "401": "No valid credentials", "403": "A scope is missing",
-    "404": "Not found", "409": "Conflicts with the current state",
-    "413": "Body too large", "415": "Wrong media type", "422": "Input of the wrong shape",
-    "423": "The twin is locked", "429": "Rate limited",
+    "400": "Malformed input",
+    "401": "No valid credentials",
+    "403": "A scope is missing",
+    "404": "Not found",
+    "409": "Conflicts with the current state",
+    "413": "Body too large",
+    "415": "Wrong media type",
+    "422": "Input of the wrong shape",
+    "423": "The twin is locked",
+    "429": "Rate limited",
 }
 
 
-def build(capabilities: Iterable[tuple[str, str, Iterable[Endpoint]]], version: str) -> dict[str, Any]:
+def build(
+    capabilities: Iterable[tuple[str, str, Iterable[Endpoint]]], version: str
+) -> dict[str, Any]:
     """``capabilities`` is (id, name, endpoints) for each loaded capability."""
     types: list[Any] = [ErrorBody, Health]
     operations: list[tuple[str, str, Endpoint]] = []
@@ -53,15 +61,25 @@ def build(capabilities: Iterable[tuple[str, str, Iterable[Endpoint]]], version: 
             operations.append((cap_id, f"/api/{cap_id}{endpoint.path}", endpoint))
             types += [t for t in (endpoint.body, endpoint.response) if t is not None]
     schemas, components = msgspec.json.schema_components(
-        types, ref_template="#/components/schemas/{name}")
+        types, ref_template="#/components/schemas/{name}"
+    )
     schema_of = dict(zip(map(id, types), schemas, strict=True))
     error_ref = schema_of[id(ErrorBody)]
     paths: dict[str, dict[str, Any]] = {
-        "/api/health": {"get": {
-            "operationId": "health", "summary": "Is the twin up, and which twin is it",
-            "tags": ["twin"], "security": [],
-            "responses": {"200": {"description": "OK", "content": {
-                "application/json": {"schema": schema_of[id(Health)]}}}}}},
+        "/api/health": {
+            "get": {
+                "operationId": "health",
+                "summary": "Is the twin up, and which twin is it",
+                "tags": ["twin"],
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "content": {"application/json": {"schema": schema_of[id(Health)]}},
+                    }
+                },
+            }
+        },
     }
     for cap_id, path, endpoint in operations:
         path = _PARAM.sub(r"{\1}", path)
@@ -72,30 +90,56 @@ def build(capabilities: Iterable[tuple[str, str, Iterable[Endpoint]]], version: 
         }
         params = _PARAM.findall(path)
         if params:
-            op["parameters"] = [{"name": p, "in": "path", "required": True,
-                                 "schema": {"type": "string", "minLength": 1}} for p in params]
+            op["parameters"] = [
+                {
+                    "name": p,
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1},
+                }
+                for p in params
+            ]
         if endpoint.query:
             op.setdefault("parameters", []).extend(
-                {"name": n, "in": "query", "required": False, "description": d,
-                 "schema": {"type": "string"}} for n, d in endpoint.query)
+                {
+                    "name": n,
+                    "in": "query",
+                    "required": False,
+                    "description": d,
+                    "schema": {"type": "string"},
+                }
+                for n, d in endpoint.query
+            )
         if endpoint.permission is None:
             op["security"] = []
         else:
             op["description"] = f"Needs the scope `{cap_id}:{endpoint.permission}`."
         if endpoint.body is not None:
-            op["requestBody"] = {"required": True, "content": {
-                "application/json": {"schema": schema_of[id(endpoint.body)]}}}
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": schema_of[id(endpoint.body)]}},
+            }
         elif endpoint.raw_body:
-            op["requestBody"] = {"required": True, "content": {
-                media: {"schema": {"type": "string", "format": "binary"}}
-                for media in endpoint.raw_body}}
+            op["requestBody"] = {
+                "required": True,
+                "content": {
+                    media: {"schema": {"type": "string", "format": "binary"}}
+                    for media in endpoint.raw_body
+                },
+            }
         responses: dict[str, Any] = {}
         if endpoint.raw_response:
-            responses[str(endpoint.status)] = {"description": "OK", "content": {
-                endpoint.raw_response: {"schema": {"type": "string", "format": "binary"}}}}
+            responses[str(endpoint.status)] = {
+                "description": "OK",
+                "content": {
+                    endpoint.raw_response: {"schema": {"type": "string", "format": "binary"}}
+                },
+            }
         elif endpoint.response is not None:
-            responses[str(endpoint.status)] = {"description": "OK", "content": {
-                "application/json": {"schema": schema_of[id(endpoint.response)]}}}
+            responses[str(endpoint.status)] = {
+                "description": "OK",
+                "content": {"application/json": {"schema": schema_of[id(endpoint.response)]}},
+            }
         else:
             responses["204"] = {"description": "Done"}
         for status, text in _ERRORS.items():
@@ -103,20 +147,30 @@ def build(capabilities: Iterable[tuple[str, str, Iterable[Endpoint]]], version: 
                 continue
             if status in ("413", "415", "422") and endpoint.body is None and not endpoint.raw_body:
                 continue
-            responses[status] = {"description": text, "content": {
-                "application/json": {"schema": error_ref}}}
+            responses[status] = {
+                "description": text,
+                "content": {"application/json": {"schema": error_ref}},
+            }
         op["responses"] = responses
         paths.setdefault(path, {})[endpoint.method.lower()] = op
     return {
         "openapi": "3.1.0",
-        "info": {"title": "twin", "version": version,
-                 "description": "The local API of a twin: every capability under /api/<id>/."},
+        "info": {
+            "title": "twin",
+            "version": version,
+            "description": "The local API of a twin: every capability under /api/<id>/.",
+        },
         "tags": tags,
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "A token from `twin token create`"}},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token from `twin token create`",
+                }
+            },
         },
         "security": [{"bearer": []}],
     }

@@ -1,5 +1,5 @@
 """The capability registry: finds plugins by entry point, reads their manifests before importing
-them, orders them by ``requires`` and loads them, keeping one broken plugin from stopping the rest."""
+them, orders them by ``requires`` and loads them; one broken plugin does not stop the rest."""
 
 from __future__ import annotations
 
@@ -52,9 +52,11 @@ def find_sources(eps: Iterable[EntryPoint] | None = None) -> list[Source]:
         source = Source(ep.name, ep.value, dist, ep)
         seen = by_id.get(ep.name)
         if seen is not None and seen.distribution != dist:
-            raise PluginError(f"capability id {ep.name!r} is provided by two packages: "
-                              f"{seen.distribution} ({seen.value}) and {dist} ({ep.value}); "
-                              "uninstall one of them")
+            raise PluginError(
+                f"capability id {ep.name!r} is provided by two packages: "
+                f"{seen.distribution} ({seen.value}) and {dist} ({ep.value}); "
+                "uninstall one of them"
+            )
         by_id.setdefault(ep.name, source)
     return [by_id[k] for k in sorted(by_id)]
 
@@ -75,8 +77,15 @@ def _find_spec(module: str) -> ModuleSpec | None:
         if loaded is not None:
             spec = getattr(loaded, "__spec__", None)
         else:
-            spec = next((found for finder in sys.meta_path if hasattr(finder, "find_spec")
-                         and (found := finder.find_spec(name, path)) is not None), None)
+            spec = next(
+                (
+                    found
+                    for finder in sys.meta_path
+                    if hasattr(finder, "find_spec")
+                    and (found := finder.find_spec(name, path)) is not None
+                ),
+                None,
+            )
         if spec is None:
             return None
     return spec
@@ -92,8 +101,10 @@ def package_dir(source: Source) -> Path:
         raise PluginError(f"{source.id}: module {source.module!r} is not installed")
     folder = Path(spec.origin).parent
     if spec.submodule_search_locations is None and "." not in source.module:
-        raise PluginError(f"{source.id}: put the capability in a package, next to its "
-                          f"{MANIFEST_FILE}, not in a top-level module")
+        raise PluginError(
+            f"{source.id}: put the capability in a package, next to its "
+            f"{MANIFEST_FILE}, not in a top-level module"
+        )
     return folder
 
 
@@ -128,9 +139,17 @@ class Registry:
         log.error("%s disabled: %s", what, reason)
         self.failed[cap_id] = reason
 
-    async def load(self, builtin: Sequence[Builtin],
-                   sources: Sequence[Source], *, db: Database, vault: Vault,
-                   settings: Settings, did: str, experience_dirs: Sequence[Path]) -> None:
+    async def load(
+        self,
+        builtin: Sequence[Builtin],
+        sources: Sequence[Source],
+        *,
+        db: Database,
+        vault: Vault,
+        settings: Settings,
+        did: str,
+        experience_dirs: Sequence[Path],
+    ) -> None:
         """Read every manifest, then import, migrate and start capabilities in dependency order."""
         manifests: dict[str, tuple[Manifest, Path, Source | None]] = {}
         for _, manifest, folder in builtin:
@@ -157,15 +176,24 @@ class Registry:
                 continue
             try:
                 factory = factories.get(manifest.id) or _import(origin)
-                context = Context(manifest, db, vault, settings, did, folder,
-                                  {dep: self.loaded[dep].capability for dep in manifest.requires})
+                context = Context(
+                    manifest,
+                    db,
+                    vault,
+                    settings,
+                    did,
+                    folder,
+                    {dep: self.loaded[dep].capability for dep in manifest.requires},
+                )
                 await _record_permissions(db, manifest)
                 capability = factory(context)
                 await db.migrate(manifest.id, capability.migrations)
                 endpoints = _check_routes(manifest, capability.routes())
                 await capability.startup()
             except Exception as exc:  # a broken plugin is logged and skipped, never fatal here
-                reason = exc.message if isinstance(exc, TwinError) else f"{type(exc).__name__}: {exc}"
+                reason = (
+                    exc.message if isinstance(exc, TwinError) else f"{type(exc).__name__}: {exc}"
+                )
                 self.fail(manifest.id, reason)
                 continue
             label = origin.distribution if origin else "twin (built in)"
@@ -182,8 +210,10 @@ class Registry:
             try:
                 experience = load_experience(root, source, manifests)
                 if experience.id in self.experiences:
-                    raise PluginError(f"{root}: experience id {experience.id!r} is already "
-                                      f"used by {self.experiences[experience.id].root}")
+                    raise PluginError(
+                        f"{root}: experience id {experience.id!r} is already "
+                        f"used by {self.experiences[experience.id].root}"
+                    )
             except PluginError as exc:
                 self.fail(f"experience {root.name}", exc.message)
                 continue
@@ -208,15 +238,19 @@ def _import(source: Source | None) -> Factory:
 
 async def _record_permissions(db: Database, manifest: Manifest) -> None:
     """Permissions are never deleted, only marked obsolete: refuse a manifest that dropped one."""
-    rows = await db.fetchall("SELECT permission FROM twin_permissions WHERE capability = ?",
-                             (manifest.id,))
+    rows = await db.fetchall(
+        "SELECT permission FROM twin_permissions WHERE capability = ?", (manifest.id,)
+    )
     dropped = sorted({r["permission"] for r in rows} - set(manifest.permissions))
     if dropped:
-        raise PluginError(f"permission(s) {', '.join(dropped)} disappeared from the manifest; "
-                          "keep them with obsolete = true instead of deleting them")
+        raise PluginError(
+            f"permission(s) {', '.join(dropped)} disappeared from the manifest; "
+            "keep them with obsolete = true instead of deleting them"
+        )
     await db.executemany(
         "INSERT OR IGNORE INTO twin_permissions (capability, permission) VALUES (?, ?)",
-        [(manifest.id, name) for name in manifest.permissions])
+        [(manifest.id, name) for name in manifest.permissions],
+    )
 
 
 def _check_routes(manifest: Manifest, endpoints: Iterable[Endpoint]) -> list[Endpoint]:
@@ -225,17 +259,19 @@ def _check_routes(manifest: Manifest, endpoints: Iterable[Endpoint]) -> list[End
         if not isinstance(endpoint, Endpoint):
             raise PluginError(f"routes() returned {endpoint!r}, not an Endpoint")
         if endpoint.permission is not None and endpoint.permission not in manifest.permissions:
-            raise PluginError(f"route {endpoint.method} {endpoint.path} needs permission "
-                              f"{endpoint.permission!r}, which the manifest does not declare")
+            raise PluginError(
+                f"route {endpoint.method} {endpoint.path} needs permission "
+                f"{endpoint.permission!r}, which the manifest does not declare"
+            )
         if not endpoint.path.startswith("/"):
             raise PluginError(f"route path {endpoint.path!r} must start with /")
         checked.append(endpoint)
     return checked
 
 
-
-
-def installed_manifests(sources: Sequence[Source] | None = None) -> tuple[dict[str, Manifest], dict[str, str]]:
+def installed_manifests(
+    sources: Sequence[Source] | None = None,
+) -> tuple[dict[str, Manifest], dict[str, str]]:
     """Every installed capability's manifest, read without importing any plugin code."""
     from twin.admin import MANIFEST
 

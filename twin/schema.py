@@ -5,7 +5,9 @@ from __future__ import annotations
 from twin.db import Migration
 
 MIGRATIONS = (
-    Migration("create tokens", """
+    Migration(
+        "create tokens",
+        """
         CREATE TABLE twin_tokens (
             id TEXT PRIMARY KEY,
             hash BLOB NOT NULL UNIQUE,
@@ -16,16 +18,22 @@ MIGRATIONS = (
             created REAL NOT NULL,
             last_used REAL
         );
-    """),
-    Migration("create grants", """
+    """,
+    ),
+    Migration(
+        "create grants",
+        """
         CREATE TABLE twin_grants (
             experience TEXT PRIMARY KEY,
             scopes TEXT NOT NULL,
             nonce TEXT NOT NULL,
             granted REAL NOT NULL
         );
-    """),
-    Migration("create sessions and links", """
+    """,
+    ),
+    Migration(
+        "create sessions and links",
+        """
         CREATE TABLE twin_sessions (
             hash BLOB PRIMARY KEY,
             created REAL NOT NULL,
@@ -39,8 +47,11 @@ MIGRATIONS = (
             expires REAL NOT NULL,
             used REAL
         );
-    """),
-    Migration("create access log", """
+    """,
+    ),
+    Migration(
+        "create access log",
+        """
         CREATE TABLE twin_access (
             id INTEGER PRIMARY KEY,
             minute INTEGER NOT NULL,
@@ -58,12 +69,16 @@ MIGRATIONS = (
         CREATE INDEX twin_access_principal ON twin_access (principal, id);
         CREATE UNIQUE INDEX twin_access_bucket
             ON twin_access (minute, principal, capability, permission, method, route, status);
-    """),
-    Migration("create permission record", """
+    """,
+    ),
+    Migration(
+        "create permission record",
+        """
         CREATE TABLE twin_permissions (
             capability TEXT NOT NULL,
             permission TEXT NOT NULL,
             PRIMARY KEY (capability, permission)
         );
-    """),
+    """,
+    ),
 )

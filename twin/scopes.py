@@ -1,4 +1,4 @@
-"""Scopes (``capability:permission``, ``capability:*``, ``*``) and the principal a request acts as."""
+"""Scopes (``cap:permission``, ``cap:*``, ``*``) and the principal a request acts as."""
 
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ def parse_scopes(scopes: Iterable[str], manifests: Mapping[str, Manifest]) -> fr
                 declared = manifest.permission(permission)
                 if declared is None:
                     known = ", ".join(sorted(manifest.permissions)) or "none"
-                    raise BadInput(f"scope {scope!r}: {cap_id} has no permission "
-                                   f"{permission!r} (it has: {known})")
+                    raise BadInput(
+                        f"scope {scope!r}: {cap_id} has no permission "
+                        f"{permission!r} (it has: {known})"
+                    )
                 if declared.obsolete:
                     raise BadInput(f"scope {scope!r}: that permission is obsolete")
         result.add(scope)
@@ -42,8 +44,7 @@ def parse_scopes(scopes: Iterable[str], manifests: Mapping[str, Manifest]) -> fr
 
 def covers(scopes: frozenset[str], capability: str, permission: str) -> bool:
     """Whether ``scopes`` include ``capability:permission``."""
-    return ("*" in scopes or f"{capability}:*" in scopes
-            or f"{capability}:{permission}" in scopes)
+    return "*" in scopes or f"{capability}:*" in scopes or f"{capability}:{permission}" in scopes
 
 
 def beyond(requested: frozenset[str], held: frozenset[str]) -> list[str]:
@@ -54,8 +55,11 @@ def beyond(requested: frozenset[str], held: frozenset[str]) -> list[str]:
             ok = "*" in held
         else:
             cap_id, permission = scope.split(":")
-            ok = ("*" in held or f"{cap_id}:*" in held) if permission == "*" else \
-                covers(held, cap_id, permission)
+            ok = (
+                ("*" in held or f"{cap_id}:*" in held)
+                if permission == "*"
+                else covers(held, cap_id, permission)
+            )
         if not ok:
             extra.append(scope)
     return extra

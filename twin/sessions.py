@@ -28,14 +28,16 @@ class Sessions:
         now = time.time()
         await self._db.execute(
             "INSERT INTO twin_links (hash, purpose, created, expires) VALUES (?,?,?,?)",
-            (_hash(secret), purpose, now, now + LINK_TTL))
+            (_hash(secret), purpose, now, now + LINK_TTL),
+        )
         self._db.enqueue("DELETE FROM twin_links WHERE expires < ?", (now - LINK_TTL,))
         return secret
 
     async def link_valid(self, secret: str, purpose: str = "setup") -> bool:
         row = await self._db.fetchone(
             "SELECT expires, used FROM twin_links WHERE hash = ? AND purpose = ?",
-            (_hash(secret), purpose))
+            (_hash(secret), purpose),
+        )
         return row is not None and row["used"] is None and row["expires"] > time.time()
 
     async def use_link(self, secret: str, purpose: str = "setup") -> bool:
@@ -43,7 +45,9 @@ class Sessions:
         now = time.time()
         result = await self._db.execute(
             "UPDATE twin_links SET used = ? WHERE hash = ? AND purpose = ? AND used IS NULL "
-            "AND expires > ?", (now, _hash(secret), purpose, now))
+            "AND expires > ?",
+            (now, _hash(secret), purpose, now),
+        )
         return result.rowcount == 1
 
     async def start(self) -> str:
@@ -51,9 +55,12 @@ class Sessions:
         now = time.time()
         await self._db.execute(
             "INSERT INTO twin_sessions (hash, created, last_seen, expires) VALUES (?,?,?,?)",
-            (_hash(secret), now, now, now + SESSION_ABSOLUTE))
-        self._db.enqueue("DELETE FROM twin_sessions WHERE expires < ? OR last_seen < ?",
-                         (now, now - SESSION_IDLE))
+            (_hash(secret), now, now, now + SESSION_ABSOLUTE),
+        )
+        self._db.enqueue(
+            "DELETE FROM twin_sessions WHERE expires < ? OR last_seen < ?",
+            (now, now - SESSION_IDLE),
+        )
         return secret
 
     async def check(self, secret: str | None) -> bool:
@@ -61,7 +68,8 @@ class Sessions:
             return False
         digest = _hash(secret)
         row = await self._db.fetchone(
-            "SELECT last_seen, expires FROM twin_sessions WHERE hash = ?", (digest,))
+            "SELECT last_seen, expires FROM twin_sessions WHERE hash = ?", (digest,)
+        )
         now = time.time()
         if row is None or row["expires"] < now or row["last_seen"] + SESSION_IDLE < now:
             return False

@@ -1,4 +1,4 @@
-"""The twin's settings: one table of (name, default, help), resolved flags > TWIN_* env > default."""
+"""The twin's settings: one table of (name, default, help); flags > TWIN_* env > default."""
 
 from __future__ import annotations
 
@@ -84,18 +84,41 @@ def _log_level(text: str) -> str:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("data_dir", None, "Where the twin keeps its key, database and files "
-            "(default: $XDG_DATA_HOME/twin, usually ~/.local/share/twin).", Path, "TWIN_HOME"),
+    Setting(
+        "data_dir",
+        None,
+        "Where the twin keeps its key, database and files "
+        "(default: $XDG_DATA_HOME/twin, usually ~/.local/share/twin).",
+        Path,
+        "TWIN_HOME",
+    ),
     Setting("host", "127.0.0.1", "Address to listen on; 0.0.0.0 inside a container."),
     Setting("port", 8470, "Port to listen on.", _port),
-    Setting("public_url", "", "The URL people and peers reach this twin at "
-            "(default: http://HOST:PORT).", _public_url),
-    Setting("passphrase_file", None, "Read the passphrase that unlocks a sealed key from this "
-            "file instead of prompting.", Path),
-    Setting("max_body", 1024 * 1024, "Largest request body the API accepts, in bytes "
-            "(suffixes k, m, g).", _size),
-    Setting("rate_limit", 50.0, "Requests a second each token may make, in bursts of four "
-            "times that; 0 turns the limit off.", _rate),
+    Setting(
+        "public_url",
+        "",
+        "The URL people and peers reach this twin at (default: http://HOST:PORT).",
+        _public_url,
+    ),
+    Setting(
+        "passphrase_file",
+        None,
+        "Read the passphrase that unlocks a sealed key from this file instead of prompting.",
+        Path,
+    ),
+    Setting(
+        "max_body",
+        1024 * 1024,
+        "Largest request body the API accepts, in bytes (suffixes k, m, g).",
+        _size,
+    ),
+    Setting(
+        "rate_limit",
+        50.0,
+        "Requests a second each token may make, in bursts of four "
+        "times that; 0 turns the limit off.",
+        _rate,
+    ),
     Setting("log_level", "info", "debug, info, warning or error.", _log_level),
 )
 
@@ -132,9 +155,10 @@ class Settings:
         return self.data_dir / "twin.db"
 
     @classmethod
-    def resolve(cls, flags: Mapping[str, Any] | None = None,
-                env: Mapping[str, str] | None = None) -> Settings:
-        """Flags (already parsed, None = not given) win over TWIN_* env, which wins over defaults."""
+    def resolve(
+        cls, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Flags (parsed; None = not given) win over TWIN_* env, which wins over defaults."""
         flags = flags or {}
         env = os.environ if env is None else env
         values: dict[str, Any] = {}

@@ -45,8 +45,7 @@ def same_origin(request: Request, twin: Twin) -> None:
     if site is not None and site not in ("same-origin", "none"):
         raise Forbidden("cross-site request refused")
     if origin is not None:
-        own = {f"{request.url.scheme}://{request.headers.get('host', '')}",
-               twin.settings.url}
+        own = {f"{request.url.scheme}://{request.headers.get('host', '')}", twin.settings.url}
         parts = urlsplit(origin)
         if f"{parts.scheme}://{parts.netloc}" not in own:
             raise Forbidden(f"request from another origin ({origin}) refused")
@@ -56,18 +55,25 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
     """The shell's routes plus one page route and one static mount per experience."""
     shell = _environment(shell_loader())
     experience_envs = {
-        exp.id: _environment(jinja2.ChoiceLoader([
-            jinja2.FileSystemLoader(exp.templates),
-            jinja2.PrefixLoader({"twin": shell_loader()}),
-        ]))
+        exp.id: _environment(
+            jinja2.ChoiceLoader(
+                [
+                    jinja2.FileSystemLoader(exp.templates),
+                    jinja2.PrefixLoader({"twin": shell_loader()}),
+                ]
+            )
+        )
         for exp in twin.registry.experiences.values()
     }
     secure = twin.settings.url.startswith("https://")
 
     def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("twin", twin)
-        return HTMLResponse(shell.get_template(name).render(**context), status,
-                            headers={"Cache-Control": "no-store"})
+        return HTMLResponse(
+            shell.get_template(name).render(**context),
+            status,
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def signed_in(request: Request) -> bool:
         return await twin.sessions.check(request.cookies.get(COOKIE))
@@ -81,9 +87,12 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
         if twin.vault.locked:
             return locked()
         grants = await twin.grants.all()
-        return page("home.html", experiences=sorted(twin.registry.experiences.values(),
-                                                    key=lambda e: e.name.lower()),
-                    grants=grants, failed=twin.registry.failed)
+        return page(
+            "home.html",
+            experiences=sorted(twin.registry.experiences.values(), key=lambda e: e.name.lower()),
+            grants=grants,
+            failed=twin.registry.failed,
+        )
 
     async def setup(request: Request) -> Response:
         secret = request.path_params["secret"]
@@ -95,8 +104,14 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
         if not await twin.sessions.use_link(secret):
             return page("link_dead.html", status=410)
         response = RedirectResponse("/", status_code=303)
-        response.set_cookie(COOKIE, await twin.sessions.start(), httponly=True,
-                            samesite="strict", secure=secure, path="/")
+        response.set_cookie(
+            COOKIE,
+            await twin.sessions.start(),
+            httponly=True,
+            samesite="strict",
+            secure=secure,
+            path="/",
+        )
         return response
 
     async def logout(request: Request) -> Response:
@@ -129,15 +144,27 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
         grant = await twin.grants.get(exp.id)
         if grant is None and exp.uses:
             manifests = twin.registry.manifests
-            wants = [(scope, manifests[scope.split(":")[0]].permission(scope.split(":")[1]))
-                     for scope in sorted(exp.uses)]
+            wants = [
+                (scope, manifests[scope.split(":")[0]].permission(scope.split(":")[1]))
+                for scope in sorted(exp.uses)
+            ]
             return page("grant.html", experience=exp, wants=wants)
         token = twin.grants.token(grant) if grant else ""
-        html = experience_envs[exp.id].get_template("index.html").render(
-            experience=exp, token=token, did=twin.did, version=twin.version,
-            granted=sorted(grant.scopes) if grant else [])
-        return HTMLResponse(html, headers={"Cache-Control": "no-store",
-                                           "Content-Security-Policy": EXPERIENCE_SANDBOX})
+        html = (
+            experience_envs[exp.id]
+            .get_template("index.html")
+            .render(
+                experience=exp,
+                token=token,
+                did=twin.did,
+                version=twin.version,
+                granted=sorted(grant.scopes) if grant else [],
+            )
+        )
+        return HTMLResponse(
+            html,
+            headers={"Cache-Control": "no-store", "Content-Security-Policy": EXPERIENCE_SANDBOX},
+        )
 
     async def grant(request: Request) -> Response:
         exp = find(request)
@@ -174,8 +201,7 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
         Route("/logout", logout, methods=["POST"]),
         Route("/unlock", unlock, methods=["POST"]),
         Route("/activity", activity, methods=["GET"]),
-        Mount("/static", app=StaticFiles(directory=web_root() / "shell" / "static"),
-              name="static"),
+        Mount("/static", app=StaticFiles(directory=web_root() / "shell" / "static"), name="static"),
         Route("/x/{exp}/", experience, methods=["GET"]),
         Route("/x/{exp}/grant", grant, methods=["POST"]),
         Route("/x/{exp}/revoke", revoke, methods=["POST"]),

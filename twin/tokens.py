@@ -48,8 +48,9 @@ def check_name(name: str) -> str:
 class Tokens:
     """Creates, lists, revokes and checks bearer tokens."""
 
-    def __init__(self, db: Database, vault: Vault,
-                 declared: Callable[[str], frozenset[str]]) -> None:
+    def __init__(
+        self, db: Database, vault: Vault, declared: Callable[[str], frozenset[str]]
+    ) -> None:
         self._db = db
         self._vault = vault
         self._declared = declared
@@ -62,17 +63,27 @@ class Tokens:
     async def create(self, scopes: frozenset[str], name: str) -> tuple[TokenInfo, str]:
         """A new token for the owner's scripts; the secret is returned once and never stored."""
         name = check_name(name)
-        token = TOKEN_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+        token = TOKEN_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip(
+            "="
+        )
         token_id = "tok_" + secrets.token_hex(6)
         now = time.time()
         await self._db.execute(
             "INSERT INTO twin_tokens (id, hash, kind, name, scopes, created) VALUES (?,?,?,?,?,?)",
-            (token_id, _hash(token), "token", self._names().seal(name, context=token_id),
-             json.dumps(sorted(scopes)), now))
+            (
+                token_id,
+                _hash(token),
+                "token",
+                self._names().seal(name, context=token_id),
+                json.dumps(sorted(scopes)),
+                now,
+            ),
+        )
         return TokenInfo(token_id, name, "token", tuple(sorted(scopes)), None, now, None), token
 
-    async def store_experience_token(self, experience: str, token: str,
-                                     scopes: frozenset[str]) -> None:
+    async def store_experience_token(
+        self, experience: str, token: str, scopes: frozenset[str]
+    ) -> None:
         """Record the token an experience's pages carry (derived, so it need not be stored)."""
         token_id = f"exp_{experience}"
         sealed = self._names().seal(experience, context=token_id)
@@ -82,8 +93,16 @@ class Tokens:
             await conn.execute(
                 "INSERT INTO twin_tokens (id, hash, kind, name, scopes, experience, created) "
                 "VALUES (?,?,?,?,?,?,?)",
-                (token_id, _hash(token), "experience", sealed, json.dumps(sorted(scopes)),
-                 experience, time.time()))
+                (
+                    token_id,
+                    _hash(token),
+                    "experience",
+                    sealed,
+                    json.dumps(sorted(scopes)),
+                    experience,
+                    time.time(),
+                ),
+            )
 
         await self._db.transaction(replace)
         self._cache.clear()
@@ -98,7 +117,8 @@ class Tokens:
         if cached is not None and now - cached[1] < _RECHECK_AFTER:
             return cached[0]
         row = await self._db.fetchone(
-            "SELECT id, kind, scopes, experience FROM twin_tokens WHERE hash = ?", (digest,))
+            "SELECT id, kind, scopes, experience FROM twin_tokens WHERE hash = ?", (digest,)
+        )
         if row is None:
             return None
         scopes = frozenset(json.loads(row["scopes"]))
@@ -113,23 +133,35 @@ class Tokens:
         self._cache[digest] = (principal, now)
         if now - self._touched.get(digest, -_LAST_USED_EVERY) >= _LAST_USED_EVERY:
             self._touched[digest] = now
-            self._db.enqueue("UPDATE twin_tokens SET last_used = ? WHERE id = ?",
-                             (time.time(), row["id"]))
+            self._db.enqueue(
+                "UPDATE twin_tokens SET last_used = ? WHERE id = ?", (time.time(), row["id"])
+            )
         return principal
 
     async def list(self) -> list[TokenInfo]:
         rows = await self._db.fetchall(
             "SELECT id, kind, name, scopes, experience, created, last_used FROM twin_tokens "
-            "ORDER BY created")
+            "ORDER BY created"
+        )
         box = self._names()
-        return [TokenInfo(r["id"], box.open_text(r["name"], context=r["id"]), r["kind"],
-                          tuple(json.loads(r["scopes"])), r["experience"], r["created"],
-                          r["last_used"]) for r in rows]
+        return [
+            TokenInfo(
+                r["id"],
+                box.open_text(r["name"], context=r["id"]),
+                r["kind"],
+                tuple(json.loads(r["scopes"])),
+                r["experience"],
+                r["created"],
+                r["last_used"],
+            )
+            for r in rows
+        ]
 
     async def revoke(self, id_or_name: str) -> TokenInfo:
         """Revoke by id or by name; a name shared by several tokens must be given as an id."""
-        matches = [t for t in await self.list()
-                   if t.kind == "token" and id_or_name in (t.id, t.name)]
+        matches = [
+            t for t in await self.list() if t.kind == "token" and id_or_name in (t.id, t.name)
+        ]
         if not matches:
             raise NotFound(f"no token with id or name {id_or_name!r} (see `twin token list`)")
         if len(matches) > 1:

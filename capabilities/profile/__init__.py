@@ -1,4 +1,4 @@
-"""The ``profile`` capability: the owner's public display name, bio and avatar, encrypted at rest."""
+"""The ``profile`` capability: the owner's public name, bio and avatar, encrypted at rest."""
 
 from __future__ import annotations
 
@@ -42,13 +42,16 @@ class ProfileCapability(Capability):
     """Stores the profile encrypted, serves it to experiences and publishes it."""
 
     migrations = (
-        Migration("create fields", """
+        Migration(
+            "create fields",
+            """
             CREATE TABLE profile_fields (
                 name TEXT PRIMARY KEY,
                 value BLOB NOT NULL,
                 updated REAL NOT NULL
             );
-        """),
+        """,
+        ),
     )
 
     def __init__(self, context: Any) -> None:
@@ -57,22 +60,42 @@ class ProfileCapability(Capability):
 
     def routes(self) -> Sequence[Endpoint]:
         return [
-            api.get("/", self.read, permission="read", response=Profile,
-                    summary="The owner's profile"),
-            api.put("/", self.write, permission="write", body=ProfileUpdate, response=Profile,
-                    summary="Replace display name and bio"),
-            api.get("/avatar", self.avatar, permission=None, raw_response="image/*",
-                    summary="The owner's picture (public, as it is published)"),
-            api.put("/avatar", self.set_avatar, permission="write",
-                    raw_body=tuple(_AVATAR_TYPES), max_body=MAX_AVATAR, response=Profile,
-                    summary="Set the picture: a PNG, JPEG, GIF or WebP of at most 512 KiB"),
-            api.delete("/avatar", self.remove_avatar, permission="write",
-                       summary="Remove the picture"),
+            api.get(
+                "/", self.read, permission="read", response=Profile, summary="The owner's profile"
+            ),
+            api.put(
+                "/",
+                self.write,
+                permission="write",
+                body=ProfileUpdate,
+                response=Profile,
+                summary="Replace display name and bio",
+            ),
+            api.get(
+                "/avatar",
+                self.avatar,
+                permission=None,
+                raw_response="image/*",
+                summary="The owner's picture (public, as it is published)",
+            ),
+            api.put(
+                "/avatar",
+                self.set_avatar,
+                permission="write",
+                raw_body=tuple(_AVATAR_TYPES),
+                max_body=MAX_AVATAR,
+                response=Profile,
+                summary="Set the picture: a PNG, JPEG, GIF or WebP of at most 512 KiB",
+            ),
+            api.delete(
+                "/avatar", self.remove_avatar, permission="write", summary="Remove the picture"
+            ),
         ]
 
     async def _field(self, name: str) -> tuple[bytes, float] | None:
         row = await self.db.fetchone(
-            "SELECT value, updated FROM profile_fields WHERE name = ?", (name,))
+            "SELECT value, updated FROM profile_fields WHERE name = ?", (name,)
+        )
         if row is None:
             return None
         return self.context.box().open(row["value"], context=name), row["updated"]
@@ -80,7 +103,8 @@ class ProfileCapability(Capability):
     async def _put(self, name: str, value: bytes | str) -> None:
         await self.db.execute(
             "INSERT OR REPLACE INTO profile_fields (name, value, updated) VALUES (?,?,?)",
-            (name, self.context.box().seal(value, context=name), time.time()))
+            (name, self.context.box().seal(value, context=name), time.time()),
+        )
         self._cached = None
 
     async def current(self) -> Profile:
@@ -90,8 +114,9 @@ class ProfileCapability(Capability):
             data = msgspec.json.decode(text[0]) if text else {"display_name": "", "bio": ""}
             row = await self.db.fetchone("SELECT updated FROM profile_fields WHERE name = 'avatar'")
             avatar = f"/api/profile/avatar?v={int(row['updated'])}" if row else None
-            self._cached = Profile(data["display_name"], data["bio"], avatar,
-                                   text[1] if text else None)
+            self._cached = Profile(
+                data["display_name"], data["bio"], avatar, text[1] if text else None
+            )
         return self._cached
 
     async def read(self, call: Call) -> Profile:
@@ -99,8 +124,10 @@ class ProfileCapability(Capability):
 
     async def write(self, call: Call) -> Profile:
         update: ProfileUpdate = call.body
-        data = {"display_name": _clean(update.display_name, "display_name"),
-                "bio": _clean(update.bio, "bio")}
+        data = {
+            "display_name": _clean(update.display_name, "display_name"),
+            "bio": _clean(update.bio, "bio"),
+        }
         await self._put("text", msgspec.json.encode(data))
         return await self.current()
 
@@ -109,15 +136,17 @@ class ProfileCapability(Capability):
         if stored is None:
             raise NotFound("the owner has not set a picture")
         media, _, image = stored[0].partition(b"\n")
-        return Response(image, media_type=media.decode(),
-                        headers={"Cache-Control": "public, max-age=300"})
+        return Response(
+            image, media_type=media.decode(), headers={"Cache-Control": "public, max-age=300"}
+        )
 
     async def set_avatar(self, call: Call) -> Profile:
         media = call.request.headers["content-type"].split(";")[0].strip().lower()
         if not call.raw:
             raise BadInput("the picture is empty")
         if not call.raw.startswith(_AVATAR_TYPES[media]) or (
-                media == "image/webp" and call.raw[8:12] != b"WEBP"):
+            media == "image/webp" and call.raw[8:12] != b"WEBP"
+        ):
             raise BadInput(f"the body is not a {media} image")
         await self._put("avatar", media.encode() + b"\n" + call.raw)
         return await self.current()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -21,7 +21,7 @@ from twin.db._migrations import Migration
 from twin.errors import BadInput, TwinError
 
 T = TypeVar("T")
-Params = Union[Sequence[Any], Mapping[str, Any]]
+Params = Sequence[Any] | Mapping[str, Any]
 
 logger = logging.getLogger("twin.db")
 
@@ -167,11 +167,11 @@ def _prepare_reader(conn: sqlite3.Connection) -> None:
 class Database:
     """One SQLite file: writes go through one writer task in batches, reads to readers.
 
-        db = await Database.open(path)
-        await db.migrate("notes", [Migration("create notes", "CREATE TABLE notes_items (...)")])
-        await db.execute("INSERT INTO notes_items (body) VALUES (?)", (body,))
-        rows = await db.fetchall("SELECT * FROM notes_items")
-        await db.close()
+    db = await Database.open(path)
+    await db.migrate("notes", [Migration("create notes", "CREATE TABLE notes_items (...)")])
+    await db.execute("INSERT INTO notes_items (body) VALUES (?)", (body,))
+    rows = await db.fetchall("SELECT * FROM notes_items")
+    await db.close()
     """
 
     batches_committed: int

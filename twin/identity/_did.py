@@ -39,7 +39,5 @@ def public_key_from_did(did: str) -> bytes:
         raise BadInput("did:key is not an Ed25519 key (multicodec 0xed01 expected)")
     public_key = decoded[len(_ED25519_PUB) :]
     if len(public_key) != _KEY_SIZE:
-        raise BadInput(
-            f"did:key holds {len(public_key)} key bytes; an Ed25519 key is {_KEY_SIZE}"
-        )
+        raise BadInput(f"did:key holds {len(public_key)} key bytes; an Ed25519 key is {_KEY_SIZE}")
     return public_key

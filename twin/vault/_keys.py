@@ -22,9 +22,7 @@ BLIND_DOMAIN = "twin-vault/1 blind"
 
 def keyed_hash(data: bytes, key: bytes) -> bytes:
     """32-byte keyed BLAKE2b of ``data``."""
-    return nacl.hash.blake2b(
-        data, digest_size=KEY_SIZE, key=key, encoder=nacl.encoding.RawEncoder
-    )
+    return nacl.hash.blake2b(data, digest_size=KEY_SIZE, key=key, encoder=nacl.encoding.RawEncoder)
 
 
 def _encode(*fields: str) -> bytes:
