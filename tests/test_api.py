@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import Running, running_twin
 
-from tests.conftest import Running, running_twin
 from twin.app import create_app
 from twin.core import Twin, initialize
 from twin.errors import InvalidSignature
@@ -310,7 +310,7 @@ async def test_well_known_document_is_signed_and_carries_the_profile(tw: Running
 
 
 async def test_experiences_and_grants_through_the_api(tw: Running) -> None:
-    admin = await tw.auth("twin:read", "twin:admin")
+    admin = await tw.auth("twin:read", "twin:admin", "profile:*")
     listing = await tw.client.get("/api/twin/experiences", headers=admin)
     assert listing.status_code == 200
     profile = {e["id"]: e for e in listing.json()}["profile"]
@@ -668,3 +668,17 @@ async def test_the_public_document_gives_the_avatar_as_a_full_url(tw: Running) -
     avatar = (await tw.client.get("/.well-known/twin")).json()["profile"]["avatar"]
     assert avatar.startswith(tw.settings.url + "/api/profile/avatar")
     assert (await tw.client.get(avatar)).content == png
+
+
+async def test_a_token_cannot_grant_an_experience_what_it_does_not_hold(tw: Running) -> None:
+    admin_only = await tw.auth("twin:admin")
+    refused = await tw.client.put(
+        "/api/twin/grants/profile", headers=admin_only, json={"scopes": ["profile:write"]}
+    )
+    assert "profile:write" in error_of(refused, 403)["message"]
+    assert await tw.twin.grants.get("profile") is None
+    holder = await tw.auth("twin:admin", "profile:*")
+    allowed = await tw.client.put(
+        "/api/twin/grants/profile", headers=holder, json={"scopes": ["profile:write"]}
+    )
+    assert allowed.status_code == 200 and allowed.json()["granted"] == ["profile:write"]

@@ -9,10 +9,10 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
+from conftest import Running
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Running
 from twin.app import create_app
 
 pytestmark = pytest.mark.anyio

@@ -88,6 +88,16 @@ def test_dev_reloads_on_code_and_manifest_changes(tmp_path: Path) -> None:
             return bool(spec) and {"name": "echo", "description": "Echo, renamed"} in spec["tags"]
 
         wait_for(renamed, 30, "the manifest change to be reloaded")
+
+        rival = subprocess.run(
+            twin_command("serve", "--data-dir", str(tmp_path / "twin"), "--port", str(free_port())),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        assert rival.returncode == 1 and "already served by twin dev (pid" in rival.stderr
     finally:
         proc.terminate()
         proc.wait(15)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 
 import httpx
 import pytest
+from conftest import Running
 
-from tests.conftest import Running
 from twin.shell import COOKIE
 
 pytestmark = pytest.mark.anyio
@@ -272,3 +273,46 @@ async def test_logout_ends_the_session(tw: Running) -> None:
     assert (
         await tw.client.post("/x/profile/grant", headers={**session(cookie), **SAME_ORIGIN})
     ).status_code == 401
+
+
+async def test_a_locked_twin_is_unlocked_from_its_page_and_the_attempts_are_logged(
+    tmp_path: Path,
+) -> None:
+    from conftest import running_twin
+
+    from twin.identity import Identity, write_key_file
+    from twin.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "sealed")
+    settings.data_dir.mkdir(mode=0o700)
+    # The cheapest argon2id cost: this test is about the page, not the key derivation.
+    write_key_file(settings.key_path, Identity.generate(), "correct horse", _cost=(1, 8192))
+    async with running_twin(settings.data_dir) as tw:
+        assert tw.twin.vault.locked
+        cookie = await sign_in(tw)
+        home = await tw.client.get("/", headers=session(cookie))
+        assert home.status_code == 423 and "Your twin is locked" in home.text
+        assert_secure_page(home)
+        form = {**session(cookie), **SAME_ORIGIN}
+        wrong = await tw.client.post("/unlock", headers=form, data={"passphrase": "wrong"})
+        assert wrong.status_code == 403 and "does not open this twin" in wrong.text
+        elsewhere = await tw.client.post(
+            "/unlock",
+            headers={**session(cookie), "Origin": "http://evil.example"},
+            data={"passphrase": "correct horse"},
+        )
+        assert elsewhere.status_code == 403 and tw.twin.vault.locked
+        right = await tw.client.post("/unlock", headers=form, data={"passphrase": "correct horse"})
+        assert right.status_code == 303 and not tw.twin.vault.locked
+        assert "Your experiences" in (await tw.client.get("/", headers=session(cookie))).text
+        attempts = [
+            (e["principal"], e["status"])
+            for e in await tw.twin.access.entries()
+            if e["permission"] == "unlock"
+        ]
+        assert attempts == [("owner:session", 200), ("owner:session", 403)]
+
+
+async def test_unlock_needs_a_session(tw: Running) -> None:
+    response = await tw.client.post("/unlock", headers=SAME_ORIGIN, data={"passphrase": "x"})
+    assert response.status_code == 303 and response.headers["location"] == "/"

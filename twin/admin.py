@@ -262,8 +262,19 @@ class AdminCapability(Capability):
     async def grant(self, call: Call) -> ExperienceInfo:
         exp = self._find(call.params["experience"])
         scopes = parse_scopes(call.body.scopes, self.twin.registry.manifests)
+        self._hold(call, scopes)
         grant = await self.twin.grants.grant(exp, scopes)
         return self._experience(exp.id, grant)
+
+    @staticmethod
+    def _hold(call: Call, scopes: frozenset[str]) -> None:
+        """No token hands on, to a token or an experience, a scope it does not hold itself."""
+        extra = beyond(scopes, call.principal.scopes)
+        if extra:
+            raise Forbidden(
+                f"a token can only hand on scopes it holds itself; "
+                f"{call.principal.label} does not hold {', '.join(extra)}"
+            )
 
     async def revoke_grant(self, call: Call) -> None:
         exp = self._find(call.params["experience"])
@@ -274,12 +285,7 @@ class AdminCapability(Capability):
 
     async def create_token(self, call: Call) -> NewToken:
         scopes = parse_scopes(call.body.scopes, self.twin.registry.manifests)
-        extra = beyond(scopes, call.principal.scopes)
-        if extra:
-            raise Forbidden(
-                f"a token can only hand on scopes it holds itself; "
-                f"{call.principal.label} does not hold {', '.join(extra)}"
-            )
+        self._hold(call, scopes)
         info, secret = await self.twin.tokens.create(scopes, call.body.name)
         return NewToken(secret, _token_out(info))
 

@@ -328,12 +328,13 @@ def _bind(settings: Settings) -> Any:
     return listener
 
 
-def _hold_data_dir(settings: Settings) -> Any:
+def _hold_data_dir(settings: Settings, command: str = "serve") -> Any:
     """Hold a lock on the data directory while serving: two servers on one vault would each
-    believe they are its only writer."""
+    believe they are its only writer. ``command`` names the holder in the other's error."""
     import fcntl
 
-    handle = (settings.data_dir / "serve.lock").open("a+")
+    path = settings.data_dir / "serve.lock"
+    handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -346,7 +347,7 @@ def _hold_data_dir(settings: Settings) -> Any:
         ) from None
     handle.seek(0)
     handle.truncate()
-    handle.write(f"twin serve (pid {os.getpid()})")
+    handle.write(f"twin {command} (pid {os.getpid()})")
     handle.flush()
     return handle
 
@@ -382,10 +383,13 @@ def dev(**flags: Any) -> None:
     from twin.registry import find_sources, package_dir
 
     settings = _settings(**flags)
+    sources = find_sources()  # two packages offering one id: refuse before creating anything
+    _bind(settings).close()  # a busy port is said plainly; uvicorn binds it again below
     if not settings.key_path.exists():
         from twin.core import initialize
 
         _announce_identity(initialize(settings), settings, None)
+    lock = _hold_data_dir(settings, "dev")
     for setting in SETTINGS:
         value = getattr(settings, setting.name, None)
         if value is not None and value != "":
@@ -397,22 +401,25 @@ def dev(**flags: Any) -> None:
         package_folder("twin_web"),
         package_folder("twin_capabilities"),
     }
-    for source in find_sources():
+    for source in sources:
         try:
             watched.add(package_dir(source))
         except PluginError:
             continue
     click.echo(f"Watching {len(watched)} folder(s); serving http://{_hostport(settings)}")
-    uvicorn.run(
-        "twin.app:app_from_environment",
-        factory=True,
-        reload=True,
-        reload_dirs=[str(p) for p in sorted(watched)],
-        reload_includes=["*.py", "*.html", "*.toml", "*.css", "*.js"],
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-    )
+    try:
+        uvicorn.run(
+            "twin.app:app_from_environment",
+            factory=True,
+            reload=True,
+            reload_dirs=[str(p) for p in sorted(watched)],
+            reload_includes=["*.py", "*.html", "*.toml", "*.css", "*.js"],
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+        )
+    finally:
+        lock.close()
 
 
 @main.command()

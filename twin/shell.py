@@ -189,11 +189,22 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
             return RedirectResponse("/", status_code=303)
         same_origin(request, twin)
         form = parse_qs((await read_body(request, 4096)).decode("utf-8", "replace"))
+        response: Response = RedirectResponse("/", status_code=303)
         try:
             await twin.unlock_remotely(form.get("passphrase", [""])[0])
         except (WrongPassphrase, RateLimited) as exc:
-            return locked(exc.message[:1].upper() + exc.message[1:] + ".", status_of(exc))
-        return RedirectResponse("/", status_code=303)
+            response = locked(exc.message[:1].upper() + exc.message[1:] + ".", status_of(exc))
+            if isinstance(exc, RateLimited):
+                response.headers["Retry-After"] = str(exc.retry_after)
+        twin.access.record(
+            "owner:session",
+            "twin",
+            "unlock",
+            "POST",
+            "/unlock",
+            200 if response.status_code == 303 else response.status_code,
+        )
+        return response
 
     routes: list[BaseRoute] = [
         Route("/", home, methods=["GET"]),
