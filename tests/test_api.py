@@ -4,8 +4,6 @@ document, grants, the access log, a locked twin, OpenAPI and the rate limit."""
 from __future__ import annotations
 
 import asyncio
-import struct
-import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Running, running_twin
+from conftest import Running, running_twin, tiny_png
 
 from twin.app import create_app
 from twin.core import Twin, initialize
@@ -24,24 +22,6 @@ from twin.settings import Settings
 pytestmark = pytest.mark.anyio
 
 BASE = "http://localhost:8470"
-
-
-def tiny_png() -> bytes:
-    """A valid 1×1 RGB PNG, built chunk by chunk."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"\x00\xff\x80\x00")
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
-    )
 
 
 def error_of(response: httpx.Response, status: int) -> dict[str, str]:

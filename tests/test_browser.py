@@ -4,35 +4,16 @@ profile, see it published and in the activity log."""
 from __future__ import annotations
 
 import re
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from browser import chromium, screenshot
+from conftest import tiny_png
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.slow
-
-
-def tiny_png() -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    pixels = b"".join(b"\x00" + b"\x2f\x6f\x5e" * 8 for _ in range(8))
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(pixels))
-        + chunk(b"IEND", b"")
-    )
 
 
 def test_owner_signs_in_grants_profile_and_edits_it(serve: Any, tmp_path: Path) -> None:
