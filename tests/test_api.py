@@ -519,11 +519,49 @@ async def test_more_than_five_wrong_passphrases_a_minute_are_429(tmp_path: Path)
         assert statuses == [403] * 5 + [429] * 2
         limited = await client.post("/api/twin/unlock", json={"passphrase": "correct horse"})
         assert "wait a minute" in error_of(limited, 429)["message"]
+        assert limited.headers["retry-after"] == "60"
         assert (await client.get("/api/health")).json()["locked"] is True
+
+        # A stranger's guesses from one address do not lock out the owner at another.
+        owner = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(twin), client=("192.0.2.7", 4000)),
+            base_url=BASE,
+        )
+        async with owner:
+            right = await owner.post("/api/twin/unlock", json={"passphrase": "correct horse"})
+            assert right.status_code == 200 and right.json() == {"locked": False}
 
     async with opened(settings) as (twin, client):  # a restart forgets the failures
         right = await client.post("/api/twin/unlock", json={"passphrase": "correct horse"})
         assert right.status_code == 200
+
+
+async def test_no_other_site_may_call_unlock(tw: Running) -> None:
+    preflight = await tw.client.options(
+        "/api/twin/unlock",
+        headers={
+            "Origin": "https://evil.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+    simple = await tw.client.post(
+        "/api/twin/unlock",
+        headers={"Origin": "https://evil.example", "Content-Type": "text/plain"},
+        content='{"passphrase": "guess"}',
+    )
+    assert simple.status_code == 415 and "access-control-allow-origin" not in simple.headers
+    # other API routes stay open to the sandboxed experience pages
+    other = await tw.client.options(
+        "/api/profile/",
+        headers={
+            "Origin": "null",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert other.headers["access-control-allow-origin"] == "*"
 
 
 # --- OpenAPI --------------------------------------------------------------------------------

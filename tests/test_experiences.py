@@ -83,3 +83,43 @@ def test_uses_must_name_real_current_permissions(tmp_path: Path) -> None:
     extra = make(tmp_path, "z", 'id = "z"\nname = "Z"\nscript = "evil.py"\n')
     with pytest.raises(PluginError, match="unknown field"):
         load_experience(extra, "test", manifests)
+
+
+async def test_an_experience_is_sandboxed_in_its_templates_and_its_files(tmp_path: Path) -> None:
+    import httpx
+
+    from twin.app import create_app
+    from twin.registry import Registry
+
+    web = tmp_path / "web"
+    folder = make(web, "sneaky", 'id = "sneaky"\nname = "Sneaky"\n')
+    (folder / "templates" / "index.html").write_text(
+        "{{ cycler.__init__.__globals__.os.popen('echo owned').read() }}"
+    )
+    (folder / "static").mkdir()
+    (folder / "static" / "page.html").write_text("<script src='x.js'></script>")
+    settings = Settings(data_dir=tmp_path / "twin", rate_limit=0)
+    initialize(settings)
+    twin = await Twin.open(settings)
+    await twin.start()
+    # the loaded registry plus the sneaky experience, as if a plugin had shipped it
+    registry: Registry = twin.registry
+    registry._load_experiences([folder])
+    assert "sneaky" in registry.experiences
+    app = create_app(twin)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost:8470") as c:
+            secret = await twin.sessions.create_link()
+            signed = await c.post(f"/setup/{secret}", headers={"Origin": "http://localhost:8470"})
+            cookie = signed.cookies["twin_session"]
+            c.cookies.clear()
+            page = await c.get("/x/sneaky/", headers={"Cookie": f"twin_session={cookie}"})
+            assert "owned" not in page.text
+            assert page.status_code == 500 and page.json()["error"]["code"] == "internal"
+            shipped = await c.get("/x/sneaky/static/page.html")
+            assert shipped.status_code == 200
+            policies = shipped.headers.get_list("content-security-policy")
+            assert any(p.startswith("sandbox allow-scripts") for p in policies), policies
+    finally:
+        await twin.stop()

@@ -286,3 +286,41 @@ def test_a_busy_port_is_said_plainly_before_anything_is_created(serve: Any, tmp_
     assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr and "--port" in busy.stderr
     assert "Traceback" not in busy.stderr
     assert not fresh.exists(), "a twin was created although it could not be served"
+
+
+def test_an_endless_request_head_is_refused_without_filling_memory(
+    serve: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    twin = serve()
+    host, port = "127.0.0.1", int(twin.url.rsplit(":", 1)[1])
+    with socket.create_connection((host, port), timeout=10) as conn:
+        conn.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Filler: ")
+        try:
+            for _ in range(64):  # up to 64 MiB, bounded
+                conn.sendall(b"a" * 1024 * 1024)
+        except OSError:
+            pass  # the twin closed the connection: what we want
+        answer = b""
+        try:
+            while chunk := conn.recv(4096):
+                answer += chunk
+        except OSError:
+            pass
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    rss = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{twin.proc.pid}/status").read_text().splitlines()
+        if line.startswith("VmHWM")
+    )
+    with capsys.disabled():
+        print(f"\n[info] twin serve peak RSS after a 64 MiB header attempt: {rss / 1024:.1f} MiB")
+    assert health(twin)["status"] == "ok"
+    # an ordinary large body is not a large head: a 400 KiB picture still goes through
+    token = cli("token", "create", "--scope", "profile:write", "--data-dir", twin.data_dir).strip()
+    picture = b"\x89PNG\r\n\x1a\n" + b"\x00" * 400_000
+    put = httpx.put(
+        twin.url + "/api/profile/avatar",
+        content=picture,
+        headers={**bearer(token), "Content-Type": "image/png"},
+    )
+    assert put.status_code == 200

@@ -306,7 +306,10 @@ class AdminCapability(Capability):
         return [AccessEntry(**row) for row in rows]
 
     async def unlock(self, call: Call) -> Unlocked:
-        await self.twin.unlock_remotely(call.body.passphrase)
+        client = call.request.client
+        await self.twin.unlock_remotely(
+            call.body.passphrase, f"address {client.host if client else 'unknown'}"
+        )
         return Unlocked(False)
 
 

@@ -242,6 +242,7 @@ def serve(**flags: Any) -> None:
     from twin.app import create_app
     from twin.core import initialize
     from twin.registry import find_sources
+    from twin.server import BoundedHttpTools
 
     settings = _settings(**flags)
     _configure_logging(settings.log_level)
@@ -278,7 +279,7 @@ def serve(**flags: Any) -> None:
             port=settings.port,
             log_level=settings.log_level,
             access_log=False,
-            http="httptools",
+            http=BoundedHttpTools,
             lifespan="on",
             server_header=False,
         )
@@ -381,6 +382,7 @@ def dev(**flags: Any) -> None:
     import uvicorn
 
     from twin.registry import find_sources, package_dir
+    from twin.server import BoundedHttpTools
 
     settings = _settings(**flags)
     sources = find_sources()  # two packages offering one id: refuse before creating anything
@@ -417,6 +419,9 @@ def dev(**flags: Any) -> None:
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
+            access_log=False,  # request lines would put sign-in links in the log
+            http=BoundedHttpTools,
+            server_header=False,
         )
     finally:
         lock.close()

@@ -76,7 +76,7 @@ class Twin:
         self.started = False
         self.started_at = time.time()
         self._unlocking = asyncio.Lock()
-        self._failed_unlocks: list[float] = []
+        self._failed_unlocks: dict[str, list[float]] = {}
 
     @property
     def did(self) -> str:
@@ -113,21 +113,29 @@ class Twin:
         self.identity = identity
         self.vault.unlock(identity.seed)
 
-    async def unlock_remotely(self, passphrase: str) -> None:
-        """Unlock from the API or the browser: one attempt at a time, five wrong ones a minute."""
+    async def unlock_remotely(self, passphrase: str, who: str) -> None:
+        """Unlock from the API or the browser: one attempt at a time, and five wrong ones a
+        minute for each ``who`` (a client address, or the owner's session), so a stranger's
+        guesses cannot lock the owner out."""
         async with self._unlocking:
             if not self.vault.locked:
                 return
             now = time.monotonic()
-            self._failed_unlocks = [t for t in self._failed_unlocks if now - t < 60]
-            if len(self._failed_unlocks) >= 5:
+            # every failure cost a key derivation, so this holds at most a minute's worth
+            self._failed_unlocks = {
+                key: recent
+                for key, times in self._failed_unlocks.items()
+                if (recent := [t for t in times if now - t < 60])
+            }
+            failures = self._failed_unlocks.setdefault(who, [])
+            if len(failures) >= 5:
                 raise RateLimited(
                     "too many wrong passphrases; wait a minute and try again", retry_after=60
                 )
             try:
                 await asyncio.to_thread(self.unlock, passphrase)
             except WrongPassphrase:
-                self._failed_unlocks.append(now)
+                failures.append(now)
                 # the key file's message names its path; whoever asks here may be anyone
                 raise WrongPassphrase("that passphrase does not open this twin") from None
 

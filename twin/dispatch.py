@@ -17,6 +17,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from twin.http import error_json
 
 Handle = Callable[[Request], Awaitable[Response]]
+# No page elsewhere may read these answers: a stranger's site must not guess the passphrase.
+SAME_ORIGIN_ONLY = frozenset({"/api/twin/unlock"})
 
 
 @dataclass
@@ -105,7 +107,9 @@ class ApiDispatch:
         api = path.startswith("/api/")
         if not api and not path.startswith("/.well-known/"):
             await self.app(scope, receive, send)
-        elif any(name == b"origin" for name, _ in scope["headers"]):
+        elif path not in SAME_ORIGIN_ONLY and any(
+            name == b"origin" for name, _ in scope["headers"]
+        ):
             await (self.api_cors if api else self.public_cors)(scope, receive, send)
         else:
             await (self.routes if api else self.app)(scope, receive, send)

@@ -264,6 +264,12 @@ SECURITY_HEADERS = [
 ]
 
 
+# An experience's own files run in an opaque origin, like its page (see twin.shell): an HTML or
+# SVG file it ships must not reach the owner's session.
+EXPERIENCE_SANDBOX = b"sandbox allow-scripts allow-forms allow-popups allow-downloads allow-modals"
+_EXPERIENCE_FILE_HEADERS = [*SECURITY_HEADERS, (b"content-security-policy", EXPERIENCE_SANDBOX)]
+
+
 class SecurityHeaders:
     """Adds the browser-safety headers to every response."""
 
@@ -275,9 +281,16 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        path: str = scope["path"]
+        extra = (
+            _EXPERIENCE_FILE_HEADERS
+            if path.startswith("/x/") and "/static/" in path
+            else SECURITY_HEADERS
+        )
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
+                message["headers"] = list(message.get("headers", [])) + extra
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -15,23 +16,23 @@ from starlette.staticfiles import StaticFiles
 
 from twin.errors import Forbidden, NotFound, RateLimited, WrongPassphrase
 from twin.experiences import Experience, web_root
-from twin.http import error_json, read_body, status_of
+from twin.http import EXPERIENCE_SANDBOX, error_json, read_body, status_of
 
 if TYPE_CHECKING:
     from twin.core import Twin
 
 COOKIE = "twin_session"
-# An experience page runs in an opaque origin: it cannot read the shell, use the owner's session
-# or reach another experience's storage; it talks to /api with its own token only.
-EXPERIENCE_SANDBOX = "sandbox allow-scripts allow-forms allow-popups allow-downloads allow-modals"
 
 
 def shell_loader() -> jinja2.BaseLoader:
     return jinja2.FileSystemLoader(web_root() / "shell" / "templates")
 
 
-def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
-    env = jinja2.Environment(loader=loader, autoescape=True, auto_reload=False)
+def _environment(loader: jinja2.BaseLoader, *, sandboxed: bool = False) -> jinja2.Environment:
+    """Templates autoescape; an experience's run sandboxed, since experiences ship no Python
+    and a template must not become a way to run some on the twin."""
+    kind = ImmutableSandboxedEnvironment if sandboxed else jinja2.Environment
+    env = kind(loader=loader, autoescape=True, auto_reload=False)
     env.filters["when"] = lambda ts: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
     return env
 
@@ -61,7 +62,8 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
                     jinja2.FileSystemLoader(exp.templates),
                     jinja2.PrefixLoader({"twin": shell_loader()}),
                 ]
-            )
+            ),
+            sandboxed=True,
         )
         for exp in twin.registry.experiences.values()
     }
@@ -161,9 +163,14 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
                 granted=sorted(grant.scopes) if grant else [],
             )
         )
+        # The page runs in an opaque origin: it cannot read the shell, use the owner's session
+        # or reach another experience's storage; it talks to /api with its own token only.
         return HTMLResponse(
             html,
-            headers={"Cache-Control": "no-store", "Content-Security-Policy": EXPERIENCE_SANDBOX},
+            headers={
+                "Cache-Control": "no-store",
+                "Content-Security-Policy": EXPERIENCE_SANDBOX.decode(),
+            },
         )
 
     async def grant(request: Request) -> Response:
@@ -191,7 +198,7 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
         form = parse_qs((await read_body(request, 4096)).decode("utf-8", "replace"))
         response: Response = RedirectResponse("/", status_code=303)
         try:
-            await twin.unlock_remotely(form.get("passphrase", [""])[0])
+            await twin.unlock_remotely(form.get("passphrase", [""])[0], "owner:session")
         except (WrongPassphrase, RateLimited) as exc:
             response = locked(exc.message[:1].upper() + exc.message[1:] + ".", status_of(exc))
             if isinstance(exc, RateLimited):

@@ -1,0 +1,54 @@
+"""The HTTP protocol `twin serve` speaks: uvicorn's httptools with a bound on request heads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+MAX_HEAD = 64 * 1024
+_REFUSAL = (
+    b'{"error":{"code":"too_large","message":"the request line and headers are over '
+    + str(MAX_HEAD).encode()
+    + b' bytes"}}'
+)
+
+
+class BoundedHttpTools(HttpToolsProtocol):
+    """httptools keeps a request's head in memory however long it grows; this answers a head
+    over ``MAX_HEAD`` bytes with 431 and closes the connection, so no client can fill memory."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True
+        self._head = 0
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._in_head:
+            end = data.find(b"\r\n\r\n")
+            self._head += len(data) if end < 0 else end
+            if self._head > MAX_HEAD:
+                self._refuse()
+                return
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True
+        self._head = 0
+
+    def _refuse(self) -> None:
+        self._refused = True
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\nconnection: close\r\n"
+            b"content-length: " + str(len(_REFUSAL)).encode() + b"\r\n\r\n" + _REFUSAL
+        )
+        self.transport.close()
