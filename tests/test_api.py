@@ -700,3 +700,18 @@ async def test_a_token_cannot_grant_an_experience_what_it_does_not_hold(tw: Runn
         "/api/twin/grants/profile", headers=holder, json={"scopes": ["profile:write"]}
     )
     assert allowed.status_code == 200 and allowed.json()["granted"] == ["profile:write"]
+
+
+def test_the_rate_limiter_forgets_strangers_instead_of_growing() -> None:
+    from twin.http import RateLimiter
+
+    limiter = RateLimiter(rate=1000)
+    for i in range(3 * RateLimiter.MAX_BUCKETS):
+        limiter.check(f"address 10.0.{i // 256}.{i % 256}")
+    assert len(limiter._buckets) <= RateLimiter.MAX_BUCKETS
+
+
+async def test_public_routes_are_rate_limited_per_address(tmp_path: Path) -> None:
+    async with running_twin(tmp_path / "x", rate_limit=2) as tw:
+        statuses = [(await tw.client.get("/api/profile/avatar")).status_code for _ in range(12)]
+        assert statuses[:8] == [404] * 8 and statuses[-1] == 429

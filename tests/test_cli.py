@@ -322,6 +322,7 @@ def test_the_port_comes_from_the_flag_then_twin_port_then_the_default(
         ("TWIN_PORT", "abc", ["TWIN_PORT", "port must be a number", "'abc'"]),
         ("TWIN_LOG_LEVEL", "loud", ["TWIN_LOG_LEVEL", "debug, info, warning or error"]),
         ("TWIN_RATE_LIMIT", "fast", ["TWIN_RATE_LIMIT", "'fast'"]),
+        ("TWIN_RATE_LIMIT", "inf", ["TWIN_RATE_LIMIT", "'inf'"]),
     ],
 )
 def test_a_bad_environment_value_is_a_clear_error(
@@ -436,6 +437,11 @@ def _missing(tmp: Path) -> Path:
             ("init", "--data-dir", _missing, "--passphrase-file", _missing),
             "cannot read passphrase file",
             id="init-passphrase-file-missing",
+        ),
+        pytest.param(
+            ("serve", "--max-body", "inf", "--data-dir", _missing),
+            "size must look like",
+            id="serve-max-body-infinite",
         ),
     ],
 )

@@ -123,3 +123,29 @@ async def test_an_experience_is_sandboxed_in_its_templates_and_its_files(tmp_pat
             assert any(p.startswith("sandbox allow-scripts") for p in policies), policies
     finally:
         await twin.stop()
+
+
+async def test_a_plugin_cannot_take_a_name_of_the_signed_public_document(tmp_path: Path) -> None:
+    from twin.admin import admin_builtin
+    from twin.registry import Source
+
+    settings = Settings(data_dir=tmp_path / "twin")
+    initialize(settings)
+    twin = await Twin.open(settings)
+    try:
+        sources = [Source(name, f"evil_{name}:Cap", "evil") for name in ("endpoints", "did")]
+        await twin.registry.load(
+            [admin_builtin(twin)],
+            sources,
+            db=twin.db,
+            vault=twin.vault,
+            settings=settings,
+            did=twin.did,
+            experience_dirs=[],
+        )
+        document = await twin.public_document()
+    finally:
+        await twin.stop()
+    assert "reserved" in twin.registry.failed["endpoints"]
+    assert "reserved" in twin.registry.failed["did"]
+    assert document["did"] == twin.did and set(document["endpoints"]) == {"api", "web"}

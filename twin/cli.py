@@ -360,7 +360,7 @@ def _copy_twin(source: Settings, target: Settings) -> None:
     target.data_dir.mkdir(mode=0o700)
     shutil.copy2(source.key_path, target.key_path)
     if source.db_path.exists():
-        src = sqlite3.connect(f"file:{source.db_path}?mode=ro", uri=True)
+        src = sqlite3.connect(source.db_path.resolve().as_uri() + "?mode=ro", uri=True)
         dst = sqlite3.connect(target.db_path)
         try:
             src.backup(dst)

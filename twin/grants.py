@@ -7,15 +7,13 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-
-import nacl.encoding
-import nacl.hash
+from typing import Any
 
 from twin.db import Database
 from twin.errors import BadInput
 from twin.experiences import Experience
 from twin.tokens import TOKEN_PREFIX, Tokens
-from twin.vault import Vault
+from twin.vault import Vault, keyed_hash
 
 
 @dataclass(frozen=True)
@@ -56,27 +54,32 @@ class Grants:
                 f"it declares {', '.join(sorted(experience.uses)) or 'nothing'}"
             )
         grant = Grant(experience.id, scopes, secrets.token_hex(16), time.time())
-        await self._db.execute(
-            "INSERT OR REPLACE INTO twin_grants (experience, scopes, nonce, granted) "
-            "VALUES (?,?,?,?)",
-            (grant.experience, json.dumps(sorted(scopes)), grant.nonce, grant.granted),
-        )
-        await self._tokens.store_experience_token(experience.id, self.token(grant), scopes)
+        token = self.token(grant)
+
+        async def write(conn: Any) -> None:  # the grant and its token, together or not at all
+            await conn.execute(
+                "INSERT OR REPLACE INTO twin_grants (experience, scopes, nonce, granted) "
+                "VALUES (?,?,?,?)",
+                (grant.experience, json.dumps(sorted(scopes)), grant.nonce, grant.granted),
+            )
+            await self._tokens.write_experience_token(conn, experience.id, token, scopes)
+
+        await self._db.transaction(write)
+        self._tokens.forget()
         return grant
 
     async def revoke(self, experience: str) -> None:
-        await self._db.execute("DELETE FROM twin_grants WHERE experience = ?", (experience,))
-        await self._tokens.delete(f"exp_{experience}")
+        async def remove(conn: Any) -> None:
+            await conn.execute("DELETE FROM twin_grants WHERE experience = ?", (experience,))
+            await conn.execute("DELETE FROM twin_tokens WHERE id = ?", (f"exp_{experience}",))
+
+        await self._db.transaction(remove)
+        self._tokens.forget()
 
     def token(self, grant: Grant) -> str:
         """The experience's bearer token, derived from the vault so it never needs storing."""
         key = self._vault.key("twin", "experience-tokens")
-        digest = nacl.hash.blake2b(
-            f"{grant.experience}:{grant.nonce}".encode(),
-            key=key,
-            digest_size=32,
-            encoder=nacl.encoding.RawEncoder,
-        )
+        digest = keyed_hash(f"{grant.experience}:{grant.nonce}".encode(), key)
         return TOKEN_PREFIX + base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 

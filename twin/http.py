@@ -194,12 +194,13 @@ def endpoint_handler(
     async def handle(request: Request) -> Response:
         principal: Principal = PUBLIC
         try:
-            if endpoint.permission is not None:
+            if endpoint.permission is None:
+                twin.limiter.check(f"address {_client(request)}")
+            else:
                 try:
                     principal = await twin.authenticate(request)
                 except Unauthorized:
-                    client = request.client.host if request.client else "unknown"
-                    twin.limiter.check(f"address {client}")
+                    twin.limiter.check(f"address {_client(request)}")
                     raise
                 twin.limiter.check(principal.label)
                 if not principal.allows(cap_id, endpoint.permission):
@@ -230,12 +231,26 @@ def endpoint_handler(
     return handle
 
 
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 class RateLimiter:
-    """A token bucket per principal: ``rate`` requests a second, bursts up to four times that."""
+    """A token bucket per principal or client address: ``rate`` requests a second, bursts up
+    to four times that. Buckets that have filled up again are forgotten, so strangers from many
+    addresses cannot grow it without bound."""
+
+    MAX_BUCKETS = 10_000
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
         self._buckets: dict[str, tuple[float, float]] = {}
+
+    def _forget_full(self, now: float) -> None:
+        refill = 4.0  # seconds for an empty bucket to fill again: burst / rate
+        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < refill}
+        if len(self._buckets) >= self.MAX_BUCKETS:  # all busy at once: start afresh
+            self._buckets.clear()
 
     def check(self, key: str) -> None:
         if self.rate <= 0:
@@ -249,6 +264,8 @@ class RateLimiter:
                 f"too many requests from {key}; the limit is {self.rate:g} a "
                 "second, try again shortly"
             )
+        if key not in self._buckets and len(self._buckets) >= self.MAX_BUCKETS:
+            self._forget_full(now)
         self._buckets[key] = (tokens - 1, now)
 
 

@@ -22,7 +22,22 @@ from twin.settings import Settings
 from twin.vault import Vault
 
 GROUP = "twin.capabilities"
-RESERVED_IDS = frozenset({"twin", "health", "openapi"})
+# The core's own names: API paths, and the fields of the signed public document, where each
+# capability's part stands under its id.
+RESERVED_IDS = frozenset(
+    {
+        "twin",
+        "health",
+        "openapi",
+        "type",
+        "did",
+        "version",
+        "endpoints",
+        "issued",
+        "expires",
+        "signature",
+    }
+)
 log = logging.getLogger("twin.registry")
 Factory = Callable[[Context], Capability]
 Builtin = tuple[Factory, Manifest, Path]

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 
 from twin.db import Database
+from twin.tokens import secret_hash
 
 SESSION_IDLE = 7 * 24 * 3600
 SESSION_ABSOLUTE = 30 * 24 * 3600
 LINK_TTL = 3600
-
-
-def _hash(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
 
 
 class Sessions:
@@ -28,7 +24,7 @@ class Sessions:
         now = time.time()
         await self._db.execute(
             "INSERT INTO twin_links (hash, purpose, created, expires) VALUES (?,?,?,?)",
-            (_hash(secret), purpose, now, now + LINK_TTL),
+            (secret_hash(secret), purpose, now, now + LINK_TTL),
         )
         self._db.enqueue("DELETE FROM twin_links WHERE expires < ?", (now - LINK_TTL,))
         return secret
@@ -36,7 +32,7 @@ class Sessions:
     async def link_valid(self, secret: str, purpose: str = "setup") -> bool:
         row = await self._db.fetchone(
             "SELECT expires, used FROM twin_links WHERE hash = ? AND purpose = ?",
-            (_hash(secret), purpose),
+            (secret_hash(secret), purpose),
         )
         return row is not None and row["used"] is None and row["expires"] > time.time()
 
@@ -46,7 +42,7 @@ class Sessions:
         result = await self._db.execute(
             "UPDATE twin_links SET used = ? WHERE hash = ? AND purpose = ? AND used IS NULL "
             "AND expires > ?",
-            (now, _hash(secret), purpose, now),
+            (now, secret_hash(secret), purpose, now),
         )
         return result.rowcount == 1
 
@@ -55,7 +51,7 @@ class Sessions:
         now = time.time()
         await self._db.execute(
             "INSERT INTO twin_sessions (hash, created, last_seen, expires) VALUES (?,?,?,?)",
-            (_hash(secret), now, now, now + SESSION_ABSOLUTE),
+            (secret_hash(secret), now, now, now + SESSION_ABSOLUTE),
         )
         self._db.enqueue(
             "DELETE FROM twin_sessions WHERE expires < ? OR last_seen < ?",
@@ -66,7 +62,7 @@ class Sessions:
     async def check(self, secret: str | None) -> bool:
         if not secret or len(secret) > 100:
             return False
-        digest = _hash(secret)
+        digest = secret_hash(secret)
         row = await self._db.fetchone(
             "SELECT last_seen, expires FROM twin_sessions WHERE hash = ?", (digest,)
         )
@@ -79,4 +75,6 @@ class Sessions:
 
     async def end(self, secret: str | None) -> None:
         if secret:
-            await self._db.execute("DELETE FROM twin_sessions WHERE hash = ?", (_hash(secret),))
+            await self._db.execute(
+                "DELETE FROM twin_sessions WHERE hash = ?", (secret_hash(secret),)
+            )

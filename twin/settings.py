@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -52,7 +53,7 @@ def _size(text: str) -> int:
     number = raw[:-1] if raw[-1:] in units else raw
     try:
         value = int(float(number) * factor)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise BadInput(f"size must look like 1048576, 512k or 4m, got {text!r}") from None
     if value <= 0:
         raise BadInput(f"size must be positive, got {text!r}")
@@ -71,8 +72,8 @@ def _rate(text: str) -> float:
         rate = float(text)
     except ValueError:
         raise BadInput(f"rate limit must be a number of requests a second, got {text!r}") from None
-    if rate < 0 or rate != rate:
-        raise BadInput(f"rate limit must be 0 (off) or more, got {text!r}")
+    if not math.isfinite(rate) or rate < 0:
+        raise BadInput(f"rate limit must be a finite number, 0 (off) or more, got {text!r}")
     return rate
 
 

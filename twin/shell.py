@@ -135,12 +135,13 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
         return exp
 
     async def experience(request: Request) -> Response:
+        # the session first: a stranger learns nothing of which experiences are installed
+        if not await signed_in(request):
+            return RedirectResponse("/", status_code=303)
         try:
             exp = find(request)
         except NotFound as missing:
             return page("not_found.html", status=404, message=missing.message)
-        if not await signed_in(request):
-            return RedirectResponse("/", status_code=303)
         if twin.vault.locked:
             return locked()
         grant = await twin.grants.get(exp.id)
@@ -174,9 +175,9 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
         )
 
     async def grant(request: Request) -> Response:
-        exp = find(request)
         if not await signed_in(request):
             return error_json(401, "unauthorized", "sign in to the twin first")
+        exp = find(request)
         same_origin(request, twin)
         if twin.vault.locked:
             return locked()
@@ -184,9 +185,9 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
         return RedirectResponse(f"/x/{exp.id}/", status_code=303)
 
     async def revoke(request: Request) -> Response:
-        exp = find(request)
         if not await signed_in(request):
             return error_json(401, "unauthorized", "sign in to the twin first")
+        exp = find(request)
         same_origin(request, twin)
         await twin.grants.revoke(exp.id)
         return RedirectResponse("/", status_code=303)

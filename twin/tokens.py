@@ -9,6 +9,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from twin.db import Database
 from twin.errors import BadInput, NotFound
@@ -34,7 +35,8 @@ class TokenInfo:
     last_used: float | None
 
 
-def _hash(token: str) -> bytes:
+def secret_hash(token: str) -> bytes:
+    """How tokens, sessions and links are stored: never the secret, only its SHA-256."""
     return hashlib.sha256(token.encode()).digest()
 
 
@@ -72,7 +74,7 @@ class Tokens:
             "INSERT INTO twin_tokens (id, hash, kind, name, scopes, created) VALUES (?,?,?,?,?,?)",
             (
                 token_id,
-                _hash(token),
+                secret_hash(token),
                 "token",
                 self._names().seal(name, context=token_id),
                 json.dumps(sorted(scopes)),
@@ -81,37 +83,36 @@ class Tokens:
         )
         return TokenInfo(token_id, name, "token", tuple(sorted(scopes)), None, now, None), token
 
-    async def store_experience_token(
-        self, experience: str, token: str, scopes: frozenset[str]
+    async def write_experience_token(
+        self, conn: Any, experience: str, token: str, scopes: frozenset[str]
     ) -> None:
-        """Record the token an experience's pages carry (derived, so it need not be stored)."""
+        """Within the caller's transaction on ``conn``, record the token an experience's pages
+        carry (derived from the vault, so only its hash is kept); call ``forget()`` after."""
         token_id = f"exp_{experience}"
-        sealed = self._names().seal(experience, context=token_id)
+        await conn.execute("DELETE FROM twin_tokens WHERE id = ?", (token_id,))
+        await conn.execute(
+            "INSERT INTO twin_tokens (id, hash, kind, name, scopes, experience, created) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (
+                token_id,
+                secret_hash(token),
+                "experience",
+                self._names().seal(experience, context=token_id),
+                json.dumps(sorted(scopes)),
+                experience,
+                time.time(),
+            ),
+        )
 
-        async def replace(conn):  # type: ignore[no-untyped-def]
-            await conn.execute("DELETE FROM twin_tokens WHERE id = ?", (token_id,))
-            await conn.execute(
-                "INSERT INTO twin_tokens (id, hash, kind, name, scopes, experience, created) "
-                "VALUES (?,?,?,?,?,?,?)",
-                (
-                    token_id,
-                    _hash(token),
-                    "experience",
-                    sealed,
-                    json.dumps(sorted(scopes)),
-                    experience,
-                    time.time(),
-                ),
-            )
-
-        await self._db.transaction(replace)
+    def forget(self) -> None:
+        """Drop cached lookups after tokens changed, so a removed one stops working at once."""
         self._cache.clear()
 
     async def authenticate(self, token: str) -> Principal | None:
         """The principal a bearer token stands for, or None when it is unknown or revoked."""
         if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
             return None
-        digest = _hash(token)
+        digest = secret_hash(token)
         cached = self._cache.get(digest)
         now = time.monotonic()
         if cached is not None and now - cached[1] < _RECHECK_AFTER:
