@@ -96,9 +96,11 @@ def _token(data_dir: Path, name: str, scope: str, *extra: str) -> str:
 
 
 def _sign_in(process: Process) -> str:
-    """Spend the setup link `twin serve` printed; the session cookie's secret."""
-    links = re.findall(r"/setup/([A-Za-z0-9_-]+)", process.output())
-    assert links, process.output()
+    """Spend a fresh setup link from `twin access link`; the session cookie's secret."""
+    port = process.url.rsplit(":", 1)[1]
+    printed = _cli("access", "link", "--data-dir", str(process.data_dir), "--port", port)
+    links = re.findall(r"/setup/([A-Za-z0-9_-]+)", printed)
+    assert links, printed
     response = httpx.post(f"{process.url}/setup/{links[-1]}", headers={"Origin": process.url})
     assert response.status_code == 303, response.text
     return str(response.cookies["twin_session"])

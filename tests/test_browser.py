@@ -119,8 +119,15 @@ def test_a_locked_twin_is_unlocked_from_the_browser(serve: Any, tmp_path: Path) 
     )
     twin = serve(data_dir=data_dir)
     assert httpx.get(twin.url + "/api/health").json()["locked"] is True
-    link = re.search(r"(http://localhost:\d+/setup/\S+)", twin.output())
-    assert link, twin.output()
+    port = twin.url.rsplit(":", 1)[1]
+    fresh = subprocess.run(
+        twin_command("access", "link", "--data-dir", str(data_dir), "--port", port),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    link = re.search(r"(http://localhost:\d+/setup/\S+)", fresh)
+    assert link, fresh
 
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1100, "height": 700})

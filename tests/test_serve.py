@@ -95,7 +95,9 @@ def test_first_run_prints_the_phrase_once_and_a_restart_keeps_the_did(
     assert health(second)["did"] == did
     assert "Recovery phrase" not in again
     assert not NUMBERED_WORD.findall(again)
-    assert "/setup/" in again  # a fresh one-time link on every start
+    # Not a terminal, so maybe a log the host's owner reads: no sign-in link, only the way to one
+    assert "/setup/" not in again
+    assert "run `twin access link` on this machine" in again
 
 
 def test_a_cli_token_works_on_the_running_twin_until_revoked(serve: Any) -> None:

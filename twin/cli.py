@@ -251,7 +251,8 @@ def serve(**flags: Any) -> None:
     except PluginError as exc:
         raise click.ClickException(exc.message) from None
     listener = _bind(settings)
-    if not settings.key_path.exists():
+    created = not settings.key_path.exists()
+    if created:
         _announce_identity(initialize(settings), settings, None)
     lock = _hold_data_dir(settings)
 
@@ -272,7 +273,11 @@ def serve(**flags: Any) -> None:
                 "The twin is LOCKED: unlock it with its passphrase "
                 "(POST /api/twin/unlock, or restart at a terminal)."
             )
-        await _print_setup_link(settings, twin)
+        if created or sys.stdout.isatty():
+            await _print_setup_link(settings, twin)
+        else:
+            # A log is often kept by the host's owner; a sign-in link there would be theirs too.
+            click.echo("To sign in, run `twin access link` on this machine.")
         config = uvicorn.Config(
             create_app(twin),
             host=settings.host,
