@@ -74,6 +74,8 @@ async def check_api(client: httpx.AsyncClient, make_token: MakeToken) -> None:
     signer = bearer(await make_token("guestbook:sign"))
     empty = await client.post(entries, headers=signer, json={"author": AUTHOR, "text": ""})
     assert empty.status_code == 422
+    blank = await client.post(entries, headers=signer, json={"author": "   ", "text": "hi"})
+    assert blank.status_code == 400 and "spaces" in blank.json()["error"]["message"]
     signed = await client.post(
         entries, headers=signer, json={"author": AUTHOR, "text": SECRET_TEXT}
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
@@ -64,20 +64,33 @@ class Guestbook(Capability):
         box = self.context.box()
         rows = await self.db.fetchall("SELECT id, body, at FROM guestbook_entries ORDER BY id DESC")
         return [
-            Entry(row["id"], **box.open_json(row["body"], context=str(row["at"])), at=row["at"])
+            Entry(row["id"], **box.open_json(row["body"], context=str(row["id"])), at=row["at"])
             for row in rows
         ]
 
     async def sign(self, call: Call) -> Entry:
-        count = await self.db.fetchval("SELECT COUNT(*) FROM guestbook_entries")
-        if count >= MAX_ENTRIES:
-            raise BadInput(f"the guestbook is full ({MAX_ENTRIES} entries)")
         new: NewEntry = call.body
+        author, text = new.author.strip(), new.text.strip()
+        if not author or not text:
+            raise BadInput("author and text need more than spaces")
         at = time.time()
-        body = self.context.box().seal_json(
-            {"author": new.author.strip(), "text": new.text.strip()}, context=str(at)
-        )
-        result = await self.db.execute(
-            "INSERT INTO guestbook_entries (body, at) VALUES (?, ?)", (body, at)
-        )
-        return Entry(result.lastrowid, new.author.strip(), new.text.strip(), at)
+        box = self.context.box()
+
+        async def write(conn: Any) -> int:
+            # Counting and inserting in one transaction: two visitors cannot both take the
+            # last place. Each body is sealed to its row id, so it cannot be moved to another.
+            cursor = await conn.execute("SELECT COUNT(*) FROM guestbook_entries")
+            (count,) = await cursor.fetchone()
+            if count >= MAX_ENTRIES:
+                raise BadInput(f"the guestbook is full ({MAX_ENTRIES} entries)")
+            cursor = await conn.execute(
+                "INSERT INTO guestbook_entries (body, at) VALUES (x'', ?)", (at,)
+            )
+            row_id = int(cursor.lastrowid)
+            sealed = box.seal_json({"author": author, "text": text}, context=str(row_id))
+            await conn.execute(
+                "UPDATE guestbook_entries SET body = ? WHERE id = ?", (sealed, row_id)
+            )
+            return row_id
+
+        return Entry(await self.db.transaction(write), author, text, at)
