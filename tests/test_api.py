@@ -703,7 +703,7 @@ async def test_a_token_cannot_grant_an_experience_what_it_does_not_hold(tw: Runn
 
 
 def test_the_rate_limiter_forgets_strangers_instead_of_growing() -> None:
-    from twin.http import RateLimiter
+    from twin.guards import RateLimiter
 
     limiter = RateLimiter(rate=1000)
     for i in range(3 * RateLimiter.MAX_BUCKETS):

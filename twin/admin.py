@@ -13,6 +13,7 @@ from twin import api
 from twin.api import Call, Endpoint
 from twin.capability import Capability, Context
 from twin.errors import BadInput, Forbidden, NotFound
+from twin.http import client_address
 from twin.manifest import parse_manifest
 from twin.schema import MIGRATIONS
 from twin.scopes import beyond, parse_scopes
@@ -306,9 +307,8 @@ class AdminCapability(Capability):
         return [AccessEntry(**row) for row in rows]
 
     async def unlock(self, call: Call) -> Unlocked:
-        client = call.request.client
         await self.twin.unlock_remotely(
-            call.body.passphrase, f"address {client.host if client else 'unknown'}"
+            call.body.passphrase, f"address {client_address(call.request)}"
         )
         return Unlocked(False)
 

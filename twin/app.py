@@ -17,8 +17,8 @@ from twin import openapi
 from twin.core import Twin
 from twin.dispatch import ApiDispatch, ApiRoutes
 from twin.errors import TwinError
+from twin.guards import SecurityHeaders
 from twin.http import (
-    SecurityHeaders,
     endpoint_handler,
     error_response,
     http_exception,

@@ -15,7 +15,7 @@ import click
 
 from twin.__about__ import __version__
 from twin.errors import PluginError, TwinError, WrongPassphrase
-from twin.settings import SETTINGS, Settings
+from twin.settings import SETTINGS, Settings, host_port
 
 T = TypeVar("T")
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -375,8 +375,7 @@ def _copy_twin(source: Settings, target: Settings) -> None:
 
 
 def _hostport(settings: Settings) -> str:
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return f"{host}:{settings.port}"
+    return host_port(settings.host, settings.port)
 
 
 @main.command()
@@ -516,9 +515,9 @@ def _probe(settings: Settings) -> str:
     import urllib.request
 
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
-    host = f"[{host}]" if ":" in host else host
     try:
-        with urllib.request.urlopen(f"http://{host}:{settings.port}/api/health", timeout=1) as r:
+        health_url = f"http://{host_port(host, settings.port)}/api/health"
+        with urllib.request.urlopen(health_url, timeout=1) as r:
             health = json.load(r)
     except (OSError, ValueError):
         return f"not running on {_hostport(settings)}"

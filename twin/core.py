@@ -18,7 +18,7 @@ from twin.db import Database
 from twin.errors import BadInput, RateLimited, Unauthorized, VaultLocked, WrongPassphrase
 from twin.experiences import web_root
 from twin.grants import Grants
-from twin.http import RateLimiter
+from twin.guards import RateLimiter
 from twin.identity import Identity, KeyFile, read_key_file, write_key_file
 from twin.registry import Builtin, Registry, Source, find_sources
 from twin.schema import MIGRATIONS

@@ -124,6 +124,11 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as a URL holds it (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved settings of one twin."""
@@ -143,9 +148,7 @@ class Settings:
         if self.public_url:
             return self.public_url
         host = "localhost" if self.host in {"127.0.0.1", "0.0.0.0", "::", "::1"} else self.host
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return f"http://{host_port(host, self.port)}"
 
     @property
     def key_path(self) -> Path:

@@ -16,7 +16,8 @@ from starlette.staticfiles import StaticFiles
 
 from twin.errors import Forbidden, NotFound, RateLimited, WrongPassphrase
 from twin.experiences import Experience, web_root
-from twin.http import EXPERIENCE_SANDBOX, error_json, read_body, status_of
+from twin.guards import EXPERIENCE_SANDBOX
+from twin.http import error_json, read_body, status_of
 
 if TYPE_CHECKING:
     from twin.core import Twin

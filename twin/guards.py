@@ -1,0 +1,87 @@
+"""Guards at the twin's door: a rate limit per principal or address, and browser-safety headers."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from twin.errors import RateLimited
+
+
+class RateLimiter:
+    """A token bucket per principal or client address: ``rate`` requests a second, bursts up
+    to four times that. Buckets that have filled up again are forgotten, so strangers from many
+    addresses cannot grow it without bound."""
+
+    MAX_BUCKETS = 10_000
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def _forget_full(self, now: float) -> None:
+        refill = 4.0  # seconds for an empty bucket to fill again: burst / rate
+        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < refill}
+        if len(self._buckets) >= self.MAX_BUCKETS:  # all busy at once: start afresh
+            self._buckets.clear()
+
+    def check(self, key: str) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        burst = self.rate * 4
+        tokens, last = self._buckets.get(key, (burst, now))
+        tokens = min(burst, tokens + (now - last) * self.rate)
+        if tokens < 1:
+            raise RateLimited(
+                f"too many requests from {key}; the limit is {self.rate:g} a "
+                "second, try again shortly"
+            )
+        if key not in self._buckets and len(self._buckets) >= self.MAX_BUCKETS:
+            self._forget_full(now)
+        self._buckets[key] = (tokens - 1, now)
+
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    ),
+]
+
+
+# An experience's own files run in an opaque origin, like its page (see twin.shell): an HTML or
+# SVG file it ships must not reach the owner's session.
+EXPERIENCE_SANDBOX = b"sandbox allow-scripts allow-forms allow-popups allow-downloads allow-modals"
+_EXPERIENCE_FILE_HEADERS = [*SECURITY_HEADERS, (b"content-security-policy", EXPERIENCE_SANDBOX)]
+
+
+class SecurityHeaders:
+    """Adds the browser-safety headers to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        path: str = scope["path"]
+        extra = (
+            _EXPERIENCE_FILE_HEADERS
+            if path.startswith("/x/") and "/static/" in path
+            else SECURITY_HEADERS
+        )
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + extra
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
