@@ -57,6 +57,11 @@ class ProfileCapability(Capability):
     def __init__(self, context: Any) -> None:
         super().__init__(context)
         self._cached: Profile | None = None
+        self._changes = 0  # a read that raced a write must not cache what it read
+
+    def _forget(self) -> None:
+        self._cached = None
+        self._changes += 1
 
     def routes(self) -> Sequence[Endpoint]:
         return [
@@ -105,18 +110,20 @@ class ProfileCapability(Capability):
             "INSERT OR REPLACE INTO profile_fields (name, value, updated) VALUES (?,?,?)",
             (name, self.context.box().seal(value, context=name), time.time()),
         )
-        self._cached = None
+        self._forget()
 
     async def current(self) -> Profile:
         """The profile, decrypted once and kept until it changes."""
         if self._cached is None:
+            seen = self._changes
             text = await self._field("text")
             data = msgspec.json.decode(text[0]) if text else {"display_name": "", "bio": ""}
             row = await self.db.fetchone("SELECT updated FROM profile_fields WHERE name = 'avatar'")
-            avatar = f"/api/profile/avatar?v={int(row['updated'])}" if row else None
-            self._cached = Profile(
-                data["display_name"], data["bio"], avatar, text[1] if text else None
-            )
+            avatar = f"/api/profile/avatar?v={int(row['updated'] * 1000)}" if row else None
+            profile = Profile(data["display_name"], data["bio"], avatar, text[1] if text else None)
+            if seen != self._changes:
+                return profile
+            self._cached = profile
         return self._cached
 
     async def read(self, call: Call) -> Profile:
@@ -153,7 +160,7 @@ class ProfileCapability(Capability):
 
     async def remove_avatar(self, call: Call) -> None:
         await self.db.execute("DELETE FROM profile_fields WHERE name = 'avatar'")
-        self._cached = None
+        self._forget()
 
     async def public_document(self) -> Mapping[str, Any]:
         profile = await self.current()
