@@ -59,7 +59,7 @@ def main() -> int:
     unknown = set(parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
-    runs, duration = (3, 2.0) if args.quick else (5, 5.0)
+    runs, duration = (3, 5.0) if args.quick else (5, 10.0)
 
     began = time.monotonic()
     _section("twin benchmarks" + (" (--quick)" if args.quick else ""), _machine())
