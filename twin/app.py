@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -20,7 +21,6 @@ from twin.errors import TwinError
 from twin.guards import SecurityHeaders
 from twin.http import (
     endpoint_handler,
-    error_response,
     http_exception,
     json_response,
     server_error,
@@ -39,16 +39,13 @@ def create_app(twin: Twin) -> Starlette:
         )
 
     async def openapi_json(request: Request) -> Response:
-        return json_response(spec)
+        return Response(spec[0], media_type="application/json")
 
     async def well_known(request: Request) -> Response:
-        try:
-            document = await twin.public_document()
-        except TwinError as exc:
-            return error_response(exc)
+        document = await twin.public_document()  # a TwinError (locked) maps to its status
         return json_response(document, headers={"Cache-Control": "max-age=300"})
 
-    spec: dict[str, object] = {}
+    spec: list[bytes] = [b"{}"]  # encoded once, when the capabilities are mounted
     api = ApiRoutes()
 
     def mount() -> None:
@@ -59,7 +56,7 @@ def create_app(twin: Twin) -> Starlette:
                     cap_id, endpoint.path, endpoint.method, endpoint_handler(twin, cap_id, endpoint)
                 )
         app.router.routes.extend(shell_routes(twin))
-        spec.update(
+        spec[0] = msgspec.json.encode(
             openapi.build(
                 (
                     (cap_id, item.manifest.name, item.endpoints)

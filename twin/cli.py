@@ -213,6 +213,8 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # aiosqlite logs every statement with its parameters at debug level: user data
+    logging.getLogger("aiosqlite").setLevel(logging.WARNING)
 
 
 def _serve_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -74,7 +74,6 @@ class Twin:
         self.sessions = Sessions(db)
         self.limiter = RateLimiter(settings.rate_limit)
         self.started = False
-        self.started_at = time.time()
         self._unlocking = asyncio.Lock()
         self._failed_unlocks: dict[str, list[float]] = {}
 

@@ -171,6 +171,10 @@ class Tokens:
         await self.delete(matches[0].id)
         return matches[0]
 
-    async def delete(self, token_id: str) -> None:
-        await self._db.execute("DELETE FROM twin_tokens WHERE id = ?", (token_id,))
-        self._cache.clear()
+    async def delete(self, token_id: str) -> bool:
+        """Remove one of the owner's tokens (not an experience's); False if there is none."""
+        result = await self._db.execute(
+            "DELETE FROM twin_tokens WHERE id = ? AND kind = 'token'", (token_id,)
+        )
+        self.forget()
+        return result.rowcount == 1
