@@ -26,6 +26,7 @@ from twin.http import (
     server_error,
     twin_error,
 )
+from twin.sessions import setup_line
 from twin.settings import Settings
 from twin.shell import shell_routes
 
@@ -110,10 +111,7 @@ class _Deferred:
             await twin.start()
             self.app = create_app(twin)
             secret = await twin.sessions.create_link()
-            print(
-                f"Sign in (works once, for one hour): {self.settings.url}/setup/{secret}",
-                flush=True,
-            )
+            print(setup_line(self.settings.url, secret), flush=True)
         assert self.app is not None, "the server must run the lifespan (lifespan='on')"
         await self.app(scope, receive, send)
 

@@ -161,8 +161,10 @@ def _read_phrase() -> str:
 
 
 async def _print_setup_link(settings: Settings, twin: Any) -> None:
+    from twin.sessions import setup_line
+
     secret = await twin.sessions.create_link()
-    click.echo(f"Sign in (works once, for one hour): {settings.url}/setup/{secret}")
+    click.echo(setup_line(settings.url, secret))
 
 
 async def _print_fresh_link(settings: Settings) -> None:

@@ -20,6 +20,7 @@ from twin.experiences import web_root
 from twin.grants import Grants
 from twin.guards import RateLimiter
 from twin.identity import Identity, KeyFile, read_key_file, write_key_file
+from twin.passkeys import Passkeys
 from twin.registry import Builtin, Registry, Source, find_sources
 from twin.schema import MIGRATIONS
 from twin.scopes import Principal
@@ -71,7 +72,8 @@ class Twin:
         self.access = AccessLog(db)
         self.tokens = Tokens(db, self.vault, self.registry.declared)
         self.grants = Grants(db, self.vault, self.tokens)
-        self.sessions = Sessions(db)
+        self.sessions = Sessions(db, self.vault)
+        self.passkeys = Passkeys(db, self.vault, settings, keyfile.did, self.sessions)
         self.limiter = RateLimiter(settings.rate_limit)
         self.started = False
         self._unlocking = asyncio.Lock()
@@ -137,6 +139,9 @@ class Twin:
                 failures.append(now)
                 # the key file's message names its path; whoever asks here may be anyone
                 raise WrongPassphrase("that passphrase does not open this twin") from None
+        # device names given while it was locked waited in memory for the vault
+        await self.sessions.names.flush()
+        await self.passkeys.names.flush()
 
     def require_identity(self) -> Identity:
         if self.identity is None:

@@ -6,6 +6,7 @@ TwinError
  ├── Unauthorized    no credentials, or credentials that are not valid
  ├── Forbidden       valid credentials without the scope the request needs
  ├── NotFound
+ ├── Gone            a one-time link that was used or has expired
  ├── Conflict        the request clashes with what is stored
  ├── VaultLocked     the root secret is sealed and the twin has not been unlocked
  ├── InvalidSignature
@@ -53,6 +54,10 @@ class Forbidden(TwinError):
 
 class NotFound(TwinError):
     code = "not_found"
+
+
+class Gone(TwinError):
+    code = "gone"
 
 
 class Conflict(TwinError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -11,17 +12,18 @@ from twin.errors import RateLimited
 
 class RateLimiter:
     """A token bucket per principal or client address: ``rate`` requests a second, bursts up
-    to four times that. Buckets that have filled up again are forgotten, so strangers from many
-    addresses cannot grow it without bound."""
+    to ``burst`` (four times the rate unless given). Buckets that have filled up again are
+    forgotten, so strangers from many addresses cannot grow it without bound."""
 
     MAX_BUCKETS = 10_000
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, burst: float | None = None) -> None:
         self.rate = rate
+        self.burst = rate * 4 if burst is None else burst
         self._buckets: dict[str, tuple[float, float]] = {}
 
     def _forget_full(self, now: float) -> None:
-        refill = 4.0  # seconds for an empty bucket to fill again: burst / rate
+        refill = self.burst / self.rate  # seconds for an empty bucket to fill again
         self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < refill}
         if len(self._buckets) >= self.MAX_BUCKETS:  # all busy at once: start afresh
             self._buckets.clear()
@@ -30,13 +32,15 @@ class RateLimiter:
         if self.rate <= 0:
             return
         now = time.monotonic()
-        burst = self.rate * 4
+        burst = self.burst
         tokens, last = self._buckets.get(key, (burst, now))
         tokens = min(burst, tokens + (now - last) * self.rate)
         if tokens < 1:
+            wait = math.ceil((1 - tokens) / self.rate)
             raise RateLimited(
                 f"too many requests from {key}; the limit is {self.rate:g} a "
-                "second, try again shortly"
+                f"second, try again in {wait} s",
+                retry_after=wait,
             )
         if key not in self._buckets and len(self._buckets) >= self.MAX_BUCKETS:
             self._forget_full(now)

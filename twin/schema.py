@@ -81,4 +81,25 @@ MIGRATIONS = (
         );
     """,
     ),
+    Migration(
+        "create passkeys and session details",
+        """
+        CREATE TABLE twin_passkeys (
+            id TEXT PRIMARY KEY,
+            credential BLOB NOT NULL UNIQUE,
+            public_key BLOB NOT NULL,
+            sign_count INTEGER NOT NULL,
+            transports TEXT NOT NULL,
+            name BLOB,
+            created REAL NOT NULL,
+            last_used REAL,
+            flagged REAL
+        );
+        ALTER TABLE twin_sessions ADD COLUMN id TEXT;
+        ALTER TABLE twin_sessions ADD COLUMN passkey TEXT;
+        ALTER TABLE twin_sessions ADD COLUMN device BLOB;
+        UPDATE twin_sessions SET id = lower(hex(randomblob(12)));
+        CREATE UNIQUE INDEX twin_sessions_id ON twin_sessions (id);
+    """,
+    ),
 )

@@ -1,5 +1,6 @@
-"""The shell: the owner's pages at ``/`` (sign-in by setup link, experiences, grants, activity)
-and each experience's page and static files under ``/x/<id>/``."""
+"""The shell: the owner's pages at ``/`` (experiences, grants, activity, unlock) and each
+experience's page and static files under ``/x/<id>/``; sign-in and settings live in
+``twin.login`` and ``twin.account`` and share its ``Pages``."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from twin.http import error_json, read_body, status_of
 
 if TYPE_CHECKING:
     from twin.core import Twin
+    from twin.sessions import Session
 
 COOKIE = "twin_session"
 
@@ -35,7 +37,19 @@ def _environment(loader: jinja2.BaseLoader, *, sandboxed: bool = False) -> jinja
     kind = ImmutableSandboxedEnvironment if sandboxed else jinja2.Environment
     env = kind(loader=loader, autoescape=True, auto_reload=False)
     env.filters["when"] = lambda ts: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    env.filters["clock"] = lambda ts: time.strftime("%H:%M", time.localtime(ts))
+    env.filters["ago"] = ago
     return env
+
+
+def ago(ts: float) -> str:
+    """How long ago, as people say it: "just now", "5 minutes ago", "3 days ago"."""
+    seconds = max(0, int(time.time() - ts))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return "just now"
 
 
 def same_origin(request: Request, twin: Twin) -> None:
@@ -53,9 +67,48 @@ def same_origin(request: Request, twin: Twin) -> None:
             raise Forbidden(f"request from another origin ({origin}) refused")
 
 
+class Pages:
+    """What every shell page needs: its templates, the owner's session, the session cookie."""
+
+    def __init__(self, twin: Twin) -> None:
+        self.twin = twin
+        self.templates = _environment(shell_loader())
+        self.secure = twin.settings.url.startswith("https://")
+
+    def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        context.setdefault("twin", self.twin)
+        return HTMLResponse(
+            self.templates.get_template(name).render(**context),
+            status,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def session(self, request: Request) -> Session | None:
+        return await self.twin.sessions.check(request.cookies.get(COOKIE))
+
+    def sign_in(self, response: Response, secret: str) -> None:
+        response.set_cookie(
+            COOKIE, secret, httponly=True, samesite="strict", secure=self.secure, path="/"
+        )
+
+    def elsewhere(self, request: Request) -> Response | None:
+        """A page asked for at 127.0.0.1 or [::1] goes to localhost: browsers refuse passkeys
+        for an IP address, and the session cookie lives on one host name."""
+        if self.twin.settings.public_url or request.url.hostname not in ("127.0.0.1", "::1"):
+            return None
+        target = self.twin.passkeys.rp.origin + request.url.path
+        if request.url.query:
+            target += "?" + request.url.query
+        return RedirectResponse(target, status_code=307)
+
+
 def shell_routes(twin: Twin) -> list[BaseRoute]:
-    """The shell's routes plus one page route and one static mount per experience."""
-    shell = _environment(shell_loader())
+    """The shell's routes (with sign-in and settings) plus one page route and one static mount
+    per experience."""
+    from twin.account import account_routes
+    from twin.login import login_routes
+
+    pages = Pages(twin)
     experience_envs = {
         exp.id: _environment(
             jinja2.ChoiceLoader(
@@ -68,24 +121,20 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
         )
         for exp in twin.registry.experiences.values()
     }
-    secure = twin.settings.url.startswith("https://")
-
-    def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        context.setdefault("twin", twin)
-        return HTMLResponse(
-            shell.get_template(name).render(**context),
-            status,
-            headers={"Cache-Control": "no-store"},
-        )
+    page = pages.render
 
     async def signed_in(request: Request) -> bool:
-        return await twin.sessions.check(request.cookies.get(COOKIE))
+        return await pages.session(request) is not None
 
     def locked(error: str = "", status: int = 423) -> HTMLResponse:
         return page("locked.html", status=status, error=error)
 
     async def home(request: Request) -> Response:
+        if (moved := pages.elsewhere(request)) is not None:
+            return moved
         if not await signed_in(request):
+            if await twin.passkeys.count():
+                return RedirectResponse("/login", status_code=303)
             return page("welcome.html")
         if twin.vault.locked:
             return locked()
@@ -96,26 +145,6 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
             grants=grants,
             failed=twin.registry.failed,
         )
-
-    async def setup(request: Request) -> Response:
-        secret = request.path_params["secret"]
-        if not await twin.sessions.link_valid(secret):
-            return page("link_dead.html", status=410)
-        if request.method == "GET":
-            return page("setup.html", secret=secret)
-        same_origin(request, twin)
-        if not await twin.sessions.use_link(secret):
-            return page("link_dead.html", status=410)
-        response = RedirectResponse("/", status_code=303)
-        response.set_cookie(
-            COOKIE,
-            await twin.sessions.start(),
-            httponly=True,
-            samesite="strict",
-            secure=secure,
-            path="/",
-        )
-        return response
 
     async def logout(request: Request) -> Response:
         same_origin(request, twin)
@@ -191,6 +220,8 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
         exp = find(request)
         same_origin(request, twin)
         await twin.grants.revoke(exp.id)
+        if request.query_params.get("back") == "settings":
+            return RedirectResponse("/settings?done=withdrawn#experiences", status_code=303)
         return RedirectResponse("/", status_code=303)
 
     async def unlock(request: Request) -> Response:
@@ -216,8 +247,9 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
         return response
 
     routes: list[BaseRoute] = [
+        *login_routes(twin, pages),
+        *account_routes(twin, pages),
         Route("/", home, methods=["GET"]),
-        Route("/setup/{secret}", setup, methods=["GET", "POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/unlock", unlock, methods=["POST"]),
         Route("/activity", activity, methods=["GET"]),

@@ -1,0 +1,148 @@
+"""The owner's settings page: passkeys and devices, signed-in browsers, pairing a new device,
+experiences' grants and API tokens, each listed with a way to take it back."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from twin.errors import TwinError
+from twin.http import read_body, status_of
+from twin.sessions import LINK_TTL, Session
+
+if TYPE_CHECKING:
+    from twin.core import Twin
+    from twin.shell import Pages
+
+DONE = {
+    "renamed": "Renamed.",
+    "removed": "Passkey removed; the browsers it signed in are signed out.",
+    "ended": "That browser is signed out.",
+    "revoked": "Token revoked: it no longer opens your twin.",
+    "withdrawn": "Access withdrawn.",
+    "added": "Passkey added to this device.",
+}
+
+
+def qr_svg(text: str) -> str:
+    """A QR code of ``text`` as an SVG data URI, to scan with the new device's camera."""
+    import segno
+
+    code = segno.make(text, error="m")
+    return str(code.svg_data_uri(scale=6, border=2, dark="#1d2b27"))
+
+
+def account_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
+    from twin.shell import COOKIE, same_origin
+
+    async def owner(request: Request) -> Session | Response:
+        """The owner's session, or where a browser without one (or a locked twin) goes."""
+        session = await pages.session(request)
+        if session is None:
+            return RedirectResponse("/", status_code=303)
+        if twin.vault.locked:
+            return pages.render("locked.html", status=423)
+        return session
+
+    async def settings(
+        request: Request, session: Session, error: str = "", status: int = 200
+    ) -> Response:
+        grants = await twin.grants.all()
+        experiences = twin.registry.experiences
+        return pages.render(
+            "settings.html",
+            status=status,
+            session=session,
+            passkeys=await twin.passkeys.all(),
+            sessions=await twin.sessions.all(),
+            granted=[(experiences.get(e), grants[e]) for e in sorted(grants)],
+            tokens=[t for t in await twin.tokens.list() if t.kind == "token"],
+            done=DONE.get(request.query_params.get("done", ""), ""),
+            error=error,
+        )
+
+    async def form(request: Request) -> dict[str, str]:
+        same_origin(request, twin)
+        fields = parse_qs((await read_body(request, 4096)).decode("utf-8", "replace"))
+        return {key: values[0] for key, values in fields.items()}
+
+    def back(done: str, part: str) -> Response:
+        return RedirectResponse(f"/settings?done={done}#{part}", status_code=303)
+
+    async def show(request: Request) -> Response:
+        if (moved := pages.elsewhere(request)) is not None:
+            return moved
+        session = await owner(request)
+        if isinstance(session, Response):
+            return session
+        return await settings(request, session)
+
+    async def pair(request: Request) -> Response:
+        session = await owner(request)
+        if isinstance(session, Response):
+            return session
+        await form(request)
+        link = f"{twin.passkeys.rp.origin}/pair/{await twin.sessions.create_link('pair')}"
+        return pages.render(
+            "pair.html",
+            link=link,
+            qr=qr_svg(link),
+            minutes=LINK_TTL["pair"] // 60,
+            until=time.time() + LINK_TTL["pair"],
+        )
+
+    async def rename(request: Request) -> Response:
+        session = await owner(request)
+        if isinstance(session, Response):
+            return session
+        fields = await form(request)
+        try:
+            await twin.passkeys.rename(request.path_params["id"], fields.get("name", ""))
+        except TwinError as exc:
+            return await settings(request, session, exc.message, status_of(exc))
+        return back("renamed", "passkeys")
+
+    async def remove(request: Request) -> Response:
+        session = await owner(request)
+        if isinstance(session, Response):
+            return session
+        await form(request)
+        try:
+            await twin.passkeys.remove(request.path_params["id"])
+        except TwinError as exc:
+            return await settings(request, session, exc.message, status_of(exc))
+        return back("removed", "passkeys")
+
+    async def end(request: Request) -> Response:
+        session = await owner(request)
+        if isinstance(session, Response):
+            return session
+        await form(request)
+        await twin.sessions.end_by_id(request.path_params["id"])
+        if request.path_params["id"] == session.id:
+            response = RedirectResponse("/", status_code=303)
+            response.delete_cookie(COOKIE, path="/")
+            return response
+        return back("ended", "sessions")
+
+    async def revoke_token(request: Request) -> Response:
+        session = await owner(request)
+        if isinstance(session, Response):
+            return session
+        await form(request)
+        await twin.tokens.delete(request.path_params["id"])
+        return back("revoked", "tokens")
+
+    return [
+        Route("/settings", show, methods=["GET"]),
+        Route("/settings/pair", pair, methods=["POST"]),
+        Route("/settings/passkeys/{id}/rename", rename, methods=["POST"]),
+        Route("/settings/passkeys/{id}/remove", remove, methods=["POST"]),
+        Route("/settings/sessions/{id}/end", end, methods=["POST"]),
+        Route("/settings/tokens/{id}/revoke", revoke_token, methods=["POST"]),
+    ]
