@@ -17,10 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
+from authenticator import Authenticator
 
 from twin.app import create_app
 from twin.core import Twin, initialize
 from twin.settings import Settings
+from twin.shell import COOKIE
 
 
 @pytest.fixture
@@ -42,6 +44,76 @@ class Running:
 
     async def auth(self, *scopes: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {await self.token(*scopes)}"}
+
+    async def register(
+        self,
+        device: Authenticator,
+        link: str | None = None,
+        *,
+        cookie: str | None = None,
+        name: str = "",
+    ) -> httpx.Response:
+        """Create a passkey on ``device`` as passkey.js does: by a link, or signed in."""
+        return await register_passkey(self.client, device, link, cookie=cookie, name=name)
+
+    async def login(self, device: Authenticator, **get: Any) -> httpx.Response:
+        """Sign in with a passkey on ``device``, as the login page does."""
+        start = await self.client.post("/auth/login/options", json={}, headers=owner_headers())
+        assert start.status_code == 200, start.text
+        body = {
+            "ceremony": start.json()["ceremony"],
+            "credential": device.get(start.json()["publicKey"], **get),
+        }
+        response = await self.client.post("/auth/login", json=body, headers=owner_headers())
+        self.client.cookies.clear()
+        return response
+
+    async def sign_in(self, device: Authenticator | None = None) -> str:
+        """Create a passkey through a fresh setup link; returns the session cookie's secret."""
+        return await passkey_session(self.client, await self.twin.sessions.create_link(), device)
+
+
+ORIGIN = "http://localhost:8470"
+
+
+def owner_headers(cookie: str | None = None, origin: str = ORIGIN) -> dict[str, str]:
+    """What the owner's browser sends with a request from one of the twin's own pages."""
+    headers = {"Origin": origin}
+    if cookie:
+        headers["Cookie"] = f"{COOKIE}={cookie}"
+    return headers
+
+
+async def register_passkey(
+    client: httpx.AsyncClient,
+    device: Authenticator,
+    link: str | None = None,
+    *,
+    cookie: str | None = None,
+    name: str = "",
+) -> httpx.Response:
+    """Create a passkey on ``device`` as passkey.js does: by a link, or signed in."""
+    headers = owner_headers(cookie, device.origin)
+    start = await client.post("/auth/register/options", json={"link": link}, headers=headers)
+    if start.status_code != 200:
+        return start
+    body = {
+        "ceremony": start.json()["ceremony"],
+        "credential": device.create(start.json()["publicKey"]),
+        "name": name,
+    }
+    response = await client.post("/auth/register", json=body, headers=headers)
+    client.cookies.clear()  # each test sends its cookie explicitly
+    return response
+
+
+async def passkey_session(
+    client: httpx.AsyncClient, link: str, device: Authenticator | None = None
+) -> str:
+    """Spend a setup link on a new passkey; returns the session cookie's secret."""
+    response = await register_passkey(client, device or Authenticator(), link)
+    assert response.status_code == 200, response.text
+    return response.cookies[COOKIE]
 
 
 @asynccontextmanager

@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import running_twin, twin_command
+from authenticator import Authenticator
+from conftest import passkey_session, running_twin, twin_command
 
 from twin.shell import COOKIE
 
@@ -88,10 +89,8 @@ async def check_api(client: httpx.AsyncClient, make_token: MakeToken) -> None:
 
 async def check_experience(client: httpx.AsyncClient, setup_secret: str, origin: str) -> None:
     """The owner signs in, allows the Guestbook experience, and its page works with its token."""
-    signed_in = await client.post(f"/setup/{setup_secret}", headers={"Origin": origin})
-    assert signed_in.status_code == 303
-    session = {"Cookie": f"{COOKIE}={signed_in.cookies[COOKIE]}"}
-    client.cookies.clear()  # the cookie is sent explicitly below
+    cookie = await passkey_session(client, setup_secret, Authenticator(origin=origin))
+    session = {"Cookie": f"{COOKIE}={cookie}"}
 
     ask = await client.get("/x/guestbook/", headers=session)
     assert ask.status_code == 200

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import passkey_session
 
 from twin.core import Twin, initialize
 from twin.errors import PluginError
@@ -110,10 +111,7 @@ async def test_an_experience_is_sandboxed_in_its_templates_and_its_files(tmp_pat
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://localhost:8470") as c:
-            secret = await twin.sessions.create_link()
-            signed = await c.post(f"/setup/{secret}", headers={"Origin": "http://localhost:8470"})
-            cookie = signed.cookies["twin_session"]
-            c.cookies.clear()
+            cookie = await passkey_session(c, await twin.sessions.create_link())
             page = await c.get("/x/sneaky/", headers={"Cookie": f"twin_session={cookie}"})
             assert "owned" not in page.text
             assert page.status_code == 500 and page.json()["error"]["code"] == "internal"

@@ -1,5 +1,5 @@
-"""The browser shell over plain HTTP: sign-in by setup link, the owner's pages, granting an
-experience, its page and token, activity, sign-out and the headers every page carries."""
+"""The browser shell over plain HTTP: the owner's pages, granting an experience, its page and
+token, activity, sign-out and the headers every page carries (passkeys: test_passkeys.py)."""
 
 from __future__ import annotations
 
@@ -46,13 +46,7 @@ def assert_secure_page(response: httpx.Response) -> None:
 
 
 async def sign_in(tw: Running) -> str:
-    """Spend a fresh setup link as a browser would; returns the session cookie."""
-    secret = await tw.twin.sessions.create_link()
-    response = await tw.client.post(f"/setup/{secret}", headers=SAME_ORIGIN)
-    assert response.status_code == 303
-    cookie = response.cookies[COOKIE]
-    tw.client.cookies.clear()  # each test sends its cookie explicitly
-    return cookie
+    return await tw.sign_in()
 
 
 async def grant_profile(tw: Running, cookie: str) -> str:
@@ -76,77 +70,6 @@ async def test_welcome_page_without_a_session(tw: Running) -> None:
     assert_secure_page(response)
     bogus = await tw.client.get("/", headers=session("made-up"))
     assert "This is a twin" in bogus.text
-
-
-async def test_setup_link_signs_in_once(tw: Running) -> None:
-    secret = await tw.twin.sessions.create_link()
-    page = await tw.client.get(f"/setup/{secret}")
-    assert page.status_code == 200
-    assert "Sign in to my twin" in page.text
-    assert f'action="/setup/{secret}"' in page.text
-    assert page.headers["cache-control"] == "no-store"
-    assert_secure_page(page)
-
-    response = await tw.client.post(f"/setup/{secret}", headers=SAME_ORIGIN)
-    assert response.status_code == 303
-    assert response.headers["location"] == "/"
-    set_cookie = response.headers["set-cookie"]
-    assert set_cookie.startswith(f"{COOKIE}=")
-    attributes = {a.strip().lower() for a in set_cookie.split(";")[1:]}
-    assert "httponly" in attributes
-    assert "samesite=strict" in attributes
-    assert "path=/" in attributes
-    cookie = response.cookies[COOKIE]
-    tw.client.cookies.clear()
-
-    home = await tw.client.get("/", headers=session(cookie))
-    assert "Your experiences" in home.text
-
-    for method in ("GET", "POST"):
-        again = await tw.client.request(method, f"/setup/{secret}", headers=SAME_ORIGIN)
-        assert again.status_code == 410
-        assert "twin access link" in again.text
-        assert_secure_page(again)
-    assert COOKIE not in again.headers.get("set-cookie", "")
-
-
-@pytest.mark.parametrize(
-    "headers",
-    [
-        {},
-        {"Origin": "http://evil.example"},
-        {"Origin": "http://localhost:8471"},
-        {"Origin": "null"},
-        {"Sec-Fetch-Site": "cross-site"},
-        {"Sec-Fetch-Site": "same-site"},
-        {"Sec-Fetch-Site": "same-origin", "Origin": "https://localhost:8470"},
-    ],
-)
-async def test_setup_from_elsewhere_is_403_and_keeps_the_link(
-    tw: Running, headers: dict[str, str]
-) -> None:
-    secret = await tw.twin.sessions.create_link()
-    response = await tw.client.post(f"/setup/{secret}", headers=headers)
-    assert response.status_code == 403
-    assert response.json()["error"]["code"] == "forbidden"
-    assert "set-cookie" not in response.headers
-    # The refused attempt did not spend the link: the owner can still use it.
-    assert (
-        await tw.client.post(f"/setup/{secret}", headers={"Sec-Fetch-Site": "same-origin"})
-    ).status_code == 303
-
-
-async def test_expired_or_unknown_link_is_410(tw: Running) -> None:
-    secret = await tw.twin.sessions.create_link()
-    await tw.twin.db.execute("UPDATE twin_links SET expires = 0")
-    for response in (
-        await tw.client.get(f"/setup/{secret}"),
-        await tw.client.post(f"/setup/{secret}", headers=SAME_ORIGIN),
-        await tw.client.get("/setup/not-a-link"),
-    ):
-        assert response.status_code == 410
-        assert "twin access link" in response.text
-        assert "set-cookie" not in response.headers
 
 
 async def test_home_lists_the_profile_experience(tw: Running) -> None:
@@ -218,8 +141,10 @@ async def test_withdrawing_access_kills_the_experience_token(tw: Running) -> Non
 async def test_activity_lists_the_calls(tw: Running) -> None:
     cookie = await sign_in(tw)
     assert (await tw.client.get("/activity")).status_code == 303
-    empty = await tw.client.get("/activity", headers=session(cookie))
-    assert "Nothing has used your twin yet." in empty.text
+    first = await tw.client.get("/activity", headers=session(cookie))
+    # the passkey that signed this browser in is the first thing on record
+    assert "twin:register" in first.text and "POST /auth/register" in first.text
+    assert "profile:read" not in first.text
 
     token = await grant_profile(tw, cookie)
     bearer = {"Authorization": f"Bearer {token}"}
@@ -268,7 +193,7 @@ async def test_logout_ends_the_session(tw: Running) -> None:
     assert response.headers["location"] == "/"
     assert response.headers["set-cookie"].startswith(f'{COOKIE}=""')
     home = await tw.client.get("/", headers=session(cookie))
-    assert "This is a twin" in home.text
+    assert home.status_code == 303 and home.headers["location"] == "/login"
     assert (await tw.client.get("/activity", headers=session(cookie))).status_code == 303
     assert (
         await tw.client.post("/x/profile/grant", headers={**session(cookie), **SAME_ORIGIN})
@@ -305,6 +230,9 @@ async def test_a_locked_twin_is_unlocked_from_its_page_and_the_attempts_are_logg
         right = await tw.client.post("/unlock", headers=form, data={"passphrase": "correct horse"})
         assert right.status_code == 303 and not tw.twin.vault.locked
         assert "Your experiences" in (await tw.client.get("/", headers=session(cookie))).text
+        # The device's name, given while the vault was locked, is sealed now it is open.
+        assert [k.name for k in await tw.twin.passkeys.all()] == ["A browser"]
+        assert await tw.twin.db.fetchval("SELECT count(*) FROM twin_passkeys WHERE name IS NULL") == 0
         attempts = [
             (e["principal"], e["status"])
             for e in await tw.twin.access.entries()
