@@ -119,7 +119,9 @@ class Authenticator:
             "rawId": b64url(credential_id),
             "type": "public-key",
             "response": {
-                "clientDataJSON": b64url(self._client_data("webauthn.create", options["challenge"])),
+                "clientDataJSON": b64url(
+                    self._client_data("webauthn.create", options["challenge"])
+                ),
                 "attestationObject": b64url(attestation),
                 "transports": ["internal"],
             },

@@ -232,7 +232,9 @@ async def test_a_locked_twin_is_unlocked_from_its_page_and_the_attempts_are_logg
         assert "Your experiences" in (await tw.client.get("/", headers=session(cookie))).text
         # The device's name, given while the vault was locked, is sealed now it is open.
         assert [k.name for k in await tw.twin.passkeys.all()] == ["A browser"]
-        assert await tw.twin.db.fetchval("SELECT count(*) FROM twin_passkeys WHERE name IS NULL") == 0
+        assert (
+            await tw.twin.db.fetchval("SELECT count(*) FROM twin_passkeys WHERE name IS NULL") == 0
+        )
         attempts = [
             (e["principal"], e["status"])
             for e in await tw.twin.access.entries()

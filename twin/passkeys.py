@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ ALGORITHMS = (-8, -7, -257)
 CEREMONY_TTL = 300.0
 MAX_CEREMONIES = 512
 MAX_NAME = 60
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ def check_name(name: str) -> str:
 def _b64url(text: object, what: str) -> bytes:
     if not isinstance(text, str) or len(text) > 65536:
         raise BadInput(f"the passkey's {what} is missing or not text")
+    if not _BASE64URL.fullmatch(text):
+        raise BadInput(f"the passkey's {what} is not base64url")
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
