@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import struct
@@ -108,12 +109,23 @@ async def register_passkey(
 
 
 async def passkey_session(
-    client: httpx.AsyncClient, link: str, device: Authenticator | None = None
+    client: httpx.AsyncClient, link: str, device: Authenticator | None = None, name: str = ""
 ) -> str:
     """Spend a setup link on a new passkey; returns the session cookie's secret."""
-    response = await register_passkey(client, device or Authenticator(), link)
+    response = await register_passkey(client, device or Authenticator(), link, name=name)
     assert response.status_code == 200, response.text
     return response.cookies[COOKIE]
+
+
+def process_session(process: Process, link: str, name: str = "") -> str:
+    """``passkey_session`` against a `twin serve` process, whose passkeys are for localhost."""
+    device = Authenticator(origin=process.url.replace("127.0.0.1", "localhost"))
+
+    async def register() -> str:
+        async with httpx.AsyncClient(base_url=process.url, timeout=10) as client:
+            return await passkey_session(client, link, device, name)
+
+    return asyncio.run(register())
 
 
 @asynccontextmanager

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Process, twin_command
+from conftest import Process, process_session, twin_command
 
 from twin.identity import read_key_file
 
@@ -95,15 +95,14 @@ def _token(data_dir: Path, name: str, scope: str, *extra: str) -> str:
     ).splitlines()[-1]
 
 
-def _sign_in(process: Process) -> str:
-    """Spend a fresh setup link from `twin access link`; the session cookie's secret."""
+def _sign_in(process: Process, device_name: str) -> str:
+    """Spend a fresh setup link from `twin access link` on a passkey named ``device_name``;
+    the session cookie's secret."""
     port = process.url.rsplit(":", 1)[1]
     printed = _cli("access", "link", "--data-dir", str(process.data_dir), "--port", port)
     links = re.findall(r"/setup/([A-Za-z0-9_-]+)", printed)
     assert links, printed
-    response = httpx.post(f"{process.url}/setup/{links[-1]}", headers={"Origin": process.url})
-    assert response.status_code == 303, response.text
-    return str(response.cookies["twin_session"])
+    return process_session(process, links[-1], device_name)
 
 
 def write_everywhere(process: Process, *cli_extra: str) -> dict[str, str | bytes]:
@@ -185,7 +184,8 @@ def write_everywhere(process: Process, *cli_extra: str) -> dict[str, str | bytes
             f"/api/twin/grants/{experience['id']}", json={"scopes": experience["uses"]}
         )
         assert granted.status_code == 200 and granted.json()["granted"] == experience["uses"]
-        session = _sign_in(process)
+        device = _marker()
+        session = _sign_in(process, device)
         page = httpx.get(f"{process.url}{experience['url']}", cookies={"twin_session": session})
         page_token = re.search(r'name="twin-token" content="([^"]+)"', page.text)
         assert page_token, page.text
@@ -198,6 +198,7 @@ def write_everywhere(process: Process, *cli_extra: str) -> dict[str, str | bytes
         secrets |= {
             "path marker": stray,
             "session secret": session,
+            "device name": device,
             "experience token": page_token[1],
         }
 

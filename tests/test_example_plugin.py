@@ -175,7 +175,7 @@ async def test_under_twin_serve_the_guestbook_is_mounted_guarded_and_encrypted(s
             return str(made.json()["token"])
 
         await check_api(client, make_token)
-        await check_experience(client, secret[-1], process.url)
+        await check_experience(client, secret[-1], f"http://localhost:{port}")
 
     process.proc.send_signal(signal.SIGTERM)
     assert process.proc.wait(15) in (0, -signal.SIGTERM)

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Process, free_port, twin_command, wait_for
+from conftest import Process, free_port, process_session, twin_command, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -81,13 +81,13 @@ def test_first_run_prints_the_phrase_once_and_a_restart_keeps_the_did(
     assert f"Listening on http://127.0.0.1:{port}" in output
     secret = setup_secret(output, int(port))
 
-    # The setup link signs the owner in once, and only once.
-    origin = {"Origin": first.url}
-    with httpx.Client(base_url=first.url, timeout=5) as browser:
-        assert browser.get(f"/setup/{secret}").status_code == 200
-        used = browser.post(f"/setup/{secret}", headers=origin)
-        assert used.status_code == 303 and "twin_session" in used.headers["set-cookie"]
-        assert browser.post(f"/setup/{secret}", headers=origin).status_code == 410
+    # The setup link registers the owner's passkey once, and only once.
+    page = f"http://localhost:{port}/setup/{secret}"
+    assert httpx.get(page, timeout=5).status_code == 200
+    cookie = process_session(first, secret)
+    home = httpx.get(f"http://localhost:{port}/", cookies={"twin_session": cookie}, timeout=5)
+    assert "Your experiences" in home.text
+    assert httpx.get(page, timeout=5).status_code == 410
 
     assert stop(first) in (0, -signal.SIGTERM)
     second = serve(data_dir=first.data_dir)
