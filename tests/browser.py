@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 CHROMIUM_ARGS = [
@@ -45,3 +46,31 @@ def screenshot(page: object, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
     return path
+
+
+def authenticator(page: Page, *, verified: bool = True) -> Callable[..., Any]:
+    """Give ``page`` a platform authenticator (Chromium's virtual one, through DevTools): it
+    holds discoverable passkeys and verifies the user at once. Returns a function that sends
+    further WebAuthn commands to it, e.g. ``send("setUserVerified", isUserVerified=False)``."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable", {"enableUI": False})
+    added = cdp.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": verified,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+
+    def send(command: str, **params: Any) -> Any:
+        return cdp.send(
+            f"WebAuthn.{command}", {"authenticatorId": added["authenticatorId"], **params}
+        )
+
+    return send

@@ -143,7 +143,9 @@ def test_container_start_and_health_check(wheel_env: Path, tmp_path: Path) -> No
 
         wait_for(healthy, what="the Containerfile's health check to pass")
         base = f"http://127.0.0.1:{port}"
-        assert "This is a twin" in httpx.get(base + "/").text
+        # as a browser on the host reaches it through the published port
+        welcome = httpx.get(base + "/", headers={"Host": f"localhost:{port}"})
+        assert "This is a twin" in welcome.text
         assert httpx.get(base + "/static/twin.css").status_code == 200
         assert (tmp_path / "data" / "identity.json").is_file()
         output = (tmp_path / "serve.log").read_text()

@@ -64,8 +64,9 @@ async def json_object(request: Request) -> dict[str, Any]:
 def login_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
     from twin.shell import same_origin
 
-    # ten tries at once from one address, then one every two seconds
-    attempts = RateLimiter(rate=0.5, burst=10)
+    # Ceremonies started from one address: twenty at once, then one every two seconds. Only
+    # starting counts: the answer needs a ceremony, and each is used once.
+    attempts = RateLimiter(rate=0.5, burst=20)
 
     def device(request: Request) -> str:
         return device_label(request.headers.get("user-agent", ""))
@@ -95,11 +96,12 @@ def login_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
             origin=twin.passkeys.rp.origin,
         )
 
-    async def ceremony(request: Request) -> tuple[dict[str, Any], str]:
+    async def ceremony(request: Request, *, starts: bool = False) -> tuple[dict[str, Any], str]:
         """The checks every ceremony step passes: same origin, the rate, a JSON object."""
         same_origin(request, twin)
         who = client_address(request)
-        attempts.check(who)
+        if starts:
+            attempts.check(who)
         return await json_object(request), who
 
     def logged(response: Response, who: str, step: str) -> Response:
@@ -110,7 +112,7 @@ def login_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
         twin.access.record(f"browser:{who}", "twin", step, "POST", f"/auth/{step}", status_of(exc))
 
     async def register_options(request: Request) -> Response:
-        body, who = await ceremony(request)
+        body, _ = await ceremony(request, starts=True)
         link = body.get("link")
         if link is not None:
             if not isinstance(link, str) or await twin.sessions.link_purpose(link) is None:
@@ -140,7 +142,7 @@ def login_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
         return logged(response, who, "register")
 
     async def login_options(request: Request) -> Response:
-        await ceremony(request)
+        await ceremony(request, starts=True)
         started, options = twin.passkeys.login_options()
         return json_response({"ceremony": started, "publicKey": options})
 

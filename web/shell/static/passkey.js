@@ -87,7 +87,8 @@
   function explain(error, origin) {
     switch (error.name) {
       case "NotAllowedError":
-        return "The passkey prompt was closed or timed out. Try again when you are ready.";
+        return "No passkey was used: the prompt was closed, timed out, or could not verify you " +
+               "(fingerprint, face or PIN). Try again when you are ready.";
       case "InvalidStateError":
         return "This device already has a passkey for this twin: sign in with it instead.";
       case "SecurityError":
