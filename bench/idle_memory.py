@@ -1,13 +1,22 @@
-"""Idle memory: resident set of `twin serve` (fresh data dir, defaults) and of the bare app."""
+"""Idle memory: resident set of `twin serve` (fresh data dir, defaults) and of the bare app, and
+of `twin serve` once the owner has signed in with a passkey (webauthn loads on the first
+ceremony, never at start-up)."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _procs import Server, bare_serve, free_port, twin_serve
+import httpx
+from _procs import HOST, Server, bare_serve, free_port, twin_serve
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from authenticator import Authenticator, owner_headers, register_passkey  # noqa: E402
 
 TARGET_MIB = 45.0
 IDLE_SECONDS = 2.0
@@ -27,8 +36,21 @@ def _idle(server: Server) -> Memory:
     return Memory(server.name, kib["VmRSS"] / 1024, kib["VmHWM"] / 1024)
 
 
+async def _sign_in(port: int, setup_secret: str) -> None:
+    """What the owner's browser does: create a passkey by the setup link, then sign in with it."""
+    device = Authenticator(origin=f"http://localhost:{port}")
+    async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=10) as client:
+        made = await register_passkey(client, device, setup_secret)
+        assert made.status_code == 200, made.text
+        headers = owner_headers(origin=device.origin)
+        start = (await client.post("/auth/login/options", json={}, headers=headers)).json()
+        body = {"ceremony": start["ceremony"], "credential": device.get(start["publicKey"])}
+        assert (await client.post("/auth/login", json=body, headers=headers)).status_code == 200
+
+
 def measure(scratch: Path) -> list[Memory]:
-    """The twin first (every built-in loaded, default settings but a free port), then bare."""
+    """The twin first (every built-in loaded, default settings but a free port), then bare,
+    then a twin after one passkey registration and one sign-in."""
     port = free_port()
     with Server.spawn(
         "twin serve", twin_serve(scratch / "idle-twin", port), port, scratch / "idle-twin.log"
@@ -39,6 +61,16 @@ def measure(scratch: Path) -> list[Memory]:
         "bare Starlette+uvicorn", bare_serve(port), port, scratch / "idle-bare.log"
     ) as bare:
         result.append(_idle(bare))
+    port = free_port()
+    log = scratch / "signed-in-twin.log"
+    with Server.spawn(
+        "twin serve, after a sign-in", twin_serve(scratch / "signed-in", port), port, log
+    ) as signed:
+        signed.wait_healthy()
+        secret = re.search(r"/setup/([A-Za-z0-9_-]+)", log.read_text())
+        assert secret, log.read_text()
+        asyncio.run(_sign_in(port, secret.group(1)))
+        result.append(_idle(signed))
     return result
 
 
@@ -51,6 +83,10 @@ def report(results: list[Memory]) -> list[str]:
     lines.append(
         f"target: twin VmRSS <= {TARGET_MIB:g} MiB after {IDLE_SECONDS:g} s idle: "
         f"{verdict} it; twin - bare = {twin.rss_mib - results[1].rss_mib:+.1f} MiB"
+    )
+    lines.append(
+        f"the first passkey ceremony adds {results[2].rss_mib - twin.rss_mib:+.1f} MiB "
+        "(webauthn, cryptography, cbor2), kept until the twin restarts"
     )
     return lines
 

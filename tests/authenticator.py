@@ -18,10 +18,46 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
+import httpx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+from twin.shell import COOKIE
+
 ED25519, ES256, RS256 = -8, -7, -257
+
+ORIGIN = "http://localhost:8470"  # what an in-process twin on its defaults expects
+
+
+def owner_headers(cookie: str | None = None, origin: str = ORIGIN) -> dict[str, str]:
+    """What the owner's browser sends with a request from one of the twin's own pages."""
+    headers = {"Origin": origin}
+    if cookie:
+        headers["Cookie"] = f"{COOKIE}={cookie}"
+    return headers
+
+
+async def register_passkey(
+    client: httpx.AsyncClient,
+    device: Authenticator,
+    link: str | None = None,
+    *,
+    cookie: str | None = None,
+    name: str = "",
+) -> httpx.Response:
+    """Create a passkey on ``device`` as passkey.js does: by a link, or signed in."""
+    headers = owner_headers(cookie, device.origin)
+    start = await client.post("/auth/register/options", json={"link": link}, headers=headers)
+    if start.status_code != 200:
+        return start
+    body = {
+        "ceremony": start.json()["ceremony"],
+        "credential": device.create(start.json()["publicKey"]),
+        "name": name,
+    }
+    response = await client.post("/auth/register", json=body, headers=headers)
+    client.cookies.clear()  # each test sends its cookie explicitly
+    return response
 
 
 def b64url(data: bytes) -> str:
@@ -79,7 +115,7 @@ def new_private_key(alg: int) -> Any:
 class Authenticator:
     """One device's authenticator: its keys, by credential id."""
 
-    origin: str = "http://localhost:8470"
+    origin: str = ORIGIN
     rp_id: str = "localhost"
     alg: int = ES256
     verifies_user: bool = True

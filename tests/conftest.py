@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from authenticator import Authenticator
+from authenticator import Authenticator, owner_headers, register_passkey
 
 from twin.app import create_app
 from twin.core import Twin, initialize
@@ -72,40 +72,6 @@ class Running:
     async def sign_in(self, device: Authenticator | None = None) -> str:
         """Create a passkey through a fresh setup link; returns the session cookie's secret."""
         return await passkey_session(self.client, await self.twin.sessions.create_link(), device)
-
-
-ORIGIN = "http://localhost:8470"
-
-
-def owner_headers(cookie: str | None = None, origin: str = ORIGIN) -> dict[str, str]:
-    """What the owner's browser sends with a request from one of the twin's own pages."""
-    headers = {"Origin": origin}
-    if cookie:
-        headers["Cookie"] = f"{COOKIE}={cookie}"
-    return headers
-
-
-async def register_passkey(
-    client: httpx.AsyncClient,
-    device: Authenticator,
-    link: str | None = None,
-    *,
-    cookie: str | None = None,
-    name: str = "",
-) -> httpx.Response:
-    """Create a passkey on ``device`` as passkey.js does: by a link, or signed in."""
-    headers = owner_headers(cookie, device.origin)
-    start = await client.post("/auth/register/options", json={"link": link}, headers=headers)
-    if start.status_code != 200:
-        return start
-    body = {
-        "ceremony": start.json()["ceremony"],
-        "credential": device.create(start.json()["publicKey"]),
-        "name": name,
-    }
-    response = await client.post("/auth/register", json=body, headers=headers)
-    client.cookies.clear()  # each test sends its cookie explicitly
-    return response
 
 
 async def passkey_session(

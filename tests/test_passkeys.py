@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from authenticator import ED25519, ES256, RS256, Authenticator, b64url
-from conftest import ORIGIN, Running, owner_headers, running_twin
+from authenticator import ED25519, ES256, ORIGIN, RS256, Authenticator, b64url, owner_headers
+from conftest import Running, running_twin
 from test_shell import assert_secure_page
 
 from twin.passkeys import RelyingParty
@@ -532,3 +532,35 @@ async def test_a_malformed_sign_in_is_refused(tw: Running, how: str, status: int
     assert refused.status_code == status, refused.text
     assert "set-cookie" not in refused.headers
     assert "__cause__" not in refused.json()["error"]["message"]
+
+
+def test_starting_a_twin_does_not_load_the_passkey_libraries(tmp_path: Path) -> None:
+    """webauthn (with cryptography and cbor2, about 24 MB) and segno load on the first
+    ceremony or QR code, not at start-up: an idle twin does not carry them."""
+    import subprocess
+    import sys
+
+    script = f"""
+import asyncio, sys
+from pathlib import Path
+from twin.app import create_app
+from twin.core import Twin, initialize
+from twin.settings import Settings
+
+async def main():
+    settings = Settings(data_dir=Path({str(tmp_path / "twin")!r}))
+    initialize(settings)
+    twin = await Twin.open(settings)
+    await twin.start()
+    create_app(twin)
+    await twin.passkeys.count()
+    await twin.stop()
+
+asyncio.run(main())
+print(sorted(m for m in ("webauthn", "cryptography", "cbor2", "segno") if m in sys.modules))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
