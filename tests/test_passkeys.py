@@ -304,6 +304,7 @@ async def test_pairing_a_second_device_then_removing_it(tw: Running) -> None:
     assert pairing.status_code == 200
     assert_secure_page(pairing)
     assert 'src="data:image/svg+xml' in pairing.text  # the QR code
+    assert "only another browser on\n     this computer can open the link" in pairing.text
     link = re.search(rf"{ORIGIN}/pair/([A-Za-z0-9_-]+)", pairing.text)
     assert link, pairing.text
     assert await tw.twin.sessions.link_purpose(link.group(1)) == "pair"
@@ -481,6 +482,10 @@ async def test_behind_a_public_https_url(tmp_path: Path) -> None:
         assert done.status_code == 200, done.text
         attributes = {a.strip().lower() for a in done.headers["set-cookie"].split(";")[1:]}
         assert "secure" in attributes  # TLS at the proxy: the cookie never travels in clear
+        cookie = done.cookies[COOKIE]
+        tw.client.cookies.clear()
+        pairing = await tw.client.post("/settings/pair", headers={**headers, **page(cookie)})
+        assert f"{public}/pair/" in pairing.text and "this computer" not in pairing.text
         # the same passkey, answering for the local address, is refused
         device.origin = ORIGIN
         local = await tw.client.post("/auth/login/options", json={}, headers=headers)

@@ -93,6 +93,7 @@ def account_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
             link=link,
             qr=qr_svg(link),
             minutes=LINK_TTL["pair"] // 60,
+            local=twin.passkeys.rp.id == "localhost",
             until=time.time() + LINK_TTL["pair"],
         )
 
