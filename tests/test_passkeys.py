@@ -188,6 +188,8 @@ def _mangle(credential: dict[str, Any], how: str) -> Any:
         response["clientDataJSON"] = "%%%not base64%%%"
     if how == "client data not JSON":
         response["clientDataJSON"] = b64url(b"\xff\xfe{")
+    if how == "client data nested deep":
+        response["clientDataJSON"] = b64url(b"[" * 30_000)
     if how == "truncated attestation":
         response["attestationObject"] = response["attestationObject"][:40]
     if how == "id differs from rawId":
@@ -210,6 +212,7 @@ def _mangle(credential: dict[str, Any], how: str) -> Any:
         "no response",
         "client data not base64",
         "client data not JSON",
+        "client data nested deep",
         "truncated attestation",
         "id differs from rawId",
         "wrong challenge",
@@ -241,8 +244,16 @@ async def test_a_malformed_registration_is_a_clear_4xx_and_keeps_the_link(
         (b'{"ceremony": 5, "credential": {}}', 400, "expired or was already used"),
         (b'{"ceremony": "never-started", "credential": {}}', 400, "expired or was already used"),
         (b'{"x": "' + b"a" * 70_000 + b'"}', 413, "limit"),
+        (b"[" * 60_000, 400, "nested too deeply"),
     ],
-    ids=["truncated", "not an object", "ceremony not text", "unknown ceremony", "oversized"],
+    ids=[
+        "truncated",
+        "not an object",
+        "ceremony not text",
+        "unknown ceremony",
+        "oversized",
+        "deeply nested",
+    ],
 )
 async def test_hostile_bodies_are_refused(
     tw: Running, content: bytes, status: int, says: str

@@ -174,6 +174,8 @@ async def decode_body(request: Request, endpoint: Endpoint, limit: int) -> tuple
         raise BadInput(f"the body is not valid JSON: {exc}") from None
     except UnicodeDecodeError:
         raise BadInput("the body is not valid JSON: a string in it is not valid UTF-8") from None
+    except RecursionError:
+        raise BadInput("the body is not valid JSON: it is nested too deeply") from None
 
 
 def render(result: Any, endpoint: Endpoint) -> Response:

@@ -54,8 +54,8 @@ async def json_object(request: Request) -> dict[str, Any]:
     raw = await read_body(request, MAX_CEREMONY_BODY)
     try:
         body = json.loads(raw) if raw else {}
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadInput("the body is not valid JSON") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise BadInput("the body is not valid JSON (or is nested too deeply)") from None
     if not isinstance(body, dict):
         raise BadInput("the body must be a JSON object")
     return body

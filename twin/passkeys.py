@@ -127,7 +127,7 @@ class Passkeys:
         raw = _b64url(credential["response"].get("clientDataJSON"), "clientDataJSON")
         try:
             client = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             raise BadInput("the passkey's clientDataJSON is not JSON") from None
         origin = client.get("origin") if isinstance(client, dict) else None
         if origin != self.rp.origin:
