@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from browser import authenticator, chromium, screenshot
-from conftest import tiny_png, twin_command
+from conftest import tiny_png, twin_command, wait_for
 from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.slow
@@ -185,7 +185,7 @@ def test_a_second_device_pairs_signs_in_and_is_revoked(serve: Any) -> None:
         screenshot(laptop, "pair")
 
         phone = browser.new_context(viewport={"width": 420, "height": 800}).new_page()
-        authenticator(phone)
+        phone_device = authenticator(phone)
         phone.goto(pairing)
         expect(phone.get_by_role("heading", name="Add this device to your twin")).to_be_visible()
         create_passkey(phone, pairing, "Phone")
@@ -219,9 +219,12 @@ def test_a_second_device_pairs_signs_in_and_is_revoked(serve: Any) -> None:
         expect(laptop.get_by_text("Your only passkey")).to_be_visible()
         phone.reload()
         phone.wait_for_url(re.compile(r"/login$"))
+        assert len(phone_device("getCredentials")["credentials"]) == 1
         phone.get_by_role("button", name="Sign in with a passkey").click()
         expect(phone.get_by_role("alert")).to_contain_text("not one of this twin's")
         screenshot(phone, "login-refused")
+        # and the page told the phone to forget it, so it is not offered again
+        wait_for(lambda: not phone_device("getCredentials")["credentials"], what="the signal")
 
 
 def test_a_passkey_made_for_another_address_is_refused(serve: Any) -> None:

@@ -293,6 +293,7 @@ async def test_a_passkey_the_twin_does_not_know_is_refused(tw: Running) -> None:
     stranger.keys = other.keys
     response = await tw.login(stranger)
     assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unknown_passkey"
     assert "not one of this twin's" in response.json()["error"]["message"]
 
 

@@ -31,6 +31,12 @@ MAX_NAME = 60
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 
 
+class UnknownPasskey(Unauthorized):
+    """A sign-in with a passkey the twin does not hold: the page asks the device to forget it."""
+
+    code = "unknown_passkey"
+
+
 @dataclass(frozen=True)
 class RelyingParty:
     """Who the passkeys are for: the RP id (a host name) and the one origin that may use them."""
@@ -252,7 +258,7 @@ class Passkeys:
             "SELECT id, public_key, sign_count FROM twin_passkeys WHERE credential = ?", (raw_id,)
         )
         if row is None:
-            raise Unauthorized(
+            raise UnknownPasskey(
                 "this passkey is not one of this twin's (it may have been removed); use another, "
                 "or add this device from a signed-in one"
             )

@@ -79,7 +79,9 @@
     const data = await response.json().catch(() => ({}));
     if (!response.ok) {
       const message = data.error ? data.error.message : response.statusText;
-      throw new Error(message.charAt(0).toUpperCase() + message.slice(1) + ".");
+      const error = new Error(message.charAt(0).toUpperCase() + message.slice(1) + ".");
+      error.code = data.error ? data.error.code : "";
+      throw error;
     }
     return data;
   }
@@ -119,8 +121,18 @@
     const start = await post("/auth/login/options", {});
     const credential = await navigator.credentials.get({ publicKey: requestOptions(start.publicKey) });
     say("Checking…");
-    const done = await post("/auth/login", { ceremony: start.ceremony, credential: credentialJSON(credential) });
-    location.assign(done.next);
+    try {
+      const done = await post("/auth/login", { ceremony: start.ceremony, credential: credentialJSON(credential) });
+      location.assign(done.next);
+    } catch (error) {
+      // A passkey removed in Settings: ask the device to stop offering it (where supported).
+      if (error.code === "unknown_passkey" && PublicKeyCredential.signalUnknownCredential) {
+        await PublicKeyCredential.signalUnknownCredential({
+          rpId: start.publicKey.rpId, credentialId: credential.id,
+        }).catch(() => {});
+      }
+      throw error;
+    }
   }
 
   async function run(element) {
