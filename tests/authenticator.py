@@ -129,15 +129,16 @@ class Authenticator:
     def _flags(self, attested: bool) -> int:
         return 0x01 | (0x04 if self.verifies_user else 0) | (0x40 if attested else 0)
 
-    def create(self, options: dict[str, Any]) -> dict[str, Any]:
-        """The credential JSON that the twin's passkey.js posts after ``credentials.create``."""
+    def create(self, options: dict[str, Any], *, reuse: bytes | None = None) -> dict[str, Any]:
+        """The credential JSON that the twin's passkey.js posts after ``credentials.create``;
+        ``reuse`` makes it answer with a credential id it already holds, as no honest one would."""
         algs = [p["alg"] for p in options["pubKeyCredParams"]]
         assert self.alg in algs, f"the twin did not offer algorithm {self.alg}: {algs}"
         assert options["authenticatorSelection"]["residentKey"] == "required"
         assert options["authenticatorSelection"]["userVerification"] == "required"
         excluded = {unb64url(c["id"]) for c in options.get("excludeCredentials", [])}
-        assert not excluded & set(self.keys), "this authenticator already holds a passkey"
-        credential_id = os.urandom(32)
+        assert reuse or not excluded & set(self.keys), "this authenticator holds a passkey"
+        credential_id = reuse or os.urandom(32)
         key = Key(self.alg, new_private_key(self.alg), unb64url(options["user"]["id"]))
         self.keys[credential_id] = key
         auth_data = (

@@ -13,16 +13,13 @@ from starlette.routing import BaseRoute, Route
 from twin.errors import BadInput, Gone, TwinError, Unauthorized
 from twin.guards import RateLimiter
 from twin.http import client_address, json_response, read_body, status_of
+from twin.sessions import DEAD_LINK
 
 if TYPE_CHECKING:
     from twin.core import Twin
     from twin.shell import Pages
 
 MAX_CEREMONY_BODY = 64 * 1024  # an attestation with its certificates fits well inside
-DEAD_LINK = (
-    "this link was used or has expired; run `twin access link` on the twin's machine for a "
-    "fresh setup link, or add this device from a signed-in one"
-)
 
 _BROWSERS = (
     ("Edg/", "Edge"),

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from twin.db import Database
 from twin.errors import BadInput, Conflict, Forbidden, Gone, NotFound, Unauthorized
-from twin.sessions import DeviceNames, Sessions
+from twin.sessions import DEAD_LINK, DeviceNames, Sessions
 from twin.settings import Settings
 from twin.vault import Vault
 
@@ -201,31 +201,41 @@ class Passkeys:
             raise _refused(exc, "register") from None
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise BadInput(f"the passkey's answer is malformed ({type(exc).__name__})") from None
-        if started.link and not await self._sessions.use_link(started.link):
-            raise Gone(
-                "this link was used or has expired; run `twin access link` on the twin's "
-                "machine for a fresh one"
-            )
+        transports = checked["response"].get("transports")
+        if not isinstance(transports, list):
+            transports = []
         passkey_id = secrets.token_hex(8)
-        transports = checked.get("response", {}).get("transports") or []
-        try:
-            await self._db.execute(
+        row = (
+            passkey_id,
+            verified.credential_id,
+            verified.credential_public_key,
+            verified.sign_count,
+            json.dumps([t for t in transports if isinstance(t, str)][:8]),
+            self.names.seal(passkey_id, name),
+            time.time(),
+        )
+
+        async def keep(conn: Any) -> str:
+            """Spend the link and store the passkey together: a refusal keeps the link."""
+            async with conn.execute(
+                "SELECT 1 FROM twin_passkeys WHERE credential = ?", (verified.credential_id,)
+            ) as cursor:
+                if await cursor.fetchone() is not None:
+                    return "known"
+            if started.link and not await self._sessions.spend_link(conn, started.link):
+                return "link dead"
+            await conn.execute(
                 "INSERT INTO twin_passkeys (id, credential, public_key, sign_count, transports, "
                 "name, created) VALUES (?,?,?,?,?,?,?)",
-                (
-                    passkey_id,
-                    verified.credential_id,
-                    verified.credential_public_key,
-                    verified.sign_count,
-                    json.dumps([t for t in transports if isinstance(t, str)][:8]),
-                    self.names.seal(passkey_id, name),
-                    time.time(),
-                ),
+                row,
             )
-        except Exception as exc:  # the UNIQUE credential: the same passkey twice
-            if "UNIQUE" not in str(exc):
-                raise
-            raise Conflict("this passkey is already registered with this twin") from None
+            return "kept"
+
+        outcome = await self._db.transaction(keep)
+        if outcome == "link dead":
+            raise Gone(DEAD_LINK)
+        if outcome == "known":
+            raise Conflict("this passkey is already registered with this twin")
         return passkey_id
 
     # signing in
@@ -255,7 +265,8 @@ class Passkeys:
         checked = self._check_origin(credential)
         raw_id = _b64url(checked.get("rawId") or checked.get("id"), "id")
         row = await self._db.fetchone(
-            "SELECT id, public_key, sign_count FROM twin_passkeys WHERE credential = ?", (raw_id,)
+            "SELECT id, public_key, sign_count, flagged FROM twin_passkeys WHERE credential = ?",
+            (raw_id,),
         )
         if row is None:
             raise UnknownPasskey(
@@ -279,6 +290,11 @@ class Passkeys:
             raise _refused(exc, "sign in") from None
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise BadInput(f"the passkey's answer is malformed ({type(exc).__name__})") from None
+        if row["flagged"] is not None:
+            raise Forbidden(
+                "this passkey was flagged as possibly copied and is refused; remove it in "
+                "Settings from another device, and add this device again"
+            )
         count, stored = verified.new_sign_count, row["sign_count"]
         now = time.time()
         if (count or stored) and count <= stored:
@@ -287,12 +303,16 @@ class Passkeys:
             )
             raise Forbidden(
                 f"this passkey's signature counter went back (from {stored} to {count}), a sign "
-                "that it was copied; it is refused and flagged in Settings"
+                "that it was copied; it is refused from now on and flagged in Settings"
             )
-        await self._db.execute(
-            "UPDATE twin_passkeys SET sign_count = ?, last_used = ? WHERE id = ?",
-            (count, now, row["id"]),
+        # only if no other sign-in moved the counter since it was read
+        moved = await self._db.execute(
+            "UPDATE twin_passkeys SET sign_count = ?, last_used = ? "
+            "WHERE id = ? AND sign_count = ?",
+            (count, now, row["id"], stored),
         )
+        if moved.rowcount != 1:
+            raise Unauthorized("another sign-in with this passkey came first; try again")
         return str(row["id"])
 
     # what the owner manages in the settings

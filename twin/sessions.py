@@ -7,6 +7,7 @@ import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from twin.db import Database
 from twin.tokens import secret_hash
@@ -15,6 +16,10 @@ from twin.vault import Vault
 SESSION_IDLE = 7 * 24 * 3600
 SESSION_ABSOLUTE = 30 * 24 * 3600
 LINK_TTL = {"setup": 3600, "pair": 600}  # seconds: a setup link, a pairing link
+DEAD_LINK = (
+    "this link was used or has expired; run `twin access link` on the twin's machine for a "
+    "fresh setup link, or add this device from a signed-in one"
+)
 
 
 def setup_line(base_url: str, secret: str) -> str:
@@ -94,14 +99,16 @@ class Sessions:
             return None
         return str(row["purpose"])
 
-    async def use_link(self, secret: str) -> bool:
-        """Spend a link; True only for the first use of a valid, unexpired link."""
+    @staticmethod
+    async def spend_link(conn: Any, secret: str) -> bool:
+        """Within the caller's transaction, spend a link; True only for the first use of a
+        valid, unexpired link."""
         now = time.time()
-        result = await self._db.execute(
+        result = await conn.execute(
             "UPDATE twin_links SET used = ? WHERE hash = ? AND used IS NULL AND expires > ?",
             (now, secret_hash(secret), now),
         )
-        return result.rowcount == 1
+        return bool(result.rowcount == 1)
 
     async def start(self, passkey: str | None, device: str) -> str:
         """Open a session for a browser that just proved a passkey; returns the cookie's secret."""
