@@ -116,18 +116,28 @@ async def test_user_verification_is_required(tw: Running) -> None:
 
 
 async def test_a_counter_that_goes_back_is_refused_and_flagged(tw: Running) -> None:
-    device = Authenticator()
+    device, laptop = Authenticator(), Authenticator()
     cookie = await tw.sign_in(device)
+    assert (await tw.register(laptop, cookie=cookie)).status_code == 200
     assert (await tw.login(device, counter=5)).status_code == 200
     cloned = await tw.login(device, counter=3)
     assert cloned.status_code == 403
     assert "went back (from 5 to 3)" in cloned.json()["error"]["message"]
     assert "set-cookie" not in cloned.headers
-    assert "it may\n          have been copied" in await settings_page(tw, cookie)
+    # the browsers that passkey signed in (perhaps the copy's) are signed out
+    assert (await tw.client.get("/", headers=page(cookie))).headers["location"] == "/login"
+    other = (await tw.login(laptop)).cookies[COOKIE]
+    assert "it may\n          have been copied" in await settings_page(tw, other)
+    # the laptop's passkey is the only one left that can sign in: it cannot be removed
+    keep = next(k for k in await tw.twin.passkeys.all() if k.flagged is None)
+    refused = await tw.client.post(
+        f"/settings/passkeys/{keep.id}/remove", headers=owner_headers(other)
+    )
+    assert refused.status_code == 409
     # a copy can jump its counter ahead, so a flagged passkey stays refused until removed
     again = await tw.login(device, counter=60)
     assert again.status_code == 403 and "flagged" in again.json()["error"]["message"]
-    assert [k.flagged is not None for k in await tw.twin.passkeys.all()] == [True]
+    assert [k.flagged is not None for k in await tw.twin.passkeys.all()] == [True, False]
 
 
 async def test_a_ceremony_from_another_origin_is_refused_with_what_to_do(tw: Running) -> None:

@@ -199,7 +199,7 @@ class Passkeys:
             )
         except WebAuthnException as exc:
             raise _refused(exc, "register") from None
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
             raise BadInput(f"the passkey's answer is malformed ({type(exc).__name__})") from None
         transports = checked["response"].get("transports")
         if not isinstance(transports, list):
@@ -288,7 +288,7 @@ class Passkeys:
             )
         except WebAuthnException as exc:
             raise _refused(exc, "sign in") from None
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
             raise BadInput(f"the passkey's answer is malformed ({type(exc).__name__})") from None
         if row["flagged"] is not None:
             raise Forbidden(
@@ -301,6 +301,7 @@ class Passkeys:
             await self._db.execute(
                 "UPDATE twin_passkeys SET flagged = ? WHERE id = ?", (now, row["id"])
             )
+            await self._sessions.end_for_passkey(str(row["id"]))  # maybe the copy's too
             raise Forbidden(
                 f"this passkey's signature counter went back (from {stored} to {count}), a sign "
                 "that it was copied; it is refused from now on and flagged in Settings"
@@ -348,9 +349,13 @@ class Passkeys:
         """Remove a passkey and sign out the browsers it signed in; never the last one."""
 
         async def remove(conn: Any) -> int:
-            async with conn.execute("SELECT count(*) FROM twin_passkeys") as cursor:
-                (count,) = await cursor.fetchone()
-            if count <= 1:
+            # flagged passkeys cannot sign in: one that can must remain
+            async with conn.execute(
+                "SELECT count(*) FROM twin_passkeys WHERE flagged IS NULL AND id != ?",
+                (passkey_id,),
+            ) as cursor:
+                (others,) = await cursor.fetchone()
+            if others == 0:
                 return -1
             gone = await conn.execute("DELETE FROM twin_passkeys WHERE id = ?", (passkey_id,))
             await conn.execute("DELETE FROM twin_sessions WHERE passkey = ?", (passkey_id,))
