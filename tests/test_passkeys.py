@@ -625,3 +625,35 @@ async def test_a_refused_registration_keeps_the_link(tw: Running) -> None:
     assert await tw.twin.sessions.link_purpose(link) == "setup"
     assert await tw.twin.passkeys.count() == 2
     assert "Your experiences" in (await tw.client.get("/", headers=page(cookie))).text
+
+
+async def test_changing_passkeys_needs_a_recent_sign_in(tw: Running) -> None:
+    """A stolen cookie alone cannot pair a device of its own or remove the owner's passkeys."""
+    device, spare = Authenticator(), Authenticator()
+    cookie = await tw.sign_in(device)
+    assert (await tw.register(spare, cookie=cookie)).status_code == 200
+    await tw.twin.db.execute("UPDATE twin_sessions SET created = created - 3600")
+    listed = await settings_page(tw, cookie)
+    assert "Confirm it's you" in listed
+    pair = await tw.client.post("/settings/pair", headers=owner_headers(cookie))
+    assert pair.status_code == 403 and "needs a recent sign-in" in pair.text
+    assert "/pair/" not in pair.text
+    key = (await tw.twin.passkeys.all())[1]
+    remove = await tw.client.post(
+        f"/settings/passkeys/{key.id}/remove", headers=owner_headers(cookie)
+    )
+    assert remove.status_code == 403 and await tw.twin.passkeys.count() == 2
+    add = await tw.register(Authenticator(), cookie=cookie)
+    assert add.status_code == 403 and "recent sign-in" in add.json()["error"]["message"]
+
+    # confirming with the passkey: a fresh session replaces this browser's old one
+    start = (await tw.client.post("/auth/login/options", json={}, headers=owner_headers())).json()
+    body = {"ceremony": start["ceremony"], "credential": device.get(start["publicKey"])}
+    fresh = await tw.client.post("/auth/login", json=body, headers=owner_headers(cookie))
+    assert fresh.status_code == 200
+    renewed = fresh.cookies[COOKIE]
+    tw.client.cookies.clear()
+    assert (await tw.client.get("/", headers=page(cookie))).headers["location"] == "/login"
+    assert "Confirm it's you" not in await settings_page(tw, renewed)
+    pair = await tw.client.post("/settings/pair", headers=owner_headers(renewed))
+    assert pair.status_code == 200 and "/pair/" in pair.text

@@ -29,6 +29,12 @@ DONE = {
 }
 
 
+CONFIRM = (
+    "Adding or removing a passkey needs a recent sign-in: press “Confirm it's you” and use "
+    "your passkey, then try again."
+)
+
+
 def qr_svg(text: str) -> str:
     """A QR code of ``text`` as an SVG data URI, to scan with the new device's camera."""
     import segno
@@ -87,6 +93,8 @@ def account_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
         if isinstance(session, Response):
             return session
         await form(request)
+        if not session.recent:
+            return await settings(request, session, CONFIRM, 403)
         link = f"{twin.passkeys.rp.origin}/pair/{await twin.sessions.create_link('pair')}"
         return pages.render(
             "pair.html",
@@ -113,6 +121,8 @@ def account_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
         if isinstance(session, Response):
             return session
         await form(request)
+        if not session.recent:
+            return await settings(request, session, CONFIRM, 403)
         try:
             await twin.passkeys.remove(request.path_params["id"])
         except TwinError as exc:

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from twin.errors import BadInput, Gone, TwinError, Unauthorized
+from twin.errors import BadInput, Forbidden, Gone, TwinError, Unauthorized
 from twin.guards import RateLimiter
 from twin.http import client_address, json_response, read_body, status_of
 from twin.sessions import DEAD_LINK
@@ -59,7 +59,8 @@ async def json_object(request: Request) -> dict[str, Any]:
 
 
 def login_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
-    from twin.shell import same_origin
+    from twin.account import CONFIRM
+    from twin.shell import COOKIE, same_origin
 
     # Ceremonies started from one address: twenty at once, then one every two seconds. Only
     # starting counts: the answer needs a ceremony, and each is used once.
@@ -114,8 +115,12 @@ def login_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
         if link is not None:
             if not isinstance(link, str) or await twin.sessions.link_purpose(link) is None:
                 raise Gone(DEAD_LINK)
-        elif await pages.session(request) is None:
-            raise Unauthorized("open a setup or pairing link, or sign in first")
+        else:
+            session = await pages.session(request)
+            if session is None:
+                raise Unauthorized("open a setup or pairing link, or sign in first")
+            if not session.recent:
+                raise Forbidden(CONFIRM)
         started, options = await twin.passkeys.registration_options(link)
         return json_response({"ceremony": started, "publicKey": options})
 
@@ -151,6 +156,7 @@ def login_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
             refused(exc, who, "login")
             raise
         response = json_response({"next": "/"})
+        await twin.sessions.end(request.cookies.get(COOKIE))  # this browser's earlier one
         pages.sign_in(response, await twin.sessions.start(passkey, device(request)))
         return logged(response, who, "login")
 

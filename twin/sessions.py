@@ -16,6 +16,7 @@ from twin.vault import Vault
 SESSION_IDLE = 7 * 24 * 3600
 SESSION_ABSOLUTE = 30 * 24 * 3600
 LINK_TTL = {"setup": 3600, "pair": 600}  # seconds: a setup link, a pairing link
+RECENT = 600  # a sign-in this fresh may add and remove passkeys
 DEAD_LINK = (
     "this link was used or has expired; run `twin access link` on the twin's machine for a "
     "fresh setup link, or add this device from a signed-in one"
@@ -37,6 +38,12 @@ class Session:
     created: float
     last_seen: float
     expires: float
+
+    @property
+    def recent(self) -> bool:
+        """Signed in with a passkey within ``RECENT`` seconds: enough to change the passkeys,
+        so that a stolen cookie alone cannot add one of its own or remove the owner's."""
+        return time.time() - self.created < RECENT
 
 
 class DeviceNames:

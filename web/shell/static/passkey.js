@@ -123,7 +123,7 @@
     say("Checking…");
     try {
       const done = await post("/auth/login", { ceremony: start.ceremony, credential: credentialJSON(credential) });
-      location.assign(done.next);
+      location.assign(element.dataset.next || done.next);
     } catch (error) {
       // A passkey removed in Settings: ask the device to stop offering it (where supported).
       if (error.code === "unknown_passkey" && PublicKeyCredential.signalUnknownCredential) {
