@@ -9,8 +9,18 @@ import re
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import pytest
-from authenticator import ED25519, ES256, ORIGIN, RS256, Authenticator, b64url, owner_headers
+from authenticator import (
+    ED25519,
+    ES256,
+    ORIGIN,
+    RS256,
+    Authenticator,
+    b64url,
+    owner_headers,
+    unb64url,
+)
 from conftest import Running, running_twin
 from test_shell import assert_secure_page
 
@@ -203,6 +213,16 @@ def _mangle(credential: dict[str, Any], how: str) -> Any:
         response["clientDataJSON"] = b64url(b"[" * 30_000)
     if how == "truncated attestation":
         response["attestationObject"] = response["attestationObject"][:40]
+    if how in ("public key not a map", "public key too short"):
+        attestation = cbor2.loads(unb64url(response["attestationObject"]))
+        auth_data = attestation["authData"]
+        length = int.from_bytes(auth_data[53:55], "big")
+        if how == "public key not a map":
+            key = cbor2.dumps([1, 2, 3])
+        else:
+            key = cbor2.dumps({1: 1, 3: ED25519, -1: 6, -2: b"short"})
+        attestation["authData"] = auth_data[: 55 + length] + key
+        response["attestationObject"] = b64url(cbor2.dumps(attestation))
     if how == "id differs from rawId":
         credential["id"] = b64url(b"another id")
     if how == "wrong challenge":
@@ -225,6 +245,8 @@ def _mangle(credential: dict[str, Any], how: str) -> Any:
         "client data not JSON",
         "client data nested deep",
         "truncated attestation",
+        "public key not a map",
+        "public key too short",
         "id differs from rawId",
         "wrong challenge",
         "login type",

@@ -201,6 +201,7 @@ class Passkeys:
             raise _refused(exc, "register") from None
         except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
             raise BadInput(f"the passkey's answer is malformed ({type(exc).__name__})") from None
+        _usable_key(verified.credential_public_key)
         transports = checked["response"].get("transports")
         if not isinstance(transports, list):
             transports = []
@@ -368,6 +369,20 @@ class Passkeys:
             )
         if removed == 0:
             raise NotFound("no such passkey: it may have been removed already")
+
+
+def _usable_key(cose_key: bytes) -> None:
+    """Refuse a public key that no signature could ever be checked against (the library
+    accepts some: a short Ed25519 key, a point that is not on the curve)."""
+    from webauthn.helpers import decode_credential_public_key
+    from webauthn.helpers.decoded_public_key_to_cryptography import (
+        decoded_public_key_to_cryptography,
+    )
+
+    try:
+        decoded_public_key_to_cryptography(decode_credential_public_key(cose_key))
+    except Exception:  # whatever the library or cryptography raise, the key is unusable
+        raise BadInput("the new passkey's public key is not a valid key") from None
 
 
 def _algorithms() -> list[Any]:
