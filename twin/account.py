@@ -4,15 +4,15 @@ experiences' grants and API tokens, each listed with a way to take it back."""
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from twin.errors import TwinError
-from twin.http import read_body, status_of
+from twin.http import status_of
 from twin.sessions import LINK_TTL, Session
 
 if TYPE_CHECKING:
@@ -35,6 +35,10 @@ CONFIRM = (
 )
 
 
+Handler = Callable[[Request], Awaitable[Response]]
+Action = Callable[[Request, Session, dict[str, str]], Awaitable[Response]]  # a settings form
+
+
 def qr_svg(text: str) -> str:
     """A QR code of ``text`` as an SVG data URI, to scan with the new device's camera."""
     import segno
@@ -44,7 +48,7 @@ def qr_svg(text: str) -> str:
 
 
 def account_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
-    from twin.shell import COOKIE, same_origin
+    from twin.shell import COOKIE
 
     async def owner(request: Request) -> Session | Response:
         """The owner's session, or where a browser without one (or a locked twin) goes."""
@@ -72,13 +76,29 @@ def account_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
             error=error,
         )
 
-    async def form(request: Request) -> dict[str, str]:
-        same_origin(request, twin)
-        fields = parse_qs((await read_body(request, 4096)).decode("utf-8", "replace"))
-        return {key: values[0] for key, values in fields.items()}
-
     def back(done: str, part: str) -> Response:
         return RedirectResponse(f"/settings?done={done}#{part}", status_code=303)
+
+    def action(*, recent: bool = False) -> Callable[[Action], Handler]:
+        """A settings form: the owner's session, a same-origin form, a recent sign-in where
+        ``recent``, and a refusal shown on the settings page."""
+
+        def wrap(handler: Action) -> Handler:
+            async def route(request: Request) -> Response:
+                session = await owner(request)
+                if isinstance(session, Response):
+                    return session
+                fields = await pages.form(request)
+                if recent and not session.recent:
+                    return await settings(request, session, CONFIRM, 403)
+                try:
+                    return await handler(request, session, fields)
+                except TwinError as exc:
+                    return await settings(request, session, exc.message, status_of(exc))
+
+            return route
+
+        return wrap
 
     async def show(request: Request) -> Response:
         if (moved := pages.elsewhere(request)) is not None:
@@ -88,13 +108,8 @@ def account_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
             return session
         return await settings(request, session)
 
-    async def pair(request: Request) -> Response:
-        session = await owner(request)
-        if isinstance(session, Response):
-            return session
-        await form(request)
-        if not session.recent:
-            return await settings(request, session, CONFIRM, 403)
+    @action(recent=True)
+    async def pair(request: Request, session: Session, fields: dict[str, str]) -> Response:
         link = f"{twin.passkeys.rp.origin}/pair/{await twin.sessions.create_link('pair')}"
         return pages.render(
             "pair.html",
@@ -105,35 +120,18 @@ def account_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
             until=time.time() + LINK_TTL["pair"],
         )
 
-    async def rename(request: Request) -> Response:
-        session = await owner(request)
-        if isinstance(session, Response):
-            return session
-        fields = await form(request)
-        try:
-            await twin.passkeys.rename(request.path_params["id"], fields.get("name", ""))
-        except TwinError as exc:
-            return await settings(request, session, exc.message, status_of(exc))
+    @action()
+    async def rename(request: Request, session: Session, fields: dict[str, str]) -> Response:
+        await twin.passkeys.rename(request.path_params["id"], fields.get("name", ""))
         return back("renamed", "passkeys")
 
-    async def remove(request: Request) -> Response:
-        session = await owner(request)
-        if isinstance(session, Response):
-            return session
-        await form(request)
-        if not session.recent:
-            return await settings(request, session, CONFIRM, 403)
-        try:
-            await twin.passkeys.remove(request.path_params["id"])
-        except TwinError as exc:
-            return await settings(request, session, exc.message, status_of(exc))
+    @action(recent=True)
+    async def remove(request: Request, session: Session, fields: dict[str, str]) -> Response:
+        await twin.passkeys.remove(request.path_params["id"])
         return back("removed", "passkeys")
 
-    async def end(request: Request) -> Response:
-        session = await owner(request)
-        if isinstance(session, Response):
-            return session
-        await form(request)
+    @action()
+    async def end(request: Request, session: Session, fields: dict[str, str]) -> Response:
         await twin.sessions.end_by_id(request.path_params["id"])
         if request.path_params["id"] == session.id:
             response = RedirectResponse("/", status_code=303)
@@ -141,11 +139,8 @@ def account_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
             return response
         return back("ended", "sessions")
 
-    async def revoke_token(request: Request) -> Response:
-        session = await owner(request)
-        if isinstance(session, Response):
-            return session
-        await form(request)
+    @action()
+    async def revoke_token(request: Request, session: Session, fields: dict[str, str]) -> Response:
         await twin.tokens.delete(request.path_params["id"])
         return back("revoked", "tokens")
 

@@ -13,6 +13,8 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -181,14 +183,13 @@ class Passkeys:
         """Check a new passkey's answer, spend the ceremony's link and keep the passkey;
         returns the passkey's id. Without a link, only a signed-in owner may add one."""
         from webauthn import verify_registration_response
-        from webauthn.helpers.exceptions import WebAuthnException
 
         name = check_name(name)
         started = self._take(ceremony, "register")
         if started.link is None and not signed_in:
             raise Unauthorized("sign in first, or open a setup or pairing link")
         checked = self._check_origin(credential)
-        try:
+        with _checking("register"):
             verified = verify_registration_response(
                 credential=checked,
                 expected_challenge=started.challenge,
@@ -197,10 +198,6 @@ class Passkeys:
                 require_user_verification=True,
                 supported_pub_key_algs=_algorithms(),
             )
-        except WebAuthnException as exc:
-            raise _refused(exc, "register") from None
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
-            raise BadInput(f"the passkey's answer is malformed ({type(exc).__name__})") from None
         _usable_key(verified.credential_public_key)
         transports = checked["response"].get("transports")
         if not isinstance(transports, list):
@@ -260,7 +257,6 @@ class Passkeys:
         The signature is checked before the sign count, so only the real key can get a passkey
         flagged: a count that went backwards means the key was copied, and is refused."""
         from webauthn import verify_authentication_response
-        from webauthn.helpers.exceptions import WebAuthnException
 
         started = self._take(ceremony, "login")
         checked = self._check_origin(credential)
@@ -277,7 +273,7 @@ class Passkeys:
         handle = checked["response"].get("userHandle")
         if handle and _b64url(handle, "userHandle") != self._user_id:
             raise Unauthorized("this passkey belongs to another twin")
-        try:
+        with _checking("sign in"):
             verified = verify_authentication_response(
                 credential=checked,
                 expected_challenge=started.challenge,
@@ -287,10 +283,6 @@ class Passkeys:
                 credential_current_sign_count=0,
                 require_user_verification=True,
             )
-        except WebAuthnException as exc:
-            raise _refused(exc, "sign in") from None
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
-            raise BadInput(f"the passkey's answer is malformed ({type(exc).__name__})") from None
         if row["flagged"] is not None:
             raise Forbidden(
                 "this passkey was flagged as possibly copied and is refused; remove it in "
@@ -389,6 +381,19 @@ def _algorithms() -> list[Any]:
     from webauthn.helpers.cose import COSEAlgorithmIdentifier
 
     return [COSEAlgorithmIdentifier(alg) for alg in ALGORITHMS]
+
+
+@contextmanager
+def _checking(doing: str) -> Iterator[None]:
+    """Turn what the library raises on a bad answer into a refusal that says what is wrong."""
+    from webauthn.helpers.exceptions import WebAuthnException
+
+    try:
+        yield
+    except WebAuthnException as exc:
+        raise _refused(exc, doing) from None
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        raise BadInput(f"the passkey's answer is malformed ({type(exc).__name__})") from None
 
 
 def _refused(exc: Exception, doing: str) -> BadInput | Unauthorized:

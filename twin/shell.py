@@ -86,6 +86,12 @@ class Pages:
     async def session(self, request: Request) -> Session | None:
         return await self.twin.sessions.check(request.cookies.get(COOKIE))
 
+    async def form(self, request: Request) -> dict[str, str]:
+        """A small form posted from one of the twin's own pages (refused from elsewhere)."""
+        same_origin(request, self.twin)
+        fields = parse_qs((await read_body(request, 4096)).decode("utf-8", "replace"))
+        return {key: values[0] for key, values in fields.items()}
+
     def sign_in(self, response: Response, secret: str) -> None:
         response.set_cookie(
             COOKIE, secret, httponly=True, samesite="strict", secure=self.secure, path="/"
@@ -227,11 +233,10 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
     async def unlock(request: Request) -> Response:
         if not await signed_in(request):
             return RedirectResponse("/", status_code=303)
-        same_origin(request, twin)
-        form = parse_qs((await read_body(request, 4096)).decode("utf-8", "replace"))
+        form = await pages.form(request)
         response: Response = RedirectResponse("/", status_code=303)
         try:
-            await twin.unlock_remotely(form.get("passphrase", [""])[0], "owner:session")
+            await twin.unlock_remotely(form.get("passphrase", ""), "owner:session")
         except (WrongPassphrase, RateLimited) as exc:
             response = locked(exc.message[:1].upper() + exc.message[1:] + ".", status_of(exc))
             if isinstance(exc, RateLimited):
