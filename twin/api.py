@@ -58,14 +58,24 @@ patch = _declare("PATCH")
 delete = _declare("DELETE")
 
 
+async def _unchanged() -> Principal | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Call:
-    """What a handler receives: the request, who makes it, and the validated body."""
+    """What a handler receives: the request, who makes it, and the validated body.
+
+    ``recheck()`` authenticates the request's credentials again: a handler that keeps answering
+    for long (a live stream) calls it now and then, and stops when it returns None (the token
+    was revoked) or a principal that no longer holds what it needs.
+    """
 
     request: Request
     principal: Principal
     body: Any = None
     raw: bytes = b""
+    recheck: Callable[[], Awaitable[Principal | None]] = _unchanged
 
     @property
     def params(self) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,6 +32,8 @@ class Context:
     did: str
     package_dir: Path
     required: Mapping[str, Capability]
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the twin begins to stop: long answers (live streams) end then."""
 
     def box(self, purpose: str = "data") -> Box:
         """An encryption box with a key derived for this capability and purpose."""

@@ -229,6 +229,7 @@ def _serve_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             "passphrase_file",
             "max_body",
             "rate_limit",
+            "storage_quota",
             "log_level",
         ]
     ):
@@ -246,7 +247,7 @@ def serve(**flags: Any) -> None:
     from twin.app import create_app
     from twin.core import initialize
     from twin.registry import find_sources
-    from twin.server import BoundedHttpTools
+    from twin.server import BoundedHttpTools, TwinServer
 
     settings = _settings(**flags)
     _configure_logging(settings.log_level)
@@ -291,8 +292,9 @@ def serve(**flags: Any) -> None:
             http=BoundedHttpTools,
             lifespan="on",
             server_header=False,
+            timeout_graceful_shutdown=10,
         )
-        await uvicorn.Server(config).serve(sockets=[listener])
+        await TwinServer(config, twin.stopping).serve(sockets=[listener])
 
     try:
         _run(run())
@@ -428,6 +430,7 @@ def dev(**flags: Any) -> None:
             port=settings.port,
             log_level=settings.log_level,
             access_log=False,  # request lines would put sign-in links in the log
+            timeout_graceful_shutdown=3,  # a reload must not wait for live streams
             http=BoundedHttpTools,
             server_header=False,
         )

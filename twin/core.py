@@ -76,6 +76,7 @@ class Twin:
         self.passkeys = Passkeys(db, self.vault, settings, keyfile.did, self.sessions)
         self.limiter = RateLimiter(settings.rate_limit)
         self.started = False
+        self.stopping = asyncio.Event()  # set as the twin begins to stop; ends live streams
         self._unlocking = asyncio.Lock()
         self._failed_unlocks: dict[str, list[float]] = {}
 
@@ -162,10 +163,12 @@ class Twin:
             settings=self.settings,
             did=self.did,
             experience_dirs=experience_dirs(),
+            stopping=self.stopping,
         )
         self.started = True
 
     async def stop(self) -> None:
+        self.stopping.set()
         if self.started:
             await self.registry.shutdown()
             self.started = False

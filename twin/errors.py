@@ -8,6 +8,8 @@ TwinError
  ├── NotFound
  ├── Gone            a one-time link that was used or has expired
  ├── Conflict        the request clashes with what is stored
+ ├── PreconditionFailed  a conditional write whose condition (If-Match, ...) does not hold
+ ├── QuotaExceeded   a write that would take a store over its quota
  ├── VaultLocked     the root secret is sealed and the twin has not been unlocked
  ├── InvalidSignature
  ├── WrongPassphrase
@@ -62,6 +64,18 @@ class Gone(TwinError):
 
 class Conflict(TwinError):
     code = "conflict"
+
+
+class PreconditionFailed(TwinError):
+    code = "precondition_failed"
+
+    def __init__(self, message: str, current: str | None = None) -> None:
+        super().__init__(message)
+        self.current = current  # the current version (an ETag) where there is one
+
+
+class QuotaExceeded(TwinError):
+    code = "insufficient_storage"
 
 
 class VaultLocked(TwinError):

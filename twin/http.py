@@ -22,6 +22,8 @@ from twin.errors import (
     InvalidSignature,
     NotFound,
     PluginError,
+    PreconditionFailed,
+    QuotaExceeded,
     RateLimited,
     TooLarge,
     TwinError,
@@ -49,6 +51,8 @@ STATUS: dict[type[TwinError], int] = {
     NotFound: 404,
     Gone: 410,
     Conflict: 409,
+    PreconditionFailed: 412,
+    QuotaExceeded: 507,
     VaultLocked: 423,
     RateLimited: 429,
     InvalidSignature: 400,
@@ -87,6 +91,8 @@ def error_response(exc: TwinError) -> Response:
         headers = {"WWW-Authenticate": 'Bearer realm="twin"'}
     elif isinstance(exc, RateLimited):
         headers = {"Retry-After": str(exc.retry_after)}
+    elif isinstance(exc, PreconditionFailed) and exc.current is not None:
+        headers = {"ETag": exc.current}
     return error_json(status, exc.code, exc.message, headers)
 
 
@@ -195,6 +201,15 @@ def endpoint_handler(
 
     async def handle(request: Request) -> Response:
         principal: Principal = PUBLIC
+
+        async def recheck() -> Principal | None:
+            if principal is PUBLIC:
+                return PUBLIC
+            try:
+                return await twin.authenticate(request)
+            except Unauthorized:
+                return None
+
         try:
             if endpoint.permission is None:
                 twin.limiter.check(f"address {client_address(request)}")
@@ -216,7 +231,8 @@ def endpoint_handler(
                     "(`twin serve` asks for it, or POST /api/twin/unlock)"
                 )
             body, raw = await decode_body(request, endpoint, twin.settings.max_body)
-            response = render(await endpoint.handler(Call(request, principal, body, raw)), endpoint)
+            call = Call(request, principal, body, raw, recheck)
+            response = render(await endpoint.handler(call), endpoint)
         except TwinError as exc:
             response = error_response(exc)
         if endpoint.permission is not None or endpoint.audit:

@@ -24,6 +24,7 @@ class Permission:
     name: str
     description: str
     obsolete: bool = False
+    resource: str = ""  # what a scope may name after "@" (storage: "namespace"); "" for none
 
 
 @dataclass(frozen=True)
@@ -99,15 +100,18 @@ def _permissions(raw: Any, fail: Any) -> dict[str, Permission]:
     for name, spec in raw.items():
         if not ID_PATTERN.fullmatch(name):
             raise fail(f"permission {name!r} must match [a-z][a-z0-9_]*")
-        if not isinstance(spec, Mapping) or set(spec) - {"description", "obsolete"}:
-            raise fail(f"permission {name!r} takes only description and obsolete")
+        if not isinstance(spec, Mapping) or set(spec) - {"description", "obsolete", "resource"}:
+            raise fail(f"permission {name!r} takes only description, obsolete and resource")
         description = spec.get("description")
         if not isinstance(description, str) or not description.strip():
             raise fail(f"permission {name!r} needs a description the owner can read")
         obsolete = spec.get("obsolete", False)
         if not isinstance(obsolete, bool):
             raise fail(f"permission {name!r}: obsolete must be true or false")
-        permissions[name] = Permission(name, description.strip(), obsolete)
+        resource = spec.get("resource", "")
+        if not isinstance(resource, str) or len(resource) > 40:
+            raise fail(f'permission {name!r}: resource must be a short noun, like "namespace"')
+        permissions[name] = Permission(name, description.strip(), obsolete, resource.strip())
     return permissions
 
 

@@ -3,6 +3,7 @@ them, orders them by ``requires`` and loads them; one broken plugin does not sto
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -164,6 +165,7 @@ class Registry:
         settings: Settings,
         did: str,
         experience_dirs: Sequence[Path],
+        stopping: asyncio.Event | None = None,
     ) -> None:
         """Read every manifest, then import, migrate and start capabilities in dependency order."""
         manifests: dict[str, tuple[Manifest, Path, Source | None]] = {}
@@ -199,6 +201,7 @@ class Registry:
                     did,
                     folder,
                     {dep: self.loaded[dep].capability for dep in manifest.requires},
+                    stopping or asyncio.Event(),
                 )
                 await _record_permissions(db, manifest)
                 capability = factory(context)

@@ -1,9 +1,13 @@
-"""The HTTP protocol `twin serve` speaks: uvicorn's httptools with a bound on request heads."""
+"""The HTTP server `twin serve` runs: uvicorn, with a bound on request heads and a shutdown that
+ends live streams first."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 MAX_HEAD = 64 * 1024
@@ -52,3 +56,16 @@ class BoundedHttpTools(HttpToolsProtocol):
             b"content-length: " + str(len(_REFUSAL)).encode() + b"\r\n\r\n" + _REFUSAL
         )
         self.transport.close()
+
+
+class TwinServer(uvicorn.Server):
+    """uvicorn waits for every open response before it stops; a live stream never ends by
+    itself, so this sets the twin's ``stopping`` event first, which ends them."""
+
+    def __init__(self, config: uvicorn.Config, stopping: asyncio.Event) -> None:
+        super().__init__(config)
+        self.stopping = stopping
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.stopping.set()
+        await super().shutdown(sockets)

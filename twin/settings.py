@@ -120,6 +120,12 @@ SETTINGS: tuple[Setting, ...] = (
         "times that; 0 turns the limit off.",
         _rate,
     ),
+    Setting(
+        "storage_quota",
+        256 * 1024 * 1024,
+        "Most bytes (keys and bodies) one storage namespace may hold (suffixes k, m, g).",
+        _size,
+    ),
     Setting("log_level", "info", "debug, info, warning or error.", _log_level),
 )
 
@@ -140,6 +146,7 @@ class Settings:
     passphrase_file: Path | None = None
     max_body: int = 1024 * 1024
     rate_limit: float = 50.0
+    storage_quota: int = 256 * 1024 * 1024
     log_level: str = "info"
 
     @property

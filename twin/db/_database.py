@@ -68,6 +68,11 @@ class _Transaction(_Job):
     fn: Callable[[aiosqlite.Connection], Awaitable[Any]]
 
 
+@dataclass(eq=False, kw_only=True)
+class _Write(_Job):
+    fn: Callable[[sqlite3.Connection], Any]
+
+
 class _Flush(_Job):
     """Writes nothing; settles once every job queued before it is settled."""
 
@@ -141,6 +146,14 @@ def _fetchall(sql: str, params: Params, conn: sqlite3.Connection) -> list[sqlite
         return cursor.fetchall()
     finally:
         cursor.close()
+
+
+def _snapshot(fn: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+    conn.execute("BEGIN").close()
+    try:
+        return fn(conn)
+    finally:
+        conn.execute("COMMIT").close()
 
 
 def _create_private(path: Path) -> None:
@@ -290,6 +303,17 @@ class Database:
         result: T = await self._settled(job)
         return result
 
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` with the writer's plain sqlite3 connection, on its thread, in a
+        savepoint of its own: all of it commits or none, and an exception it raises reaches
+        the caller. The fastest way to a write of several statements: no thread hop between
+        them. ``fn`` must not commit and must be quick (it holds up every other write).
+        """
+        job = _Write(self._new_future(), fn=fn)
+        self._queue.put_nowait(job)
+        result: T = await self._settled(job)
+        return result
+
     async def flush(self) -> None:
         """Wait until every write queued so far (``enqueue`` included) is committed."""
         job = _Flush(self._new_future())
@@ -305,6 +329,11 @@ class Database:
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """Every row of a query over committed data."""
         return await self._read(partial(_fetchall, sql, params))
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on a read-only connection in one read transaction: every query it
+        makes sees the same committed state."""
+        return await self._read(partial(_snapshot, fn))
 
     async def fetchval(self, sql: str, params: Params = ()) -> Any:
         """The first column of the first row, or None when there is no row."""
@@ -416,9 +445,9 @@ class Database:
         if all(isinstance(job, _Flush) for job in jobs):
             return
         await _call(self._writer, partial(self._guard.run, sql=_BEGIN))
-        statements: list[_Statement] = []
+        statements: list[_Statement | _Write] = []
         for job in jobs:
-            if isinstance(job, _Statement):
+            if isinstance(job, (_Statement, _Write)):
                 statements.append(job)
                 continue
             if statements:
@@ -431,11 +460,20 @@ class Database:
         await _call(self._writer, partial(self._guard.run, sql=_COMMIT))
         self.batches_committed += 1
 
-    def _run_statements(self, jobs: list[_Statement], conn: sqlite3.Connection) -> None:
-        """Run plain statements on the writer's thread, each in its own savepoint."""
+    def _run_statements(self, jobs: list[_Statement | _Write], conn: sqlite3.Connection) -> None:
+        """Run plain statements and functions on the writer's thread, each in its own
+        savepoint."""
         for job in jobs:
             self._guard.run(conn, _SAVE)
             self._guard.denied = False
+            if isinstance(job, _Write):
+                try:
+                    job.result = job.fn(conn)
+                except Exception as exc:
+                    self._undo(job, exc, conn)
+                    continue
+                self._guard.run(conn, _RELEASE)
+                continue
             try:
                 if job.rows is not None:
                     cursor = conn.executemany(job.sql, job.rows)
