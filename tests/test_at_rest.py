@@ -32,6 +32,8 @@ COVERED = {
     ("PUT", "/api/twin/grants/{experience}"),
     ("POST", "/api/twin/unlock"),
     ("POST", "/api/guestbook/entries"),
+    ("PUT", "/api/storage/{namespace}/docs/{key}"),
+    ("POST", "/api/storage/{namespace}/batch"),
 }
 
 
@@ -173,6 +175,28 @@ def write_everywhere(process: Process, *cli_extra: str) -> dict[str, str | bytes
             entries = api.get("/api/guestbook/entries").json()
             assert (entries[0]["author"], entries[0]["text"]) == (author, words)
             secrets |= {"guestbook author": author, "guestbook text": words}
+
+        # Storage: keys (the folder names in them too) and bodies, by PUT and by batch.
+        folder, leaf, body = _marker(), _marker(), _marker()
+        key = f"{folder}/{leaf}"
+        put = api.put(f"/api/storage/notes/docs/{key}", json={"text": body})
+        assert put.status_code == 201, put.text
+        batch_key, batch_body = _marker(), _marker()
+        batched = api.post(
+            "/api/storage/notes/batch",
+            json={"ops": [{"op": "put", "key": f"b/{batch_key}", "body": {"t": batch_body}}]},
+        )
+        assert batched.status_code == 200, batched.text
+        listed = api.get("/api/storage/notes/docs", params={"prefix": f"{folder}/"}).json()
+        assert [item["key"] for item in listed["items"]] == [key]
+        assert api.get(f"/api/storage/notes/docs/b/{batch_key}").json() == {"t": batch_body}
+        secrets |= {
+            "storage folder": folder,
+            "storage key": leaf,
+            "storage body": body,
+            "storage batch key": batch_key,
+            "storage batch body": batch_body,
+        }
 
         # Grants carry no free text: the marker goes into the path (and must not be kept, e.g. by
         # the access log), and the grant's derived page token must never be stored.

@@ -434,7 +434,7 @@ def test_parse_manifest_reads_permissions_requires_and_experiences() -> None:
                 "version": "1.0",
                 "permissions": {"read": {"description": "d", "scope": 1}},
             },
-            "permission 'read' takes only description and obsolete",
+            "permission 'read' takes only description, obsolete and resource",
         ),
         (
             {
