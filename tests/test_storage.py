@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sqlite3
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,7 +17,7 @@ import anyio
 import httpx
 import pytest
 import uvicorn
-from conftest import Running, free_port, running_twin
+from conftest import Running, free_port, running_twin, twin_command
 from twin_capabilities.storage import Delete, Put, Storage
 from twin_capabilities.storage import _http as storage_http
 from twin_capabilities.storage._http import may
@@ -24,6 +26,7 @@ from twin.app import create_app
 from twin.experiences import Experience
 from twin.scopes import Principal
 from twin.server import BoundedHttpTools, TwinServer
+from twin.shell import COOKIE
 
 pytestmark = pytest.mark.anyio
 JSON = {"Content-Type": "application/json"}
@@ -552,6 +555,12 @@ async def test_an_experience_reaches_its_own_namespace_and_only_what_it_was_gran
         "test",
     )
     registry.experiences["diary"] = diary
+    # the owner is told, before allowing it, which namespace beyond its own it would read
+    cookie = await tw.sign_in()
+    asked = await tw.client.get("/x/diary/", headers={"Cookie": f"{COOKIE}={cookie}"})
+    assert asked.status_code == 200 and "Allow Diary?" in asked.text
+    assert "in the namespace <strong>journal</strong>, which is not its own" in asked.text
+    assert asked.text.count("Read its documents") == 2
     grant = await tw.twin.grants.grant(diary, diary.uses)
     page = {"Authorization": f"Bearer {tw.twin.grants.token(grant)}"}
     owner = await tw.auth("storage:*")
@@ -687,5 +696,37 @@ async def test_keys_and_bodies_are_not_in_the_database_in_clear(tw: Running) -> 
     rows = sqlite3.connect(tw.settings.db_path).execute(
         "SELECT namespace, size FROM storage_documents"
     )
-    body = len(b"{\"text\":\"body-marker-44d0\"}")
+    body = len(b'{"text":"body-marker-44d0"}')
     assert list(rows) == [("notes", len("folder-marker-7f3a/key-marker-91c2") + body)]
+
+
+@pytest.mark.slow
+def test_twin_serve_stops_promptly_with_a_live_stream_open(serve: Any) -> None:
+    process = serve()
+    created = subprocess.run(
+        twin_command(
+            "token", "create", "--scope", "storage:*", "--data-dir", str(process.data_dir)
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    token = created.stdout.strip().splitlines()[-1]
+    headers = {"Authorization": f"Bearer {token}"}
+    url = f"{process.url}/api/storage/notes/changes/live"
+    with httpx.stream("GET", url, headers=headers, timeout=20) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        assert next(line for line in lines if line.startswith("event:")) == "event: ready"
+        written = httpx.put(
+            f"{process.url}/api/storage/notes/docs/hello", json={"hi": 1}, headers=headers
+        )
+        assert written.status_code == 201
+        assert next(line for line in lines if line.startswith("id:")) == "id: 1"
+        process.proc.send_signal(signal.SIGTERM)
+        rest = list(lines)  # the twin ends the stream itself, after the event's data
+        assert rest[0].startswith('data: {"seq":1,"key":"hello"') and rest[1:] == [""]
+    assert process.proc.wait(20) in (0, -signal.SIGTERM)
+    output = process.output()
+    assert "Application shutdown complete" in output
+    assert "timeout graceful shutdown exceeded" not in output

@@ -40,7 +40,9 @@ class ApiRoutes:
         full = f"/api/{capability}{path}"
         if full not in paths:
             regex, _, convertors = compile_path(full)
-            paths[full] = _Path(regex, convertors)
+            # whole paths only, and a {key:path} takes every character: with Starlette's own
+            # pattern "a\n" would match as "a", and "a\nb" not at all
+            paths[full] = _Path(re.compile(regex.pattern, re.DOTALL), convertors)
         paths[full].methods[method] = handle
         if method == "GET":
             paths[full].methods.setdefault("HEAD", handle)
@@ -52,7 +54,7 @@ class ApiRoutes:
         capability = path[5:].partition("/")[0]
         allowed: set[str] = set()
         for route in self._by_capability.get(capability, {}).values():
-            match = route.regex.match(path)
+            match = route.regex.fullmatch(path)
             if match is None:
                 continue
             handle = route.methods.get(scope["method"])

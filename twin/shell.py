@@ -183,10 +183,11 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
         grant = await twin.grants.get(exp.id)
         if grant is None and exp.uses:
             manifests = twin.registry.manifests
-            wants = [
-                (scope, manifests[scope.split(":")[0]].permission(scope.split(":")[1]))
-                for scope in sorted(exp.uses)
-            ]
+            wants = []
+            for scope in sorted(exp.uses):
+                cap_id, _, rest = scope.partition(":")
+                name, _, resource = rest.partition("@")
+                wants.append((scope, manifests[cap_id].permission(name), resource))
             return page("grant.html", experience=exp, wants=wants)
         token = twin.grants.token(grant) if grant else ""
         html = (
