@@ -329,3 +329,41 @@ async def test_a_migration_may_not_commit_on_its_own(db: Database) -> None:
     with pytest.raises(BadInput, match="commits each batch itself"):
         await db.migrate("notes", [sneaky])
     assert await db.fetchval("SELECT count(*) FROM sqlite_master WHERE name = 'notes_a'") == 0
+
+
+async def test_write_runs_a_function_all_or_nothing_and_raises_its_error(db: Database) -> None:
+    def two(conn: sqlite3.Connection) -> int:
+        conn.execute("INSERT INTO t (v) VALUES ('a')")
+        return conn.execute("INSERT INTO t (v) VALUES ('b')").lastrowid or 0
+
+    assert await db.write(two) == 2
+
+    def half(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (v) VALUES ('c')")
+        raise Conflict("changed my mind")
+
+    with pytest.raises(Conflict):
+        await db.write(half)
+    with pytest.raises(BadInput, match="may not begin, commit"):
+        await db.write(lambda conn: conn.execute("COMMIT"))
+    rows = await db.fetchall("SELECT v FROM t ORDER BY id")
+    assert [row["v"] for row in rows] == ["a", "b"]
+
+
+async def test_read_sees_one_snapshot_and_lookup_sees_every_commit(db: Database) -> None:
+    await db.execute("INSERT INTO t (v) VALUES ('x')")
+
+    def both(conn: sqlite3.Connection) -> tuple[int, int]:
+        first = conn.execute("SELECT count(*) FROM t").fetchone()[0]
+        return first, conn.execute("SELECT count(*) FROM t").fetchone()[0]
+
+    assert await db.read(both) == (1, 1)
+    for value in ("y", "z"):
+        await db.execute("INSERT INTO t (v) VALUES (?)", (value,))
+        row = await db.lookup("SELECT id FROM t WHERE v = ?", (value,))
+        assert row is not None and row["id"] == await db.fetchval(
+            "SELECT id FROM t WHERE v = ?", (value,)
+        )
+    assert await db.lookup("SELECT id FROM t WHERE v = 'none'") is None
+    with pytest.raises(sqlite3.OperationalError):  # read-only, like every reader
+        await db.lookup("INSERT INTO t (v) VALUES ('w') RETURNING id")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import Any
 
 import msgspec
@@ -16,6 +15,7 @@ MAX_SEGMENTS = 32
 MAX_DOCUMENT = 1024 * 1024
 MAX_DEPTH = 32
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode's control characters (Cc)
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _OPENERS = frozenset(b"[{")
@@ -40,7 +40,7 @@ def check_key(key: str) -> str:
         raise BadInput("the key is not valid UTF-8") from None
     if size > MAX_KEY:
         raise BadInput(f"the key is {size} bytes long; the limit is {MAX_KEY} bytes")
-    if any(unicodedata.category(c) == "Cc" for c in key):
+    if _CONTROL.search(key):
         raise BadInput("the key holds a control character (NUL, a newline, ...): remove it")
     if "\\" in key:
         raise BadInput("the key holds a backslash: separate folders with /")

@@ -278,7 +278,7 @@ class Namespace:
         check_key(key)
         store = self.store
         key_hash = store.key_hash(self.name, key)
-        row = await store.db.fetchone(
+        row = await store.db.lookup(
             "SELECT version, updated, body FROM storage_documents "
             "WHERE namespace = ? AND key_hash = ? AND body IS NOT NULL",
             (self.name, key_hash),

@@ -202,6 +202,7 @@ class Database:
         self.batches_committed = 0
         self._writer = writer
         self._readers = list(readers)
+        self._inline: sqlite3.Connection | None = None  # see lookup()
         self._reader_load = [0] * len(self._readers)
         self._next_reader = 0
         self._guard = guard
@@ -249,6 +250,8 @@ class Database:
             self._queue.put_nowait(None)
             await self._writer_task
         finally:
+            if self._inline is not None:
+                self._inline.close()
             for reader in self._readers:
                 await reader.close()
             await self._writer.close()
@@ -329,6 +332,27 @@ class Database:
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """Every row of a query over committed data."""
         return await self._read(partial(_fetchall, sql, params))
+
+    async def lookup(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        """:meth:`fetchone` for a lookup by a unique index, run at once on the caller's thread.
+
+        A thread hop costs far more than such a lookup, and under load the reader threads wait
+        for the interpreter lock; the few microseconds of SQLite here do not hold up the event
+        loop. Anything that scans belongs in :meth:`fetchone`. If SQLite is busy (a checkpoint),
+        it falls back to a reader thread.
+        """
+        if self._closing:
+            raise RuntimeError("the database is closed")
+        if self._inline is None:
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            self._inline = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=0)
+            self._inline.row_factory = sqlite3.Row
+        try:
+            return _fetchone(sql, params, self._inline)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            return await self.fetchone(sql, params)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on a read-only connection in one read transaction: every query it

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from typing import TYPE_CHECKING
-
-import nacl.encoding
-import nacl.hash
 
 from twin.errors import BadInput, Conflict, VaultLocked
 
@@ -21,8 +19,9 @@ BLIND_DOMAIN = "twin-vault/1 blind"
 
 
 def keyed_hash(data: bytes, key: bytes) -> bytes:
-    """32-byte keyed BLAKE2b of ``data``."""
-    return nacl.hash.blake2b(data, digest_size=KEY_SIZE, key=key, encoder=nacl.encoding.RawEncoder)
+    """32-byte keyed BLAKE2b of ``data`` (libsodium's crypto_generichash; the standard
+    library's is the same function without PyNaCl's per-call checks)."""
+    return hashlib.blake2b(data, digest_size=KEY_SIZE, key=key).digest()
 
 
 def _encode(*fields: str) -> bytes:
@@ -38,11 +37,12 @@ def _encode(*fields: str) -> bytes:
 class Vault:
     """Holds the master key while the twin is unlocked and derives every other key from it."""
 
-    __slots__ = ("_master",)
+    __slots__ = ("_derived", "_master")
 
     def __init__(self, seed: bytes | None) -> None:
         """``None`` leaves the vault locked until :meth:`unlock`."""
         self._master: bytes | None = None
+        self._derived: dict[tuple[str, str, str], bytes] = {}
         if seed is not None:
             self.unlock(seed)
 
@@ -77,6 +77,11 @@ class Vault:
     def _derive(self, domain: str, owner: str, purpose: str) -> bytes:
         if self._master is None:
             raise VaultLocked("The twin is locked: unlock it with its passphrase.")
-        if not isinstance(owner, str) or not isinstance(purpose, str):
-            raise BadInput("a key's owner and purpose must be strings")
-        return keyed_hash(_encode(domain, owner, purpose), self._master)
+        name = (domain, owner, purpose)
+        key = self._derived.get(name)
+        if key is None:
+            if not isinstance(owner, str) or not isinstance(purpose, str):
+                raise BadInput("a key's owner and purpose must be strings")
+            # a handful of keys, as secret as the master beside them: derive each once
+            key = self._derived[name] = keyed_hash(_encode(domain, owner, purpose), self._master)
+        return key
