@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,12 @@ from twin_capabilities.storage import _http as storage_http
 from twin_capabilities.storage._http import may
 
 from twin.app import create_app
+from twin.core import Twin, initialize
 from twin.experiences import Experience
+from twin.registry import find_sources
 from twin.scopes import Principal
 from twin.server import BoundedHttpTools, TwinServer
+from twin.settings import Settings
 from twin.shell import COOKIE
 
 pytestmark = pytest.mark.anyio
@@ -730,3 +734,62 @@ def test_twin_serve_stops_promptly_with_a_live_stream_open(serve: Any) -> None:
     output = process.output()
     assert "Application shutdown complete" in output
     assert "timeout graceful shutdown exceeded" not in output
+
+
+CONTACTS_PLUGIN = '''\
+"""A stranger's capability that keeps its data in storage, through the Python API."""
+from twin import Capability, api
+from twin_capabilities.storage import Put, Storage
+
+
+class Contacts(Capability):
+    async def startup(self):
+        self.people = self.require(Storage).namespace("contacts")
+
+    def routes(self):
+        return [api.post("/add", self.add, permission="use", summary="Add two people")]
+
+    async def add(self, call):
+        written = await self.people.batch([Put("people/ada", {"name": "Ada"}),
+                                           Put("people/bob", {"name": "Bob"})])
+        return {"versions": [w.version for w in written]}
+'''
+
+
+async def test_another_capability_requires_storage_and_keeps_its_data_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "site" / "contacts_plugin"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(CONTACTS_PLUGIN)
+    (package / "capability.toml").write_text(
+        'id = "contacts"\nversion = "1.0.0"\nrequires = ["storage"]\n'
+        '[permissions.use]\ndescription = "Add people"\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    group = "twin.capabilities"
+    ours = [ep for ep in entry_points(group=group) if ep.name in ("profile", "storage")]
+    sources = find_sources([*ours, EntryPoint("contacts", "contacts_plugin:Contacts", group)])
+
+    config = Settings(data_dir=tmp_path / "twin", rate_limit=0)
+    initialize(config)
+    twin = await Twin.open(config)
+    await twin.start(sources)
+    try:
+        assert set(twin.registry.loaded) >= {"contacts", "storage"}, twin.registry.failed
+        transport = httpx.ASGITransport(app=create_app(twin))
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+            _, secret = await twin.tokens.create(frozenset({"contacts:use"}), "c")
+            added = await client.post(
+                "/api/contacts/add", headers={"Authorization": f"Bearer {secret}"}
+            )
+            assert added.status_code == 200, added.text
+            _, reader = await twin.tokens.create(frozenset({"storage:read@contacts"}), "r")
+            listed = await client.get(
+                "/api/storage/contacts/docs",
+                params={"prefix": "people/", "bodies": "true"},
+                headers={"Authorization": f"Bearer {reader}"},
+            )
+            assert [i["body"]["name"] for i in listed.json()["items"]] == ["Ada", "Bob"]
+    finally:
+        await twin.stop()
