@@ -86,8 +86,15 @@ def _open_cors(app: ASGIApp) -> CORSMiddleware:
         allow_origins=["*"],
         allow_methods=["*"],
         max_age=3600,
-        allow_headers=["authorization", "content-type", "if-match", "if-none-match", "range"],
-        expose_headers=["etag", "location", "content-range"],
+        allow_headers=[
+            "authorization",
+            "content-type",
+            "if-match",
+            "if-none-match",
+            "last-event-id",
+            "range",
+        ],
+        expose_headers=["etag", "last-modified", "location", "content-range"],
     )
 
 
