@@ -1,28 +1,145 @@
-// The helper every experience page gets: twin.api(path, options) calls /api with the page's token.
+// The helper every experience page gets: twin.api(path, options) calls /api with the page's token,
+// twin.request does the same and hands back the raw Response, twin.live follows a server-sent
+// event stream under /api (EventSource cannot send the token) and resumes it after a disconnect.
 (function () {
   const meta = document.querySelector('meta[name="twin-token"]');
   const token = meta ? meta.content : "";
 
-  async function api(path, options = {}) {
+  function request(path, options = {}) {
     const headers = new Headers(options.headers || {});
     if (token) headers.set("Authorization", "Bearer " + token);
     let body = options.body;
-    if (body !== undefined && !(body instanceof Blob) && !(body instanceof FormData) && typeof body !== "string") {
+    if (body !== undefined && body !== null && !(body instanceof Blob) && !(body instanceof FormData) && typeof body !== "string") {
       headers.set("Content-Type", "application/json");
       body = JSON.stringify(body);
     }
-    const response = await fetch("/api" + path, { ...options, headers, body, credentials: "omit" });
-    if (!response.ok) {
-      let message = response.statusText;
-      try { message = (await response.json()).error.message; } catch (_) { /* not JSON */ }
-      const error = new Error(message);
-      error.status = response.status;
-      throw error;
-    }
+    return fetch("/api" + path, { ...options, headers, body, credentials: "omit" });
+  }
+
+  async function failure(response) {
+    let message = response.statusText;
+    let code = "";
+    try {
+      const error = (await response.json()).error;
+      message = error.message;
+      code = error.code;
+    } catch (_) { /* not JSON */ }
+    const error = new Error(message);
+    error.status = response.status;
+    error.code = code;
+    error.headers = response.headers;
+    return error;
+  }
+
+  async function api(path, options = {}) {
+    const response = await request(path, options);
+    if (!response.ok) throw await failure(response);
     if (response.status === 204) return null;
     const type = response.headers.get("Content-Type") || "";
     return type.includes("json") ? response.json() : response.blob();
   }
 
-  window.twin = { api, token };
+  // Statuses after which reconnecting cannot help: the caller must act (sign in, start over).
+  const FINAL = new Set([400, 401, 403, 404, 410]);
+  const QUIET_LIMIT = 45000; // the twin sends a comment every 15 s; silence this long is a dead line
+
+  function live(path, { since = null, onChange, onReady, onEvent, onError } = {}) {
+    let lastId = since;
+    let stopped = false;
+    let controller = null;
+    let delay = 1000;
+    let timer = null;
+
+    function url() {
+      if (lastId === null || lastId === undefined) return path;
+      const [base, query = ""] = path.split("?");
+      const params = new URLSearchParams(query);
+      params.set("since", String(lastId));
+      return base + "?" + params.toString();
+    }
+
+    function dispatch(event) {
+      if (event.id !== null) lastId = event.id;
+      let data = event.data;
+      try { data = JSON.parse(data); } catch (_) { /* plain text */ }
+      if (event.type === "message") { if (onChange) onChange(data, event.id); }
+      else if (event.type === "ready") { delay = 1000; if (onReady) onReady(data); }
+      else if (onEvent) onEvent(event.type, data, event.id);
+    }
+
+    async function read(response) {
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      let event = { id: null, type: "message", data: [] };
+      let quiet = setTimeout(() => controller.abort(), QUIET_LIMIT);
+      try {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done || stopped) return;
+          clearTimeout(quiet);
+          quiet = setTimeout(() => controller.abort(), QUIET_LIMIT);
+          buffer += value;
+          const lines = buffer.split(/\r\n|\r|\n/);
+          buffer = lines.pop();
+          for (const line of lines) {
+            if (line === "") {
+              if (event.data.length) dispatch({ ...event, data: event.data.join("\n") });
+              event = { id: null, type: "message", data: [] };
+              continue;
+            }
+            if (line.startsWith(":")) continue; // a comment: the keep-alive
+            const colon = line.indexOf(":");
+            const field = colon < 0 ? line : line.slice(0, colon);
+            let value = colon < 0 ? "" : line.slice(colon + 1);
+            if (value.startsWith(" ")) value = value.slice(1);
+            if (field === "data") event.data.push(value);
+            else if (field === "event") event.type = value || "message";
+            else if (field === "id") event.id = value === "" ? null : (/^\d+$/.test(value) ? Number(value) : value);
+          }
+        }
+      } finally {
+        clearTimeout(quiet);
+      }
+    }
+
+    async function connect() {
+      timer = null;
+      if (stopped) return;
+      controller = new AbortController();
+      let error = null;
+      try {
+        const response = await request(url(), { signal: controller.signal, headers: { Accept: "text/event-stream" } });
+        if (!response.ok) {
+          error = await failure(response);
+          if (FINAL.has(response.status)) {
+            error.final = true;
+            stopped = true;
+          }
+        } else {
+          await read(response);
+          error = new Error("the stream ended");
+        }
+      } catch (caught) {
+        error = caught;
+      }
+      if (stopped && !error.final) return; // closed by the page
+      const retryIn = stopped ? null : delay + Math.floor(Math.random() * 500);
+      if (onError) onError(error, { retryIn, final: Boolean(error.final) });
+      if (stopped) return;
+      timer = setTimeout(connect, retryIn);
+      delay = Math.min(delay * 2, 30000);
+    }
+
+    connect();
+    return {
+      get lastId() { return lastId; },
+      close() {
+        stopped = true;
+        if (timer) clearTimeout(timer);
+        if (controller) controller.abort();
+      },
+    };
+  }
+
+  window.twin = { api, request, live, token };
 })();
