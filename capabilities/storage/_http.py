@@ -4,6 +4,7 @@ live change stream (server-sent events)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -300,7 +301,7 @@ class Routes:
             raise NotFound(f"no document {key[:80]!r} in {space.name}")
         headers = {
             "ETag": document.etag,
-            "Last-Modified": formatdate(document.updated, usegmt=True),
+            "Last-Modified": _http_date(int(document.updated)),
             "Cache-Control": "private, no-cache",
         }
         wanted = _tags(call.request.headers.get("if-none-match"))
@@ -410,6 +411,11 @@ class Routes:
             woke = await _first(next_change, stopping, timeout=KEEP_ALIVE)
             if not woke:
                 yield b": keep-alive\n\n"
+
+
+@functools.lru_cache(maxsize=1024)
+def _http_date(seconds: int) -> str:
+    return formatdate(seconds, usegmt=True)
 
 
 def _event(change: Change) -> bytes:

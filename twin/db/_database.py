@@ -468,6 +468,12 @@ class Database:
     async def _attempt(self, jobs: list[_Job]) -> None:
         if all(isinstance(job, _Flush) for job in jobs):
             return
+        if not any(isinstance(job, _Transaction) for job in jobs):
+            # nothing in it awaits: the whole batch in one trip to the writer's thread
+            plain = [job for job in jobs if isinstance(job, (_Statement, _Write))]
+            await _call(self._writer, partial(self._run_whole, plain))
+            self.batches_committed += 1
+            return
         await _call(self._writer, partial(self._guard.run, sql=_BEGIN))
         statements: list[_Statement | _Write] = []
         for job in jobs:
@@ -483,6 +489,11 @@ class Database:
             await _call(self._writer, partial(self._run_statements, statements))
         await _call(self._writer, partial(self._guard.run, sql=_COMMIT))
         self.batches_committed += 1
+
+    def _run_whole(self, jobs: list[_Statement | _Write], conn: sqlite3.Connection) -> None:
+        self._guard.run(conn, _BEGIN)
+        self._run_statements(jobs, conn)
+        self._guard.run(conn, _COMMIT)
 
     def _run_statements(self, jobs: list[_Statement | _Write], conn: sqlite3.Connection) -> None:
         """Run plain statements and functions on the writer's thread, each in its own
