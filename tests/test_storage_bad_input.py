@@ -259,6 +259,11 @@ async def test_wrong_media_namespace_and_headers_are_refused(seeded: Any) -> Non
     for name in ("Notes", "1notes", "no-tes", "n" * 41):
         answer = await tw.client.get(f"/api/storage/{name}/docs/a", headers=auth)
         _refused(answer, 400, "namespace")
+    for last in ("9" * 5000, "abc", "-1"):
+        answer = await tw.client.get(
+            "/api/storage/notes/changes/live", headers={**auth, "Last-Event-ID": last}
+        )
+        _refused(answer, 400, "Last-Event-ID")
     not_star = await _put(tw, auth, "notes/a", b'{"a": 2}', **{"If-None-Match": '"1"'})
     _refused(not_star, 400, "If-None-Match on a write takes only *")
     none = await tw.client.get("/api/storage/notes/docs/a")

@@ -363,7 +363,11 @@ class Routes:
         since = _number(call, "since", -1)
         if since < 0:
             last_event = call.request.headers.get("last-event-id", "").strip()
-            since = int(last_event) if last_event.isascii() and last_event.isdigit() else 0
+            if last_event and not (
+                last_event.isascii() and last_event.isdigit() and len(last_event) < 19
+            ):
+                raise BadInput(f"Last-Event-ID must be an event's id, not {last_event[:40]!r}")
+            since = int(last_event or 0)
         bodies = _flag(call, "bodies")
         await space.changes(since, limit=1)  # refuses a since that is too old or ahead now
         caller = call.principal.label
