@@ -180,6 +180,25 @@ def test_notes_write_follow_conflict_search_and_delete(serve: Any) -> None:
         wait_for(lambda: stored(key)["text"].endswith("tables."), what="B's, knowingly")
         expect(a.locator("#text")).to_have_value(b_text + " Then the tables.")
 
+        # Offline for a while: another device changes the note meanwhile; once the stream is
+        # back, both tabs catch up without a reload.
+        context.set_offline(True)
+        expect(b.locator("#live-dot.wait")).to_be_visible()
+        before = stored(key)
+        elsewhere = {**before, "text": before["text"] + "\n- Added on the phone meanwhile."}
+        put = httpx.put(
+            f"{twin.url}/api/storage/notes/docs/{key}",
+            json=elsewhere,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert put.status_code == 200, put.text
+        with b.expect_request(lambda request: "/changes/live" in request.url) as resumed:
+            context.set_offline(False)
+        assert f"since={put.json()['version'] - 1}" in resumed.value.url  # from its last event
+        expect(b.locator("#text")).to_have_value(elsewhere["text"], timeout=15000)
+        expect(a.locator("#text")).to_have_value(elsewhere["text"], timeout=15000)
+        live(b)
+
         # Search and tags: a third note, found by its words and by its tag. (A comes to the
         # front: headless chromium gives a tab behind another one a frame a second, and a click
         # waits for frames.)

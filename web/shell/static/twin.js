@@ -49,6 +49,7 @@
     let controller = null;
     let delay = 1000;
     let timer = null;
+    let connected = false; // a request or a stream is under way
 
     function url() {
       if (lastId === null || lastId === undefined) return path;
@@ -104,7 +105,8 @@
 
     async function connect() {
       timer = null;
-      if (stopped) return;
+      if (stopped || connected) return;
+      connected = true;
       controller = new AbortController();
       let error = null;
       try {
@@ -114,6 +116,8 @@
           if (FINAL.has(response.status)) {
             error.final = true;
             stopped = true;
+            window.removeEventListener("offline", offline);
+            window.removeEventListener("online", online);
           }
         } else {
           await read(response);
@@ -122,6 +126,7 @@
       } catch (caught) {
         error = caught;
       }
+      connected = false;
       if (stopped && !error.final) return; // closed by the page
       const retryIn = stopped ? null : delay + Math.floor(Math.random() * 500);
       if (onError) onError(error, { retryIn, final: Boolean(error.final) });
@@ -130,13 +135,27 @@
       delay = Math.min(delay * 2, 30000);
     }
 
+    // The browser knows when the network goes: drop the line then (it may linger half-open),
+    // and try again at once when the network is back.
+    function offline() { if (controller) controller.abort(); }
+    function online() {
+      if (stopped || connected) return;
+      clearTimeout(timer);
+      delay = 1000;
+      connect();
+    }
+    window.addEventListener("offline", offline);
+    window.addEventListener("online", online);
+
     connect();
     return {
       get lastId() { return lastId; },
       close() {
         stopped = true;
-        if (timer) clearTimeout(timer);
+        clearTimeout(timer);
         if (controller) controller.abort();
+        window.removeEventListener("offline", offline);
+        window.removeEventListener("online", online);
       },
     };
   }
