@@ -5,6 +5,7 @@ document.addEventListener("DOMContentLoaded", () => {
   const SPACE = "/storage/notes";
   const PREFIX = "notes/";
   const SAVE_AFTER = 700; // ms of quiet typing before a save: well under the twin's rate limit
+  const SAVE_EVERY = 5000; // and at least this often while typing goes on
   const UNDO_FOR = 8000;
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -68,20 +69,17 @@ document.addEventListener("DOMContentLoaded", () => {
     return !body.title.trim() && !body.text.trim() && !body.tags.length;
   }
 
+  // The note as the twin holds it now: its body and version (the ETag), or {deleted: true}.
   async function readDoc(key) {
     const response = await twin.request(docPath(key), { cache: "no-store" });
     if (response.status === 404) return { deleted: true };
-    if (!response.ok) throw await problem(response);
-    const version = Number((response.headers.get("ETag") || "").replace(/\D/g, ""));
+    if (!response.ok) throw Object.assign(new Error(response.statusText), { status: response.status });
+    const version = Number(response.headers.get("ETag").replace(/\D/g, ""));
     return { version, body: noteBody(await response.json()) };
   }
 
-  async function problem(response) {
-    let message = response.statusText;
-    try { message = (await response.json()).error.message; } catch (_) { /* not JSON */ }
-    const error = new Error(message);
-    error.status = response.status;
-    return error;
+  function ifMatch(version) {
+    return { "If-Match": '"' + version + '"' };
   }
 
   // What to tell the person when a write failed, and whether trying again later may help.
@@ -157,36 +155,34 @@ document.addEventListener("DOMContentLoaded", () => {
       if (!draft.dirty || draft.conflict) return;
       if (draft.base === null && blank(draft.body)) { draft.dirty = false; return; }
       const body = { ...draft.body, updated: Date.now() };
-      draft.dirty = false;
+      draft.dirty = false; // edits made from now on need another save
       draft.note = "Saving…";
       show(draft);
-      const condition = draft.base === null ? { "If-None-Match": "*" } : { "If-Match": '"' + draft.base + '"' };
-      let response;
       try {
-        response = await twin.request(docPath(draft.key), { method: "PUT", body, headers: condition });
-      } catch (_) {
-        response = null;
-      }
-      if (response && response.ok) {
-        const done = await response.json();
+        const done = await twin.api(docPath(draft.key), {
+          method: "PUT", body,
+          headers: draft.base === null ? { "If-None-Match": "*" } : ifMatch(draft.base),
+        });
         draft.base = done.version;
         draft.retry = 1000;
+        draft.retrying = false;
         remember({ key: draft.key, version: done.version, updated: done.updated, body });
-        draft.body.updated = body.updated;
         draft.note = draft.dirty ? "" : "Saved";
         renderList();
-        return;
-      }
-      draft.dirty = true;
-      if (response && response.status === 412) {
-        await conflictWith(draft, await readDoc(draft.key));
-        return;
-      }
-      const why = explain(response ? await problem(response) : new Error("offline"));
-      draft.note = why.text;
-      if (why.retry) {
-        schedule(draft, draft.retry);
-        draft.retry = Math.min(draft.retry * 2, 30000);
+      } catch (error) {
+        draft.dirty = true;
+        draft.since = Date.now();
+        if (error.status === 412) { // changed (or deleted) since we read it: show both
+          conflictWith(draft, await readDoc(draft.key));
+          return;
+        }
+        const why = explain(error);
+        draft.note = why.text;
+        draft.retrying = Boolean(why.retry); // edits wait for the retry instead of sending more
+        if (why.retry) {
+          schedule(draft, draft.retry);
+          draft.retry = Math.min(draft.retry * 2, 30000);
+        }
       }
     });
   }
@@ -200,6 +196,7 @@ document.addEventListener("DOMContentLoaded", () => {
     if (!theirs.deleted) remember({ key: draft.key, version: theirs.version, updated: Date.now() / 1000, body: theirs.body });
     clearTimeout(draft.timer);
     draft.timer = null;
+    draft.retrying = false;
     draft.conflict = theirs;
     draft.note = "Not saved: this note changed elsewhere. Choose below what to keep.";
     renderList();
@@ -257,15 +254,17 @@ document.addEventListener("DOMContentLoaded", () => {
         remember({ key, version: made.version, updated: made.updated, body: copy });
       }
       const body = { ...draft.body, updated: Date.now() };
-      const condition = theirs.deleted ? { "If-None-Match": "*" } : { "If-Match": '"' + theirs.version + '"' };
-      const response = await twin.request(docPath(draft.key), { method: "PUT", body, headers: condition });
-      if (response.status === 412) {
+      let done;
+      try { // overwrite exactly the version the person saw, nothing newer
+        done = await twin.api(docPath(draft.key), {
+          method: "PUT", body, headers: theirs.deleted ? { "If-None-Match": "*" } : ifMatch(theirs.version),
+        });
+      } catch (error) {
+        if (error.status !== 412) throw error;
         draft.conflict = await readDoc(draft.key);
         draft.note = "It changed again meanwhile: look once more and choose.";
         return;
       }
-      if (!response.ok) throw await problem(response);
-      const done = await response.json();
       draft.conflict = null;
       draft.dirty = false;
       draft.base = done.version;
@@ -290,21 +289,26 @@ document.addEventListener("DOMContentLoaded", () => {
       return;
     }
     await run(draft, async () => {
-      const response = await twin.request(docPath(draft.key), { method: "DELETE", headers: { "If-Match": '"' + draft.base + '"' } });
-      if (response.status === 412) {
-        const theirs = await readDoc(draft.key);
-        draft.conflict = null;
-        draft.dirty = false;
-        if (!theirs.deleted) {
-          draft.base = theirs.version;
-          draft.body = { ...theirs.body };
-          remember({ key: draft.key, version: theirs.version, updated: Date.now() / 1000, body: theirs.body });
-          draft.note = "Not deleted: it changed in another tab or device meanwhile. This is the new version; delete again if you still want to.";
-          if (draft === current) fill(draft, true);
-          return;
+      // With a conflict on screen, the person deletes the version they see as the other one.
+      const seen = draft.conflict ? draft.conflict : { version: draft.base };
+      try {
+        if (!seen.deleted) await twin.api(docPath(draft.key), { method: "DELETE", headers: ifMatch(seen.version) });
+      } catch (error) {
+        if (error.status === 412) {
+          const theirs = await readDoc(draft.key);
+          if (!theirs.deleted) {
+            draft.conflict = null;
+            draft.dirty = false;
+            draft.base = theirs.version;
+            draft.body = { ...theirs.body };
+            remember({ key: draft.key, version: theirs.version, updated: Date.now() / 1000, body: theirs.body });
+            draft.note = "Not deleted: it changed in another tab or device meanwhile. This is the new version; delete again if you still want to.";
+            if (draft === current) fill(draft, true);
+            return;
+          }
+        } else if (error.status !== 404) {
+          throw error;
         }
-      } else if (!response.ok && response.status !== 404) {
-        throw await problem(response);
       }
       draft.dirty = false;
       draft.conflict = null;
@@ -377,10 +381,11 @@ document.addEventListener("DOMContentLoaded", () => {
       text: ui.text.value,
       tags: cleanTags(ui.tagInput.value.split(",")),
     };
+    if (!draft.dirty) draft.since = Date.now();
     draft.dirty = true;
     draft.local = Date.now();
     draft.note = "";
-    if (!draft.conflict) schedule(draft, SAVE_AFTER);
+    if (!draft.conflict && !draft.retrying) schedule(draft, draft.local - draft.since > SAVE_EVERY ? 0 : SAVE_AFTER);
     show(draft);
     renderItem(draft.key);
   }
