@@ -68,38 +68,40 @@
       else if (onEvent) onEvent(event.type, data, event.id);
     }
 
+    let quiet = null;
+    function watch() { // a line that stays silent too long is dead: drop it
+      clearTimeout(quiet);
+      const current = controller;
+      quiet = setTimeout(() => current.abort(), QUIET_LIMIT);
+    }
+
     async function read(response) {
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = "";
       let event = { id: null, type: "message", data: [] };
-      let quiet = setTimeout(() => controller.abort(), QUIET_LIMIT);
-      try {
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done || stopped) return;
-          clearTimeout(quiet);
-          quiet = setTimeout(() => controller.abort(), QUIET_LIMIT);
-          buffer += value;
-          const lines = buffer.split(/\r\n|\r|\n/);
-          buffer = lines.pop();
-          for (const line of lines) {
-            if (line === "") {
-              if (event.data.length) dispatch({ ...event, data: event.data.join("\n") });
-              event = { id: null, type: "message", data: [] };
-              continue;
-            }
-            if (line.startsWith(":")) continue; // a comment: the keep-alive
-            const colon = line.indexOf(":");
-            const field = colon < 0 ? line : line.slice(0, colon);
-            let value = colon < 0 ? "" : line.slice(colon + 1);
-            if (value.startsWith(" ")) value = value.slice(1);
-            if (field === "data") event.data.push(value);
-            else if (field === "event") event.type = value || "message";
-            else if (field === "id") event.id = value === "" ? null : (/^\d+$/.test(value) ? Number(value) : value);
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || stopped) return;
+        watch();
+        buffer += value;
+        const lines = buffer.split(/\r\n|\r|\n/);
+        buffer = lines.pop();
+        for (const line of lines) {
+          if (line === "") {
+            if (event.data.length) dispatch({ ...event, data: event.data.join("\n") });
+            else if (event.id !== null) lastId = event.id;
+            event = { id: null, type: "message", data: [] };
+            continue;
           }
+          if (line.startsWith(":")) continue; // a comment: the keep-alive
+          const colon = line.indexOf(":");
+          const field = colon < 0 ? line : line.slice(0, colon);
+          let value = colon < 0 ? "" : line.slice(colon + 1);
+          if (value.startsWith(" ")) value = value.slice(1);
+          if (field === "data") event.data.push(value);
+          else if (field === "event") event.type = value || "message";
+          else if (field === "id") event.id = value === "" ? null : (/^\d+$/.test(value) ? Number(value) : value);
         }
-      } finally {
-        clearTimeout(quiet);
       }
     }
 
@@ -108,6 +110,7 @@
       if (stopped || connected) return;
       connected = true;
       controller = new AbortController();
+      watch();
       let error = null;
       try {
         const response = await request(url(), { signal: controller.signal, headers: { Accept: "text/event-stream" } });
@@ -127,6 +130,7 @@
         error = caught;
       }
       connected = false;
+      clearTimeout(quiet);
       if (stopped && !error.final) return; // closed by the page
       const retryIn = stopped ? null : delay + Math.floor(Math.random() * 500);
       if (onError) onError(error, { retryIn, final: Boolean(error.final) });
