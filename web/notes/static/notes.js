@@ -648,7 +648,7 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   }
 
-  function live(state, text) {
+  function liveStatus(state, text) {
     ui.liveDot.className = "dot " + state;
     ui.liveText.textContent = text;
     ui.liveText.title = state === "ok" ? "Changes made in other tabs and on your other devices show up here as they happen." : "";
@@ -656,25 +656,27 @@ document.addEventListener("DOMContentLoaded", () => {
 
   async function start() {
     if (stream) stream.close();
-    live("", "Loading…");
+    liveStatus("", "Loading…");
     let since;
     notes.clear();
     try {
       since = await load();
     } catch (error) {
+      const why = explain(error);
       ui.app.dataset.state = "failed";
-      live("bad", "Could not load your notes: " + explain(error).text);
+      liveStatus("bad", "Could not load your notes. " + why.text);
+      if (why.retry) setTimeout(start, 5000);
       return;
     }
     drawList();
     stream = twin.live(SPACE + "/changes/live?bodies=true", {
       since,
       onChange: apply,
-      onReady: () => live("ok", "Live"),
+      onReady: () => liveStatus("ok", "Live"),
       onError: (error, { final }) => {
         if (final && error.status === 410) { start(); return; }
-        if (final) live("bad", explain(error).text);
-        else live("wait", "Reconnecting to your twin…");
+        if (final) liveStatus("bad", explain(error).text);
+        else liveStatus("wait", "Reconnecting to your twin…");
       },
     });
   }
