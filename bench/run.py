@@ -1,6 +1,6 @@
 """Run twin's benchmarks and print their figures; it never fails on timing (see bench/README.md).
 
-python bench/run.py [--quick] [--only memory,start,load] [--no-wrk]
+python bench/run.py [--quick] [--only memory,start,load,storage] [--no-wrk] [--no-solid]
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from pathlib import Path
 
 import cold_start
 import idle_memory
+import storage
 import throughput
 
-PARTS = ("memory", "start", "load")
+PARTS = ("memory", "start", "load", "storage")
 
 
 def _machine() -> list[str]:
@@ -42,7 +43,8 @@ def main() -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="3 cold starts instead of 5, 2 s per load figure instead of 5",
+        help="3 cold starts instead of 5, 2 s per load figure instead of 5, storage sizes to "
+        "10,000 and fewer rounds",
     )
     parser.add_argument(
         "--only",
@@ -53,6 +55,11 @@ def main() -> int:
         "--no-wrk",
         action="store_true",
         help="use the built-in asyncio load client even when wrk is available",
+    )
+    parser.add_argument(
+        "--no-solid",
+        action="store_true",
+        help="leave the Community Solid Server out of the storage part",
     )
     args = parser.parse_args()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
@@ -72,6 +79,11 @@ def main() -> int:
         if "load" in parts:
             result = throughput.measure(scratch, duration, use_wrk=not args.no_wrk)
             _section("c. throughput, concurrency 16, loopback", throughput.report(result))
+        if "storage" in parts:
+            found = storage.measure(
+                scratch, args.quick, use_wrk=not args.no_wrk, use_solid=not args.no_solid
+            )
+            _section("d. storage, next to a Community Solid Server", storage.report(found))
     print(
         f"\ndone in {time.monotonic() - began:.0f} s; load average now "
         f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}"
