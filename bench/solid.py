@@ -41,7 +41,7 @@ def find(install: bool = True) -> tuple[Path | None, str]:
     how = "found in"
     if not command.exists():
         if not shutil.which("node") or not shutil.which("npm"):
-            return None, "node or npm is not installed, so the Community Solid Server cannot be"
+            return None, "node or npm is missing, so the Community Solid Server cannot be installed"
         if not install:
             return None, f"the Community Solid Server is not installed in {cache}"
         cache.mkdir(parents=True, exist_ok=True)

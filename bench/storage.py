@@ -22,11 +22,12 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import feed
 import keywalk
 import loadgen
 import solid
 from _procs import BENCH, HOST, Server, clean_env, free_port, twin_command, twin_serve
-from _wire import Connection, Latency, Stream, request_bytes, timed, wait_readable
+from _wire import Connection, Latency, timed
 from loadgen import Load
 
 DOCUMENTS = 1_000
@@ -49,8 +50,6 @@ TARGET_SCALE = 2.0  # p99 at the largest size over p99 at the smallest
 
 FEED_EVENTS = 500
 SOLID_FEED_EVENTS = 200
-FEED_WAIT = 5.0  # seconds to wait for one event before counting it missed
-FEED_LIMIT = 60.0
 
 
 @dataclass
@@ -85,16 +84,6 @@ class Scale:
 
 
 @dataclass
-class Feed:
-    events: int
-    missed: int
-    errors: int
-    after_reply: Latency  # from the PUT's 2xx to the event
-    after_send: Latency  # from sending the PUT to the event
-    early: int  # events that arrived before the PUT's reply
-
-
-@dataclass
 class Result:
     generator: str
     solid: str
@@ -102,7 +91,7 @@ class Result:
     scale: dict[str, list[Scale]] = field(default_factory=dict)
     walk_notes: list[str] = field(default_factory=list)
     scale_notes: list[str] = field(default_factory=list)
-    feed: dict[str, Feed | str] = field(default_factory=dict)
+    feeds: dict[str, feed.Feed | str] = field(default_factory=dict)
     twin_rss_mib: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -362,115 +351,16 @@ def _solid_scale(wrk: str | None, target: Target, sizes: tuple[int, ...], into: 
 # the change feed
 
 
-def _sse_keys() -> Callable[[bytes], tuple[list[str], bool]]:
-    """A parser of a server-sent event stream: new payload in, (keys of changes, ready) out."""
-    pending = [""]
-
-    def parse(payload: bytes) -> tuple[list[str], bool]:
-        pending[0] += payload.decode()
-        *events, pending[0] = pending[0].split("\n\n")
-        keys, ready = [], False
-        for event in events:
-            lines = event.split("\n")
-            ready = ready or "event: ready" in lines
-            for line in lines:
-                if line.startswith("data: "):
-                    keys += [k for k in [json.loads(line[6:]).get("key")] if k is not None]
-        return keys, ready
-
-    return parse
-
-
-_OBJECT = re.compile(r"activitystreams#object> <([^>]+)>")
-
-
-def _solid_keys(base: str) -> Callable[[bytes], tuple[list[str], bool]]:
-    """A parser of Solid's streaming channel (Turtle notifications, one per chunk): the objects'
-    paths under ``base``; the first notification (the container's state) means ready."""
-
-    def parse(payload: bytes) -> tuple[list[str], bool]:
-        found = _OBJECT.findall(payload.decode())
-        return [url[len(base) :] for url in found if url.startswith(base)], bool(payload)
-
-    return parse
-
-
-def _feed(
-    target: Target,
-    stream_path: str,
-    stream_headers: dict[str, str],
-    parse: Callable[[bytes], tuple[list[str], bool]],
-    key_of: Callable[[int], str],
-    count: int,
-) -> Feed:
-    """PUT ``count`` new documents one at a time; for each, wait for its event on the stream."""
-    after_reply, after_send = [], []
-    missed = errors = early = 0
-    doc = keywalk.document
-    stream = Stream(target.port, stream_path, stream_headers, timeout=FEED_WAIT)
-    try:
-        ready, deadline = False, time.monotonic() + FEED_WAIT * 2
-        while not ready and time.monotonic() < deadline:
-            if stream.readable(0.5):
-                ready = parse(stream.feed())[1]
-        if not ready or stream.status != 200:
-            raise RuntimeError(f"the live stream did not open (status {stream.status})")
-        arrived: dict[str, float] = {}
-        headers = {**target.headers, "Content-Type": "application/json"}
-        with Connection(target.port) as conn:
-            conn.open()
-            limit = time.monotonic() + FEED_LIMIT
-            for i in range(count):
-                if time.monotonic() > limit:
-                    break
-                key = key_of(i)
-                sent = time.perf_counter()
-                put = request_bytes(target.port, "PUT", target.docs + key, headers, doc(i))
-                conn.send(put)
-                replied, wait_until = 0.0, time.monotonic() + FEED_WAIT
-                while not replied or key not in arrived:
-                    if time.monotonic() > wait_until:
-                        break
-                    ready_socks = wait_readable(
-                        [conn.open(), stream.sock], wait_until - time.monotonic()
-                    )
-                    now = time.perf_counter()
-                    for sock in ready_socks:
-                        if sock is stream.sock:
-                            for seen in parse(stream.feed())[0]:
-                                arrived.setdefault(seen, now)
-                        elif (response := conn.feed()) is not None:
-                            replied = now
-                            if not 200 <= response.status < 300:
-                                errors += 1
-                if not replied or key not in arrived:
-                    missed += 1
-                    continue
-                after_reply.append(arrived[key] - replied)
-                after_send.append(arrived[key] - sent)
-                early += arrived[key] < replied
-    finally:
-        stream.close()
-    return Feed(
-        len(after_reply),
-        missed,
-        errors,
-        Latency.of(after_reply),
-        Latency.of(after_send),
-        early,
-    )
-
-
-def _twin_feed(target: Target, count: int) -> Feed:
+def _twin_feed(target: Target, count: int) -> feed.Feed:
     with Connection(target.port) as conn:
         response = conn.request("GET", "/api/storage/bench", target.headers)
         _check(response.status, "GET /api/storage/bench")
         since = json.loads(response.body)["last_seq"]
     path = f"/api/storage/bench/changes/live?since={since}"
-    return _feed(target, path, target.headers, _sse_keys(), lambda i: f"feed/e{i:05d}", count)
+    return feed.measure(target.port, target.docs, target.headers, path, feed.sse_keys(), count)
 
 
-def _solid_feed(target: Target, count: int) -> Feed:
+def _solid_feed(target: Target, count: int) -> feed.Feed:
     base = f"http://{HOST}:{target.port}/"
     with Connection(target.port) as conn:  # the container must exist to be a topic
         response = conn.request(
@@ -479,7 +369,7 @@ def _solid_feed(target: Target, count: int) -> Feed:
         _check(response.status, "PUT /feed/warm")
     topic = urllib.parse.quote(f"{base}feed/", safe="")
     path = f"/.notifications/StreamingHTTPChannel2023/{topic}"
-    return _feed(target, path, {}, _solid_keys(base), lambda i: f"feed/e{i:05d}", count)
+    return feed.measure(target.port, "/", {}, path, feed.solid_keys(base), count)
 
 
 # putting it together
@@ -555,12 +445,12 @@ def measure(
         _twin_scale(scratch, sizes, result)
         if css is not None:
             _safely(lambda: _solid_scale(wrk, css, sizes, result), "solid scale", result)
-        result.feed["twin"] = _twin_feed(twin, FEED_EVENTS // (2 if quick else 1))
+        result.feeds["twin"] = _twin_feed(twin, FEED_EVENTS // (2 if quick else 1))
         if css is not None:
             try:
-                result.feed["solid"] = _solid_feed(css, SOLID_FEED_EVENTS)
+                result.feeds["solid"] = _solid_feed(css, SOLID_FEED_EVENTS)
             except (OSError, RuntimeError) as exc:
-                result.feed["solid"] = f"not measured: {exc}"
+                result.feeds["solid"] = f"not measured: {exc}"
         result.twin_rss_mib["after the PUT/GET and feed parts"] = (
             twin.server.memory_kib()["VmRSS"] / 1024
         )
@@ -660,13 +550,13 @@ def report(result: Result) -> list[str]:
         f"{'server':<6} {'events':>7} {'after the 2xx p50 / p99':>24} "
         f"{'after sending p50 / p99':>24} {'missed':>7} {'early':>6}"
     )
-    for name, feed in result.feed.items():
-        if isinstance(feed, str):
-            lines.append(f"{name:<6} {feed}")
+    for name, found in result.feeds.items():
+        if isinstance(found, str):
+            lines.append(f"{name:<6} {found}")
             continue
         lines.append(
-            f"{name:<6} {feed.events:>7} {feed.after_reply!s:>24} {feed.after_send!s:>24} "
-            f"{feed.missed:>7} {feed.early:>6}"
+            f"{name:<6} {found.events:>7} {found.after_reply!s:>24} {found.after_send!s:>24} "
+            f"{found.missed:>7} {found.early:>6}"
         )
     lines += [
         "twin: GET /api/storage/bench/changes/live (server-sent events); solid: "
