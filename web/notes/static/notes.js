@@ -106,7 +106,7 @@ document.addEventListener("DOMContentLoaded", () => {
       draft = {
         key, base: known ? known.version : null, body: { ...body }, dirty: false, timer: null,
         queue: Promise.resolve(), busy: 0, remote: null, conflict: null, retry: 1000, local: Date.now(),
-        note: "",
+        since: 0, retrying: false, note: "", bad: false,
       };
       drafts.set(key, draft);
     }
@@ -117,7 +117,7 @@ document.addEventListener("DOMContentLoaded", () => {
   function run(draft, task) {
     draft.busy++;
     draft.queue = draft.queue.then(task).catch((error) => {
-      draft.note = explain(error).text;
+      say(draft, explain(error).text, true);
       show(draft);
     }).finally(() => {
       draft.busy--;
@@ -156,7 +156,7 @@ document.addEventListener("DOMContentLoaded", () => {
       if (draft.base === null && blank(draft.body)) { draft.dirty = false; return; }
       const body = { ...draft.body, updated: Date.now() };
       draft.dirty = false; // edits made from now on need another save
-      draft.note = "Saving…";
+      say(draft, "Saving…");
       show(draft);
       try {
         const done = await twin.api(docPath(draft.key), {
@@ -167,7 +167,7 @@ document.addEventListener("DOMContentLoaded", () => {
         draft.retry = 1000;
         draft.retrying = false;
         remember({ key: draft.key, version: done.version, updated: done.updated, body });
-        draft.note = draft.dirty ? "" : "Saved";
+        say(draft, draft.dirty ? "" : "Saved");
         renderList();
       } catch (error) {
         draft.dirty = true;
@@ -177,7 +177,7 @@ document.addEventListener("DOMContentLoaded", () => {
           return;
         }
         const why = explain(error);
-        draft.note = why.text;
+        say(draft, why.text, true);
         draft.retrying = Boolean(why.retry); // edits wait for the retry instead of sending more
         if (why.retry) {
           schedule(draft, draft.retry);
@@ -198,7 +198,7 @@ document.addEventListener("DOMContentLoaded", () => {
     draft.timer = null;
     draft.retrying = false;
     draft.conflict = theirs;
-    draft.note = "Not saved: this note changed elsewhere. Choose below what to keep.";
+    say(draft, "Not saved: this note changed elsewhere. Choose below what to keep.", true);
     renderList();
     show(draft);
   }
@@ -222,7 +222,7 @@ document.addEventListener("DOMContentLoaded", () => {
     }
     draft.base = theirs.version;
     draft.body = { ...theirs.body };
-    draft.note = "Updated from another tab or device";
+    say(draft, "Updated from another tab or device");
     if (draft === current) fill(draft, true);
   }
 
@@ -243,7 +243,7 @@ document.addEventListener("DOMContentLoaded", () => {
         }
         draft.base = theirs.version;
         draft.body = { ...theirs.body };
-        draft.note = "Took the other version";
+        say(draft, "Took the other version");
         fill(draft, true);
         return;
       }
@@ -262,14 +262,14 @@ document.addEventListener("DOMContentLoaded", () => {
       } catch (error) {
         if (error.status !== 412) throw error;
         draft.conflict = await readDoc(draft.key);
-        draft.note = "It changed again meanwhile: look once more and choose.";
+        say(draft, "It changed again meanwhile: look once more and choose.", true);
         return;
       }
       draft.conflict = null;
       draft.dirty = false;
       draft.base = done.version;
       remember({ key: draft.key, version: done.version, updated: done.updated, body });
-      draft.note = how === "both" ? "Saved yours; theirs is kept as a copy" : "Saved your version";
+      say(draft, how === "both" ? "Saved yours; theirs is kept as a copy" : "Saved your version");
       renderList();
     });
   }
@@ -302,7 +302,7 @@ document.addEventListener("DOMContentLoaded", () => {
             draft.base = theirs.version;
             draft.body = { ...theirs.body };
             remember({ key: draft.key, version: theirs.version, updated: Date.now() / 1000, body: theirs.body });
-            draft.note = "Not deleted: it changed in another tab or device meanwhile. This is the new version; delete again if you still want to.";
+            say(draft, "Not deleted: it changed in another tab or device meanwhile. This is the new version; delete again if you still want to.", true);
             if (draft === current) fill(draft, true);
             return;
           }
@@ -384,10 +384,16 @@ document.addEventListener("DOMContentLoaded", () => {
     if (!draft.dirty) draft.since = Date.now();
     draft.dirty = true;
     draft.local = Date.now();
-    draft.note = "";
+    say(draft, "");
     if (!draft.conflict && !draft.retrying) schedule(draft, draft.local - draft.since > SAVE_EVERY ? 0 : SAVE_AFTER);
     show(draft);
     renderItem(draft.key);
+  }
+
+  // What the status line says about a draft; `bad` when the person should act on it.
+  function say(draft, text, bad = false) {
+    draft.note = text;
+    draft.bad = bad;
   }
 
   function show(draft) {
@@ -396,7 +402,7 @@ document.addEventListener("DOMContentLoaded", () => {
     if (!note && draft.dirty) note = "Edited";
     if (!note && draft.base !== null) note = "Saved";
     ui.status.textContent = note;
-    ui.status.classList.toggle("error", /^(Not |Can't|Your twin|Notes |This note is too|Could not)/.test(note));
+    ui.status.classList.toggle("error", Boolean(draft.note && draft.bad));
     renderConflict(draft);
   }
 
@@ -432,12 +438,14 @@ document.addEventListener("DOMContentLoaded", () => {
   function side(box, body, other, meta) {
     const tags = body.tags.length ? " · tags: " + body.tags.join(", ") : "";
     box.querySelector(".conflict-meta").textContent = (body.title || "Untitled") + tags + " · " + meta;
-    box.querySelector(".conflict-text").replaceChildren(...body.text.split("\n").map((line) => {
+    const lines = document.createDocumentFragment();
+    for (const line of body.text.split("\n")) {
       const span = document.createElement("span");
       span.textContent = line + "\n";
       if (!other.has(line)) span.className = "changed";
-      return span;
-    }));
+      lines.append(span);
+    }
+    box.querySelector(".conflict-text").replaceChildren(lines);
   }
 
   function setMode(mode) {
@@ -493,7 +501,9 @@ document.addEventListener("DOMContentLoaded", () => {
     const all = entries().sort((a, b) => b.when - a.when);
     const words = ui.search.value.toLowerCase().split(/\s+/).filter(Boolean);
     const shown = all.filter((e) => matches(e, words));
-    ui.list.replaceChildren(...shown.map(item));
+    const items = document.createDocumentFragment();
+    for (const entry of shown) items.append(item(entry));
+    ui.list.replaceChildren(items);
     drawTags(all);
     const filtered = words.length || filterTag;
     if (!all.length) ui.info.textContent = "";
