@@ -27,6 +27,7 @@ document.addEventListener("DOMContentLoaded", () => {
   let filterTag = ""; // lower case, to compare
   let filterLabel = ""; // as written
   let stream = null;
+  let restarted = 0; // when the notes were last loaded again from scratch
 
   // ---- documents ---------------------------------------------------------------------------
 
@@ -684,7 +685,13 @@ document.addEventListener("DOMContentLoaded", () => {
       onChange: apply,
       onReady: () => liveStatus("ok", "Live"),
       onError: (error, { final }) => {
-        if (final && error.status === 410) { start(); return; }
+        // 410: too long away to resume; 400: the twin holds less than we saw (a restored
+        // backup). Either way, load everything again, but not over and over.
+        if (final && (error.status === 410 || error.status === 400) && Date.now() - restarted > 60000) {
+          restarted = Date.now();
+          start();
+          return;
+        }
         if (final) liveStatus("bad", explain(error).text);
         else liveStatus("wait", "Reconnecting to your twin…");
       },
