@@ -1,6 +1,6 @@
 """The Notes experience in a real browser (Debian's chromium): allowing it, writing a note in
-Markdown, autosave, a second tab following live, conflicts shown instead of overwritten,
-search and tags, delete with undo; the screenshots go to tests/screenshots."""
+Markdown, autosave, a second tab following live (also after the network drops), conflicts shown
+instead of overwritten, search and tags, delete with undo; screenshots go to tests/screenshots."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import httpx
 import pytest
 from browser import authenticator, chromium, screenshot
 from conftest import wait_for
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Dialog, Locator, Page, Route, expect
 from test_browser import create_passkey, setup_link
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ def live(page: Page) -> None:
     expect(page.locator("#live-dot.ok")).to_be_visible()
 
 
-def item(page: Page, key: str) -> Any:
+def item(page: Page, key: str) -> Locator:
     return page.locator(f'.note-item[data-key="{key}"]')
 
 
@@ -51,11 +51,15 @@ def test_notes_write_follow_conflict_search_and_delete(serve: Any) -> None:
     errors: list[str] = []
     dialogs: list[str] = []
 
+    def dialog(opened: Dialog) -> None:
+        dialogs.append(opened.message)
+        opened.dismiss()
+
     with chromium() as browser:
         context = browser.new_context(viewport={"width": 1200, "height": 780})
         a = context.new_page()
         a.on("pageerror", lambda error: errors.append(f"A: {error}"))
-        a.on("dialog", lambda dialog: dialogs.append(dialog.message))
+        a.on("dialog", dialog)
         authenticator(a)
         create_passkey(a, setup_link(twin.output()))
 
@@ -107,6 +111,7 @@ def test_notes_write_follow_conflict_search_and_delete(serve: Any) -> None:
         # A second tab of the same browser opens the note and follows edits made in the first.
         b = context.new_page()
         b.on("pageerror", lambda error: errors.append(f"B: {error}"))
+        b.on("dialog", dialog)
         b.goto(notes_url)
         live(b)
         item(b, key).click()
