@@ -793,3 +793,26 @@ async def test_another_capability_requires_storage_and_keeps_its_data_there(
             assert [i["body"]["name"] for i in listed.json()["items"]] == ["Ada", "Bob"]
     finally:
         await twin.stop()
+
+
+async def test_a_write_whose_caller_went_away_is_still_seen_by_reads_and_streams(
+    tw: Running,
+) -> None:
+    space = storage(tw).namespace("notes")
+    await space.put("k", {"v": 1})
+    first = await space.get("k")  # now kept, decrypted, for the next reads
+    assert first is not None and first.body == {"v": 1}
+    woken = storage(tw).store.feed.next_change("notes")
+
+    writing = asyncio.create_task(space.put("k", {"v": 2}))
+    await asyncio.sleep(0)  # queued for the writer
+    writing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writing
+    await tw.twin.db.flush()
+    with anyio.fail_after(5):
+        await woken.wait()
+    again = await space.get("k")
+    assert again is not None and again.body == {"v": 2} and again.version > first.version
+    await space.delete("k")
+    assert await space.get("k") is None

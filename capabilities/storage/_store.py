@@ -12,8 +12,10 @@ import asyncio
 import hmac
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import msgspec
@@ -35,6 +37,7 @@ TOMBSTONE_DAYS = 30
 MAX_BATCH = 100
 MAX_PAGE = 1000
 PAGE_BYTES = 8 * 1024 * 1024  # a page of bodies ends after this much
+RECENT_BYTES = 4 * 1024 * 1024  # decrypted documents kept for reads (see Recent)
 
 Condition = int | Literal["*"] | frozenset[int] | None
 
@@ -153,6 +156,7 @@ class _Op:
     size: int
     if_match: frozenset[int] | Literal["*"] | None
     if_none_match: bool
+    raw: bytes | None = None  # the body in clear, for Recent once it is committed
 
 
 class Feed:
@@ -171,6 +175,51 @@ class Feed:
             event.set()
 
 
+class Recent:
+    """Documents read or written lately, decrypted, within a byte budget: reading one again
+    needs neither the database nor the key. Every write of this process passes through
+    :meth:`written` once it is committed, so what is kept is never older than the database."""
+
+    def __init__(self, budget: int = RECENT_BYTES) -> None:
+        self.budget = budget
+        self.writes = 0  # a read that began before a write may not keep what it read
+        self._items: OrderedDict[tuple[str, str], Document] = OrderedDict()
+        self._size = 0
+
+    def get(self, namespace: str, key: str) -> Document | None:
+        found = self._items.get((namespace, key))
+        if found is not None:
+            self._items.move_to_end((namespace, key))
+        return found
+
+    def keep(self, namespace: str, document: Document, seen: int) -> None:
+        if seen == self.writes:
+            self._put(namespace, document)
+
+    def written(self, namespace: str, ops: Sequence[_Op], results: Sequence[Written]) -> None:
+        self.writes += 1
+        for op, result in zip(ops, results, strict=True):
+            self._drop((namespace, op.key))
+            if op.raw is not None:
+                self._put(namespace, Document(op.key, result.version, result.updated, op.raw))
+
+    def _put(self, namespace: str, document: Document) -> None:
+        size = len(document.raw or b"")
+        if size > self.budget // 64:  # large documents would push out many small ones
+            return
+        self._drop((namespace, document.key))
+        self._items[(namespace, document.key)] = document
+        self._size += size
+        while self._size > self.budget:
+            _, old = self._items.popitem(last=False)
+            self._size -= len(old.raw or b"")
+
+    def _drop(self, name: tuple[str, str]) -> None:
+        old = self._items.pop(name, None)
+        if old is not None:
+            self._size -= len(old.raw or b"")
+
+
 class Store:
     """Every namespace's documents in the twin's database; ``namespace(name)`` to use one."""
 
@@ -179,6 +228,7 @@ class Store:
         self.box = box
         self.quota = quota
         self.feed = Feed()
+        self.recent = Recent()
 
     def namespace(self, name: str) -> Namespace:
         return Namespace(self, check_namespace(name))
@@ -261,6 +311,7 @@ class Store:
             len(key.encode()) + len(raw),
             _condition(op.if_match),
             op.if_none_match,
+            raw,
         )
 
 
@@ -277,6 +328,10 @@ class Namespace:
     async def get(self, key: str) -> Document | None:
         check_key(key)
         store = self.store
+        recent = store.recent.get(self.name, key)
+        if recent is not None:
+            return recent
+        seen = store.recent.writes
         key_hash = store.key_hash(self.name, key)
         row = await store.db.lookup(
             "SELECT version, updated, body FROM storage_documents "
@@ -285,7 +340,11 @@ class Namespace:
         )
         if row is None:
             return None
-        return Document(key, row["version"], row["updated"], store.open_body(row["body"], key_hash))
+        document = Document(
+            key, row["version"], row["updated"], store.open_body(row["body"], key_hash)
+        )
+        store.recent.keep(self.name, document, seen)
+        return document
 
     async def put(
         self,
@@ -314,9 +373,19 @@ class Namespace:
             twice = next(k for k in keys if keys.count(k) > 1)
             raise BadInput(f"the batch names {twice!r} twice: one operation per key")
         name, quota, many = self.name, self.store.quota, len(ops) > 1
-        results = await self.store.db.write(lambda conn: _apply(conn, name, prepared, quota, many))
+        work = asyncio.ensure_future(
+            self.store.db.write(lambda conn: _apply(conn, name, prepared, quota, many))
+        )
+        # once committed, the documents kept for reads and the live streams must learn of it,
+        # even if whoever asked for the write has gone meanwhile
+        work.add_done_callback(partial(self._committed, prepared))
+        return await asyncio.shield(work)
+
+    def _committed(self, prepared: list[_Op], work: asyncio.Future[list[Written]]) -> None:
+        if work.cancelled() or work.exception() is not None:
+            return
+        self.store.recent.written(self.name, prepared, work.result())
         self.store.feed.changed(self.name)
-        return results
 
     def _prepare(self, op: Put | Delete, index: int, count: int) -> _Op:
         if not isinstance(op, (Put, Delete)):
