@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import TYPE_CHECKING, Any
 
 import nacl.bindings
 import nacl.exceptions
-import nacl.utils
 
 from twin.errors import BadInput
 from twin.vault._keys import BLIND_DOMAIN, KEY_DOMAIN, keyed_hash
@@ -55,7 +55,7 @@ class Box:
         """Encrypt and authenticate ``plaintext`` (str as UTF-8), bound to ``context``."""
         message = _as_bytes(plaintext, "plaintext")
         key = self._vault._derive(KEY_DOMAIN, self.owner, self.purpose)
-        nonce = nacl.utils.random(NONCE_SIZE)
+        nonce = os.urandom(NONCE_SIZE)  # the kernel's CSPRNG, as libsodium's randombytes uses
         sealed = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
             message, VERSION + _as_bytes(context, "context"), nonce, key
         )
