@@ -90,6 +90,12 @@ def test_owner_creates_a_passkey_signs_out_and_in_and_uses_profile(
         screenshot(page, "profile")
         page.reload()
         expect(page.locator("#display_name")).to_have_value("Ada Lovelace")
+        # A page that changed its own address is reloaded from its opaque origin, without the
+        # SameSite=Strict cookie: the twin asks once more, from its own origin, and it opens.
+        page.evaluate("history.replaceState(null, '', location.pathname + '#edit')")
+        page.reload()
+        expect(page.locator("#display_name")).to_have_value("Ada Lovelace")
+        assert page.url.endswith("/x/profile/#edit")
 
         # The experience runs sandboxed: its script cannot use the owner's session to read the
         # shell or grant itself more, only its own token on /api.

@@ -246,3 +246,22 @@ async def test_a_locked_twin_is_unlocked_from_its_page_and_the_attempts_are_logg
 async def test_unlock_needs_a_session(tw: Running) -> None:
     response = await tw.client.post("/unlock", headers=SAME_ORIGIN, data={"passphrase": "x"})
     assert response.status_code == 303 and response.headers["location"] == "/"
+
+
+async def test_a_cross_site_navigation_without_the_cookie_is_asked_again_from_this_origin(
+    tw: Running,
+) -> None:
+    """A sandboxed page's reload arrives without the SameSite=Strict cookie; the twin answers
+    with a page that opens it again from its own origin, the same for any experience name."""
+    navigate = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
+    installed = await tw.client.get("/x/profile/", headers=navigate)
+    unknown = await tw.client.get("/x/nope/", headers=navigate)
+    assert installed.status_code == unknown.status_code == 200
+    assert "Opening…" in installed.text and 'href="/x/profile/open"' in installed.text
+    assert installed.text.replace("profile", "nope") == unknown.text
+    plain = await tw.client.get("/x/profile/")
+    assert plain.status_code == 303 and plain.headers["location"] == "/"
+    again = await tw.client.get("/x/profile/open?note=1")
+    assert again.status_code == 303 and again.headers["location"] == "/x/profile/?note=1"
+    odd = await tw.client.get("/x/No%20Such/open")
+    assert odd.status_code == 303 and odd.headers["location"] == "/"

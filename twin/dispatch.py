@@ -94,7 +94,7 @@ def _open_cors(app: ASGIApp) -> CORSMiddleware:
             "last-event-id",
             "range",
         ],
-        expose_headers=["etag", "last-modified", "location", "content-range"],
+        expose_headers=["etag", "last-modified", "location", "content-range", "retry-after"],
     )
 
 

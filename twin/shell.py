@@ -19,6 +19,7 @@ from twin.errors import Forbidden, NotFound, RateLimited, WrongPassphrase
 from twin.experiences import Experience, web_root
 from twin.guards import EXPERIENCE_SANDBOX
 from twin.http import error_json, read_body, status_of
+from twin.manifest import ID_PATTERN
 
 if TYPE_CHECKING:
     from twin.core import Twin
@@ -173,6 +174,15 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
     async def experience(request: Request) -> Response:
         # the session first: a stranger learns nothing of which experiences are installed
         if not await signed_in(request):
+            headers = request.headers
+            if headers.get("sec-fetch-site") == "cross-site" and (
+                headers.get("sec-fetch-mode") == "navigate"
+            ):
+                # A reload asked for by the experience's own page comes from its opaque origin,
+                # so the browser holds the SameSite=Strict cookie back: ask once more, from
+                # this origin, where it is sent. Without a session, that ends at the login.
+                # named from the address, installed or not: this tells a stranger nothing
+                return page("again.html", exp=request.path_params["exp"])
             return RedirectResponse("/", status_code=303)
         try:
             exp = find(request)
@@ -210,6 +220,15 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
                 "Content-Security-Policy": EXPERIENCE_SANDBOX.decode(),
             },
         )
+
+    async def open_again(request: Request) -> Response:
+        exp = request.path_params["exp"]
+        if not ID_PATTERN.fullmatch(exp):
+            return RedirectResponse("/", status_code=303)
+        target = f"/x/{exp}/"
+        if request.url.query:
+            target += "?" + request.url.query
+        return RedirectResponse(target, status_code=303)
 
     async def grant(request: Request) -> Response:
         if not await signed_in(request):
@@ -261,6 +280,7 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
         Route("/activity", activity, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=web_root() / "shell" / "static"), name="static"),
         Route("/x/{exp}/", experience, methods=["GET"]),
+        Route("/x/{exp}/open", open_again, methods=["GET"]),
         Route("/x/{exp}/grant", grant, methods=["POST"]),
         Route("/x/{exp}/revoke", revoke, methods=["POST"]),
     ]
