@@ -131,9 +131,7 @@ def build(
         if endpoint.raw_response:
             responses[str(endpoint.status)] = {
                 "description": "OK",
-                "content": {
-                    endpoint.raw_response: {"schema": {"type": "string", "format": "binary"}}
-                },
+                "content": {endpoint.raw_response: {"schema": _raw_schema(endpoint.raw_response)}},
             }
         elif endpoint.response is not None:
             responses[str(endpoint.status)] = {
@@ -174,3 +172,21 @@ def build(
         },
         "security": [{"bearer": []}],
     }
+
+
+# A stream of server-sent events is described event by event, as OpenAPI tools read it.
+_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
+
+
+def _raw_schema(media: str) -> dict[str, Any]:
+    if media == "text/event-stream":
+        return _EVENT
+    return {"type": "string", "format": "binary"}
