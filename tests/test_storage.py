@@ -30,7 +30,7 @@ from twin.registry import find_sources
 from twin.scopes import Principal
 from twin.server import BoundedHttpTools, TwinServer
 from twin.settings import Settings
-from twin.shell import COOKIE
+from twin.shell import COOKIE, size
 
 pytestmark = pytest.mark.anyio
 JSON = {"Content-Type": "application/json"}
@@ -816,3 +816,19 @@ async def test_a_write_whose_caller_went_away_is_still_seen_by_reads_and_streams
     assert again is not None and again.body == {"v": 2} and again.version > first.version
     await space.delete("k")
     assert await space.get("k") is None
+
+
+async def test_settings_show_the_owner_what_each_namespace_keeps(tw: Running) -> None:
+    cookie = await tw.sign_in()
+    empty = await tw.client.get("/settings", headers={"Cookie": f"{COOKIE}={cookie}"})
+    assert "What your twin keeps" in empty.text and "Nothing yet" in empty.text
+    space = storage(tw).namespace("notes")
+    await space.batch([Put("notes/a", {"text": "x" * 2000}), Put("notes/b", {"text": "y"})])
+    await storage(tw).namespace("journal").put("day", {"t": 1})
+    page = await tw.client.get("/settings", headers={"Cookie": f"{COOKIE}={cookie}"})
+    usage = await space.usage()
+    assert "<code>notes</code>" in page.text and "<code>journal</code>" in page.text
+    assert f"2 documents, {size(usage.bytes)}" in page.text and "1 document, " in page.text
+    assert size(usage.bytes) == "1.99 KiB"
+    assert f'<progress value="{usage.bytes}" max="{usage.quota}"' in page.text
+    assert "of 256 MiB" in page.text

@@ -7,7 +7,7 @@ A capability plugin subclasses :class:`Capability`, declares its endpoints with
 from twin import api
 from twin.__about__ import __version__
 from twin.api import Call, Endpoint
-from twin.capability import Capability, Context
+from twin.capability import Capability, Context, Holding
 from twin.db import Migration
 from twin.errors import (
     BadInput,
@@ -39,6 +39,7 @@ __all__ = [
     "Endpoint",
     "Forbidden",
     "Gone",
+    "Holding",
     "Invalid",
     "InvalidSignature",
     "Manifest",

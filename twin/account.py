@@ -72,6 +72,7 @@ def account_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
             sessions=await twin.sessions.all(),
             granted=[(experiences.get(e), grants[e]) for e in sorted(grants)],
             tokens=[t for t in await twin.tokens.list() if t.kind == "token"],
+            kept=await twin.holdings(),
             done=DONE.get(request.query_params.get("done", ""), ""),
             error=error,
         )

@@ -44,6 +44,18 @@ class Context:
         return logging.getLogger(f"twin.cap.{self.manifest.id}")
 
 
+@dataclass(frozen=True)
+class Holding:
+    """Something a capability keeps for the owner, as Settings shows it: a name (a namespace,
+    a folder), how many items and bytes, and the limit if there is one."""
+
+    name: str
+    items: int
+    bytes: int
+    limit: int | None = None
+    noun: str = "items"  # what the items are: "documents", "files"
+
+
 class Capability:
     """Subclass this; the manifest comes from ``capability.toml`` beside your module.
 
@@ -73,6 +85,10 @@ class Capability:
 
     async def shutdown(self) -> None:
         """Runs when the twin stops."""
+
+    async def holdings(self) -> Sequence[Holding]:
+        """What this capability keeps, for the owner's Settings page (default: nothing shown)."""
+        return ()
 
     async def public_document(self) -> Mapping[str, Any] | None:
         """What this capability publishes in ``/.well-known/twin`` under its id (None: nothing)."""

@@ -14,6 +14,7 @@ from starlette.requests import Request
 
 from twin.__about__ import __version__
 from twin.accesslog import AccessLog
+from twin.capability import Holding
 from twin.db import Database
 from twin.errors import BadInput, RateLimited, Unauthorized, VaultLocked, WrongPassphrase
 from twin.experiences import web_root
@@ -190,6 +191,19 @@ class Twin:
         if principal is None:
             raise Unauthorized("that token is not valid: it was revoked or mistyped")
         return principal
+
+    async def holdings(self) -> list[tuple[str, Holding]]:
+        """What each capability keeps (name, holding), for Settings; a capability whose
+        holdings fail is left out and logged."""
+        kept: list[tuple[str, Holding]] = []
+        if self.vault.locked:
+            return kept
+        for item in self.registry.loaded.values():
+            try:
+                kept += [(item.manifest.name, h) for h in await item.capability.holdings()]
+            except Exception:
+                log.exception("capability %s failed to say what it keeps", item.manifest.id)
+        return kept
 
     async def public_document(self) -> dict[str, Any]:
         """The twin's signed public document, served at ``/.well-known/twin``."""

@@ -40,6 +40,7 @@ def _environment(loader: jinja2.BaseLoader, *, sandboxed: bool = False) -> jinja
     env.filters["when"] = lambda ts: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
     env.filters["clock"] = lambda ts: time.strftime("%H:%M", time.localtime(ts))
     env.filters["ago"] = ago
+    env.filters["size"] = size
     return env
 
 
@@ -107,6 +108,14 @@ class Pages:
         if request.url.query:
             target += "?" + request.url.query
         return RedirectResponse(target, status_code=307)
+
+
+def size(count: int) -> str:
+    """A byte count as people read it: 512 bytes, 3.4 KiB, 256 MiB."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if count >= factor:
+            return f"{count / factor:.3g} {unit}"
+    return f"{count} bytes" if count != 1 else "1 byte"
 
 
 def shell_routes(twin: Twin) -> list[BaseRoute]:

@@ -9,7 +9,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from twin import Capability, Migration
+from twin import Capability, Holding, Migration
 from twin.api import Endpoint
 
 from ._store import (
@@ -86,6 +86,14 @@ class Storage(Capability):
     def namespace(self, name: str) -> Namespace:
         """One namespace's documents (the name is checked: ``[a-z][a-z0-9_]{0,39}``)."""
         return self.store.namespace(name)
+
+    async def holdings(self) -> Sequence[Holding]:
+        """Each namespace that was ever written to, for the owner's Settings."""
+        found = []
+        for name in await self.store.names():
+            usage = await self.store.namespace(name).usage()
+            found.append(Holding(name, usage.documents, usage.bytes, usage.quota, "documents"))
+        return found
 
     def routes(self) -> Sequence[Endpoint]:
         from ._http import Routes
