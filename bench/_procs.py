@@ -32,6 +32,22 @@ def twin_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "twin", *args]
 
 
+def twin_cli(*args: str) -> str:
+    """Run a `twin` command on the benchmark's clean environment; its standard output."""
+    done = subprocess.run(
+        twin_command(*args), capture_output=True, text=True, timeout=60, env=clean_env(), check=True
+    )
+    return done.stdout.strip()
+
+
+def bench_token(data_dir: Path, scope: str) -> str:
+    """Create a twin in ``data_dir`` and a token named "bench" with ``scope``; the token."""
+    twin_cli("init", "--data-dir", str(data_dir))
+    return twin_cli(
+        "token", "create", "--scope", scope, "--name", "bench", "--data-dir", str(data_dir)
+    ).splitlines()[-1]
+
+
 def twin_serve(data_dir: Path, port: int) -> list[str]:
     return twin_command("serve", "--data-dir", str(data_dir), "--port", str(port))
 
@@ -96,19 +112,21 @@ class Server:
         handle.close()
         return cls(name, proc, port, log, started)
 
-    def wait_healthy(self, timeout: float = 30.0, every: float = 0.005) -> float:
-        """Seconds from spawn to the first 200 from /api/health (polled every ``every`` s)."""
+    def wait_healthy(
+        self, timeout: float = 30.0, every: float = 0.005, path: str = "/api/health"
+    ) -> float:
+        """Seconds from spawn to the first 200 from ``path`` (polled every ``every`` s)."""
         deadline = self.started + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited early:\n{self.log.read_text()[-2000:]}")
             try:
-                if get(self.port, "/api/health", timeout=1.0)[0] == 200:
+                if get(self.port, path, timeout=2.0)[0] == 200:
                     return time.monotonic() - self.started
             except OSError:
                 pass
             time.sleep(every)
-        raise RuntimeError(f"{self.name} did not answer /api/health within {timeout:g} s")
+        raise RuntimeError(f"{self.name} did not answer {path} within {timeout:g} s")
 
     def memory_kib(self) -> dict[str, int]:
         """VmRSS and VmHWM of the process, in KiB, from /proc/PID/status."""

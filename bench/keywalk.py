@@ -16,7 +16,7 @@ import time
 
 from _procs import BENCH, HOST
 from _wire import Latency, parse, request_bytes
-from loadgen import Load
+from loadgen import Load, wrk_command
 
 BODY_SIZE = 200
 _WRK_SCRIPT = BENCH / "wrk_keys.lua"
@@ -57,19 +57,9 @@ def _wrk_walk(
     limit: float,
     start: int,
 ) -> Load:
-    command = [
-        wrk,
-        "-t1",
-        f"-c{min(connections, keys)}",
-        f"-d{max(1, round(limit))}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(_WRK_SCRIPT),
-    ]
-    for name, value in headers.items():
-        command += ["-H", f"{name}: {value}"]
-    command.append(f"http://{HOST}:{port}/")
+    command = wrk_command(
+        wrk, _WRK_SCRIPT, min(connections, keys), limit, "10s", headers, f"http://{HOST}:{port}/"
+    )
     env = {
         **os.environ,
         "BENCH_METHOD": method,

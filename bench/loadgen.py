@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from _procs import BENCH, HOST
 
@@ -57,23 +58,30 @@ def find_wrk(install: bool = True) -> tuple[str | None, str]:
     return None, "wrk could not be installed with apt-get"
 
 
+def wrk_command(
+    wrk: str,
+    script: Path,
+    connections: int,
+    duration: float,
+    timeout: str,
+    headers: dict[str, str],
+    url: str,
+) -> list[str]:
+    """wrk with one thread (the other core is the server's), a Lua script and headers."""
+    command = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s"]
+    command += ["--timeout", timeout, "-s", str(script)]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    return [*command, url]
+
+
 def run_wrk(
     wrk: str, port: int, path: str, headers: dict[str, str], *, connections: int, duration: float
 ) -> Load:
     """One wrk run: one thread (the other core is the server's), ``connections`` connections."""
-    command = [
-        wrk,
-        "-t1",
-        f"-c{connections}",
-        f"-d{max(1, round(duration))}s",
-        "--timeout",
-        "5s",
-        "-s",
-        str(_WRK_SCRIPT),
-    ]
-    for name, value in headers.items():
-        command += ["-H", f"{name}: {value}"]
-    command.append(f"http://{HOST}:{port}{path}")
+    command = wrk_command(
+        wrk, _WRK_SCRIPT, connections, duration, "5s", headers, f"http://{HOST}:{port}{path}"
+    )
     env = {**os.environ, "BENCH_MAX_REQUESTS": str(MAX_REQUESTS)}
     done = subprocess.run(
         command, capture_output=True, text=True, env=env, timeout=duration + 30, check=True

@@ -13,10 +13,9 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
-from _procs import HOST, Server, clean_env, get
+from _procs import HOST, Server, clean_env
 
 PACKAGE = "@solid/community-server@7"
 CONFIG = "@css:config/file-root.json"
@@ -88,14 +87,4 @@ def spawn(command: Path, root: Path, port: int, log: Path) -> Server:
 
 def wait_ready(server: Server, timeout: float = START_SECONDS) -> float:
     """Seconds from spawn until the root container answers 200."""
-    deadline = server.started + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"CSS exited early:\n{server.log.read_text()[-2000:]}")
-        try:
-            if get(server.port, "/", timeout=2.0)[0] == 200:
-                return time.monotonic() - server.started
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"CSS did not answer within {timeout:g} s")
+    return server.wait_healthy(timeout, every=0.1, path="/")

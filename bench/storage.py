@@ -26,7 +26,7 @@ import feed
 import keywalk
 import loadgen
 import solid
-from _procs import BENCH, HOST, Server, clean_env, free_port, twin_command, twin_serve
+from _procs import BENCH, HOST, Server, bench_token, clean_env, free_port, twin_serve
 from _wire import Connection, Latency, timed
 from loadgen import Load
 
@@ -94,20 +94,6 @@ class Result:
     feeds: dict[str, feed.Feed | str] = field(default_factory=dict)
     twin_rss_mib: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def _cli(*args: str) -> str:
-    done = subprocess.run(
-        twin_command(*args), capture_output=True, text=True, timeout=60, env=clean_env(), check=True
-    )
-    return done.stdout.strip()
-
-
-def _twin_token(data_dir: Path) -> str:
-    _cli("init", "--data-dir", str(data_dir))
-    return _cli(
-        "token", "create", "--scope", "storage:*", "--name", "bench", "--data-dir", str(data_dir)
-    ).splitlines()[-1]
 
 
 def _check(response_status: int, what: str) -> None:
@@ -240,7 +226,7 @@ def _twin_scale(scratch: Path, sizes: tuple[int, ...], into: Result) -> None:
         twins: list[tuple[int, Target]] = []
         for size in sizes:
             data_dir, port = scratch / f"scale-{size}", free_port()
-            auth = {"Authorization": f"Bearer {_twin_token(data_dir)}"}
+            auth = {"Authorization": f"Bearer {bench_token(data_dir, 'storage:*')}"}
             server = Server.spawn(
                 f"twin-{size}",
                 twin_serve(data_dir, port),
@@ -381,7 +367,7 @@ def _servers(
 ) -> Iterator[tuple[Target, Target, Target | None]]:
     with ExitStack() as stack:
         data_dir = scratch / "storage-twin"
-        token = _twin_token(data_dir)
+        token = bench_token(data_dir, "storage:*")
         port = free_port()
         twin = stack.enter_context(
             Server.spawn(

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import loadgen
-from _procs import Server, bare_serve, clean_env, free_port, send, twin_command, twin_serve
+from _procs import (
+    Server,
+    bare_serve,
+    bench_token,
+    clean_env,
+    free_port,
+    send,
+    twin_serve,
+)
 
 CONNECTIONS = 16
 WARMUP_SECONDS = 1.0
@@ -44,21 +51,6 @@ class Result:
     twin_rss_after_mib: float
 
 
-def _cli(*args: str) -> str:
-    done = subprocess.run(
-        twin_command(*args), capture_output=True, text=True, timeout=60, env=clean_env(), check=True
-    )
-    return done.stdout.strip()
-
-
-def _prepare_twin(data_dir: Path) -> str:
-    """Create the twin and a token that may read and write the profile; return the token."""
-    _cli("init", "--data-dir", str(data_dir))
-    return _cli(
-        "token", "create", "--scope", "profile:*", "--name", "bench", "--data-dir", str(data_dir)
-    ).splitlines()[-1]
-
-
 def measure(scratch: Path, duration: float, use_wrk: bool = True) -> Result:
     wrk, generator = loadgen.find_wrk() if use_wrk else (None, "wrk not wanted")
     if wrk is None:
@@ -72,7 +64,7 @@ def measure(scratch: Path, duration: float, use_wrk: bool = True) -> Result:
         return loadgen.run_python(port, path, headers, connections=CONNECTIONS, duration=seconds)
 
     data_dir = scratch / "load-twin"
-    auth = {"Authorization": f"Bearer {_prepare_twin(data_dir)}"}
+    auth = {"Authorization": f"Bearer {bench_token(data_dir, 'profile:*')}"}
     twin_port, bare_port = free_port(), free_port()
     # The per-token rate limit (50/s by default) would cap the authorised route, so it is off.
     with Server.spawn(
