@@ -30,7 +30,8 @@ from twin.registry import find_sources
 from twin.scopes import Principal
 from twin.server import BoundedHttpTools, TwinServer
 from twin.settings import Settings
-from twin.shell import COOKIE, size
+from twin.settings import human_size as size
+from twin.shell import COOKIE
 
 pytestmark = pytest.mark.anyio
 JSON = {"Content-Type": "application/json"}

@@ -23,11 +23,11 @@ async def snapshot(tw: Running) -> Any:
     capability = tw.twin.registry.loaded["storage"].capability
     assert isinstance(capability, Storage)
     result = {}
-    for name in await capability.store.names():
-        space = capability.namespace(name)
+    for usage in await capability.store.usages():
+        space = capability.namespace(usage.namespace)
         page = await space.list(limit=1000, bodies=True)
         changes = await space.changes(0, bodies=True)
-        result[name] = (
+        result[usage.namespace] = (
             await space.usage(),
             [(d.key, d.version, d.raw) for d in page.items],
             changes,

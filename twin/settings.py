@@ -60,6 +60,14 @@ def _size(text: str) -> int:
     return value
 
 
+def human_size(count: int) -> str:
+    """A byte count as people read it: 512 bytes, 3.4 KiB, 256 MiB."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if count >= factor:
+            return f"{count / factor:.3g} {unit}"
+    return f"{count} bytes" if count != 1 else "1 byte"
+
+
 def _public_url(text: str) -> str:
     url = text.strip().rstrip("/")
     if url and not url.startswith(("http://", "https://")):

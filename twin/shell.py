@@ -20,6 +20,7 @@ from twin.experiences import Experience, web_root
 from twin.guards import EXPERIENCE_SANDBOX
 from twin.http import error_json, read_body, status_of
 from twin.manifest import ID_PATTERN
+from twin.settings import human_size
 
 if TYPE_CHECKING:
     from twin.core import Twin
@@ -40,7 +41,7 @@ def _environment(loader: jinja2.BaseLoader, *, sandboxed: bool = False) -> jinja
     env.filters["when"] = lambda ts: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
     env.filters["clock"] = lambda ts: time.strftime("%H:%M", time.localtime(ts))
     env.filters["ago"] = ago
-    env.filters["size"] = size
+    env.filters["size"] = human_size
     return env
 
 
@@ -108,14 +109,6 @@ class Pages:
         if request.url.query:
             target += "?" + request.url.query
         return RedirectResponse(target, status_code=307)
-
-
-def size(count: int) -> str:
-    """A byte count as people read it: 512 bytes, 3.4 KiB, 256 MiB."""
-    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if count >= factor:
-            return f"{count / factor:.3g} {unit}"
-    return f"{count} bytes" if count != 1 else "1 byte"
 
 
 def shell_routes(twin: Twin) -> list[BaseRoute]:

@@ -89,11 +89,10 @@ class Storage(Capability):
 
     async def holdings(self) -> Sequence[Holding]:
         """Each namespace that was ever written to, for the owner's Settings."""
-        found = []
-        for name in await self.store.names():
-            usage = await self.store.namespace(name).usage()
-            found.append(Holding(name, usage.documents, usage.bytes, usage.quota, "documents"))
-        return found
+        return [
+            Holding(u.namespace, u.documents, u.bytes, u.quota, "documents")
+            for u in await self.store.usages()
+        ]
 
     def routes(self) -> Sequence[Endpoint]:
         from ._http import Routes

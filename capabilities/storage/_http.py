@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -269,8 +269,8 @@ class Routes:
         ]
 
     async def namespaces(self, call: Call) -> NamespaceList:
-        names = [n for n in await self.store.names() if may(call.principal, "read", n)]
-        return NamespaceList([_info(await self.store.namespace(n).usage()) for n in names])
+        usages = await self.store.usages()
+        return NamespaceList([_info(u) for u in usages if may(call.principal, "read", u.namespace)])
 
     async def usage(self, call: Call) -> NamespaceInfo:
         return _info(await self.space(call, "read").usage())
@@ -381,7 +381,7 @@ class Routes:
         self.streams[caller] = self.streams.get(caller, 0) + 1
         return EventStream(self._events(call, space, since, bodies), self._closed(caller))
 
-    def _closed(self, caller: str) -> Any:
+    def _closed(self, caller: str) -> Callable[[], None]:
         def closed() -> None:
             left = self.streams.get(caller, 1) - 1
             if left:
@@ -447,7 +447,7 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncIterator[bytes], closed: Any) -> None:
+    def __init__(self, events: AsyncIterator[bytes], closed: Callable[[], None]) -> None:
         super().__init__(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             media_type=self.media_type,

@@ -22,6 +22,7 @@ import msgspec
 
 from twin import BadInput, Gone, NotFound, PreconditionFailed, QuotaExceeded
 from twin.db import Database
+from twin.settings import human_size
 from twin.vault import Box
 
 from ._names import (
@@ -233,9 +234,12 @@ class Store:
     def namespace(self, name: str) -> Namespace:
         return Namespace(self, check_namespace(name))
 
-    async def names(self) -> list[str]:
-        rows = await self.db.fetchall("SELECT name FROM storage_namespaces ORDER BY name")
-        return [row["name"] for row in rows]
+    async def usages(self) -> list[Usage]:
+        """Every namespace that was ever written to, with its usage, in one query."""
+        rows = await self.db.fetchall(
+            "SELECT name, seq, documents, bytes FROM storage_namespaces ORDER BY name"
+        )
+        return [_usage(row, self.quota) for row in rows]
 
     async def purge(self, older_than: float | None = None) -> int:
         """Forget tombstones older than ``older_than`` (default: ``TOMBSTONE_DAYS`` ago)."""
@@ -484,7 +488,11 @@ class Namespace:
         )
         if row is None:
             return Usage(self.name, 0, 0, self.store.quota, 0)
-        return Usage(self.name, row["documents"], row["bytes"], self.store.quota, row["seq"])
+        return _usage(row, self.store.quota, self.name)
+
+
+def _usage(row: sqlite3.Row, quota: int, name: str | None = None) -> Usage:
+    return Usage(name or row["name"], row["documents"], row["bytes"], quota, row["seq"])
 
 
 def _refuse(label: str, why: str, version: int | None) -> PreconditionFailed:
@@ -575,7 +583,7 @@ def _apply(
     if used > quota and used > before:
         raise QuotaExceeded(
             f"the namespace {namespace} would hold {used:,} bytes; its quota is {quota:,} bytes "
-            f"({_human(quota)}): delete documents, or ask the twin's operator to raise "
+            f"({human_size(quota)}): delete documents, or ask the twin's operator to raise "
             "--storage-quota"
         )
     conn.execute(
@@ -583,10 +591,3 @@ def _apply(
         (seq, documents, used, namespace),
     )
     return results
-
-
-def _human(size: int) -> str:
-    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if size >= factor:
-            return f"{size / factor:.4g} {unit}"
-    return f"{size} bytes"

@@ -350,7 +350,8 @@ class Database:
         try:
             return _fetchone(sql, params, self._inline)
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+            primary = (exc.sqlite_errorcode or 0) & 0xFF  # without the extended part
+            if primary not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 raise
             return await self.fetchone(sql, params)
 
