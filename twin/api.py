@@ -21,7 +21,8 @@ class Endpoint:
     ``permission`` names the capability's permission the caller needs; ``None`` makes the route
     public. ``body`` and ``response`` are msgspec Structs (or types msgspec understands); they
     validate input and describe the route in ``/openapi.json``. ``raw_body`` lists the media types
-    the route takes as raw bytes instead of JSON.
+    the route takes as raw bytes instead of JSON; ``stream_body`` leaves the body unread for the
+    handler to stream (``call.request.stream()``), of any media type and size.
     """
 
     method: str
@@ -35,6 +36,7 @@ class Endpoint:
     raw_body: tuple[str, ...] = ()
     raw_response: str | None = None
     max_body: int | None = None
+    stream_body: bool = False
     allow_locked: bool = False
     audit: bool = False  # record a public route in the access log too
     query: tuple[tuple[str, str], ...] = field(default=())

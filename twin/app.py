@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from twin import openapi
 from twin.core import Twin
@@ -48,6 +48,7 @@ def create_app(twin: Twin) -> Starlette:
 
     spec: list[bytes] = [b"{}"]  # encoded once, when the capabilities are mounted
     api = ApiRoutes()
+    doors: dict[str, ASGIApp] = {}
 
     def mount() -> None:
         api.add("health", "", "GET", health)
@@ -56,6 +57,7 @@ def create_app(twin: Twin) -> Starlette:
                 api.add(
                     cap_id, endpoint.path, endpoint.method, endpoint_handler(twin, cap_id, endpoint)
                 )
+            doors.update((m.path, m.app) for m in item.mounts)
         app.router.routes.extend(shell_routes(twin))
         spec[0] = msgspec.json.encode(
             openapi.build(
@@ -82,7 +84,7 @@ def create_app(twin: Twin) -> Starlette:
             Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/.well-known/twin", well_known, methods=["GET"]),
         ],
-        middleware=[Middleware(SecurityHeaders), Middleware(ApiDispatch, routes=api)],
+        middleware=[Middleware(SecurityHeaders), Middleware(ApiDispatch, routes=api, doors=doors)],
         exception_handlers={
             HTTPException: http_exception,
             TwinError: twin_error,

@@ -14,6 +14,7 @@ from twin.errors import PluginError
 if TYPE_CHECKING:
     from twin.api import Endpoint
     from twin.db import Database, Migration
+    from twin.doors import Door, Mount
     from twin.manifest import Manifest
     from twin.settings import Settings
     from twin.vault import Box, Vault
@@ -34,6 +35,8 @@ class Context:
     required: Mapping[str, Capability]
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the twin begins to stop: long answers (live streams) end then."""
+    door: Door | None = None
+    """Credentials, rate limits and the access log, for a capability's own ``mounts()``."""
 
     def box(self, purpose: str = "data") -> Box:
         """An encryption box with a key derived for this capability and purpose."""
@@ -78,6 +81,11 @@ class Capability:
 
     def routes(self) -> Sequence[Endpoint]:
         """The endpoints this capability mounts under ``/api/<id>/``."""
+        return ()
+
+    def mounts(self) -> Sequence[Mount]:
+        """Doors outside ``/api/`` this capability answers itself (``Mount("/dav", app)``);
+        the app checks credentials through ``self.context.door``."""
         return ()
 
     async def startup(self) -> None:

@@ -16,6 +16,7 @@ from twin.__about__ import __version__
 from twin.accesslog import AccessLog
 from twin.capability import Holding
 from twin.db import Database
+from twin.doors import DOOR_RATE_FACTOR, Door
 from twin.errors import BadInput, RateLimited, Unauthorized, VaultLocked, WrongPassphrase
 from twin.experiences import web_root
 from twin.grants import Grants
@@ -76,6 +77,8 @@ class Twin:
         self.sessions = Sessions(db, self.vault)
         self.passkeys = Passkeys(db, self.vault, settings, keyfile.did, self.sessions)
         self.limiter = RateLimiter(settings.rate_limit)
+        self.door_limiter = RateLimiter(settings.rate_limit * DOOR_RATE_FACTOR)
+        self.door = Door(self)
         self.started = False
         self.stopping = asyncio.Event()  # set as the twin begins to stop; ends live streams
         self._unlocking = asyncio.Lock()
@@ -165,6 +168,7 @@ class Twin:
             did=self.did,
             experience_dirs=experience_dirs(),
             stopping=self.stopping,
+            door=self.door,
         )
         self.started = True
 

@@ -100,11 +100,13 @@ def _open_cors(app: ASGIApp) -> CORSMiddleware:
 
 class ApiDispatch:
     """Sends ``/api/…`` straight to the API routes (past the page router), and lets any origin
-    call the API and read the public document: no cookie is honoured there, only bearer tokens."""
+    call the API and read the public document: no cookie is honoured there, only bearer tokens.
+    A capability's door (``/dav``) gets its requests untouched, before any of that."""
 
-    def __init__(self, app: ASGIApp, routes: ApiRoutes) -> None:
+    def __init__(self, app: ASGIApp, routes: ApiRoutes, doors: dict[str, ASGIApp]) -> None:
         self.app = app
         self.routes = routes
+        self.doors = doors  # filled when the capabilities are mounted
         self.api_cors = _open_cors(routes)
         self.public_cors = _open_cors(app)
 
@@ -113,6 +115,11 @@ class ApiDispatch:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        if self.doors and not path.startswith("/api/"):
+            door = self.doors.get("/" + path[1:].partition("/")[0])
+            if door is not None:
+                await door(scope, receive, send)
+                return
         api = path.startswith("/api/")
         if not api and not path.startswith("/.well-known/"):
             await self.app(scope, receive, send)

@@ -11,6 +11,7 @@ TwinError
  ├── PreconditionFailed  a conditional write whose condition (If-Match, ...) does not hold
  ├── QuotaExceeded   a write that would take a store over its quota
  ├── VaultLocked     the root secret is sealed and the twin has not been unlocked
+ ├── InUse           someone else holds it right now (a WebDAV lock, an upload under way)
  ├── InvalidSignature
  ├── WrongPassphrase
  ├── RateLimited
@@ -80,6 +81,12 @@ class QuotaExceeded(TwinError):
 
 class VaultLocked(TwinError):
     code = "locked"
+
+
+class InUse(TwinError):
+    """Someone else is changing the same thing right now (a WebDAV lock, an upload under way)."""
+
+    code = "in_use"
 
 
 class InvalidSignature(TwinError):

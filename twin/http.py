@@ -18,6 +18,7 @@ from twin.errors import (
     Conflict,
     Forbidden,
     Gone,
+    InUse,
     Invalid,
     InvalidSignature,
     NotFound,
@@ -54,6 +55,7 @@ STATUS: dict[type[TwinError], int] = {
     PreconditionFailed: 412,
     QuotaExceeded: 507,
     VaultLocked: 423,
+    InUse: 423,
     RateLimited: 429,
     InvalidSignature: 400,
     PluginError: 500,
@@ -160,7 +162,7 @@ def _media_type(request: Request) -> str:
 
 
 async def decode_body(request: Request, endpoint: Endpoint, limit: int) -> tuple[Any, bytes]:
-    if endpoint.body is None and not endpoint.raw_body:
+    if endpoint.stream_body or (endpoint.body is None and not endpoint.raw_body):
         return None, b""
     raw = await read_body(request, endpoint.max_body or limit)
     media = _media_type(request)

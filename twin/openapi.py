@@ -119,12 +119,12 @@ def build(
                 "required": True,
                 "content": {"application/json": {"schema": schema_of[id(endpoint.body)]}},
             }
-        elif endpoint.raw_body:
+        elif endpoint.raw_body or endpoint.stream_body:
             op["requestBody"] = {
                 "required": True,
                 "content": {
                     media: {"schema": {"type": "string", "format": "binary"}}
-                    for media in endpoint.raw_body
+                    for media in endpoint.raw_body or ("*/*",)
                 },
             }
         responses: dict[str, Any] = {}
@@ -143,7 +143,7 @@ def build(
         for status, text in _ERRORS.items():
             if status in ("401", "403") and endpoint.permission is None:
                 continue
-            if status in ("413", "415", "422") and endpoint.body is None and not endpoint.raw_body:
+            if status in ("413", "415", "422") and "requestBody" not in op:
                 continue
             responses[status] = {
                 "description": text,

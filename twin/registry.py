@@ -16,6 +16,7 @@ from typing import Any
 from twin.api import Endpoint
 from twin.capability import Capability, Context
 from twin.db import Database
+from twin.doors import Door, Mount, check_mounts
 from twin.errors import PluginError, TwinError
 from twin.experiences import Experience, load_experience
 from twin.manifest import MANIFEST_FILE, Manifest, dependency_order, load_manifest
@@ -132,6 +133,7 @@ class Loaded:
     manifest: Manifest
     endpoints: Sequence[Endpoint]
     source: str
+    mounts: Sequence[Mount] = ()
 
 
 @dataclass
@@ -141,6 +143,11 @@ class Registry:
     loaded: dict[str, Loaded] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     experiences: dict[str, Experience] = field(default_factory=dict)
+
+    @property
+    def doors(self) -> dict[str, str]:
+        """Each mounted door's path, and the capability answering it."""
+        return {m.path: cap_id for cap_id, item in self.loaded.items() for m in item.mounts}
 
     @property
     def manifests(self) -> dict[str, Manifest]:
@@ -166,6 +173,7 @@ class Registry:
         did: str,
         experience_dirs: Sequence[Path],
         stopping: asyncio.Event | None = None,
+        door: Door | None = None,
     ) -> None:
         """Read every manifest, then import, migrate and start capabilities in dependency order."""
         manifests: dict[str, tuple[Manifest, Path, Source | None]] = {}
@@ -202,11 +210,13 @@ class Registry:
                     folder,
                     {dep: self.loaded[dep].capability for dep in manifest.requires},
                     stopping or asyncio.Event(),
+                    door,
                 )
                 await _record_permissions(db, manifest)
                 capability = factory(context)
                 await db.migrate(manifest.id, capability.migrations)
                 endpoints = _check_routes(manifest, capability.routes())
+                mounts = check_mounts(manifest.id, capability.mounts(), self.doors)
                 await capability.startup()
             except Exception as exc:  # a broken plugin is logged and skipped, never fatal here
                 reason = (
@@ -215,7 +225,7 @@ class Registry:
                 self.fail(manifest.id, reason)
                 continue
             label = origin.distribution if origin else "twin (built in)"
-            self.loaded[manifest.id] = Loaded(capability, manifest, endpoints, label)
+            self.loaded[manifest.id] = Loaded(capability, manifest, endpoints, label, mounts)
         self._load_experiences(experience_dirs)
 
     def _load_experiences(self, experience_dirs: Sequence[Path]) -> None:
