@@ -39,11 +39,15 @@ def walk(
     connections: int,
     limit: float,
     start: int = 0,
+    body_size: int = BODY_SIZE,
 ) -> Load:
-    """One walk over ``keys`` keys from ``start``, with wrk if given, else the asyncio client."""
+    """One walk over ``keys`` keys from ``start``, with wrk if given, else the asyncio client;
+    a PUT sends ``body_size`` bytes."""
     if wrk is not None:
-        return _wrk_walk(wrk, port, method, prefix, keys, headers, connections, limit, start)
-    return _python_walk(port, method, prefix, keys, headers, connections, limit, start)
+        return _wrk_walk(
+            wrk, port, method, prefix, keys, headers, connections, limit, start, body_size
+        )
+    return _python_walk(port, method, prefix, keys, headers, connections, limit, start, body_size)
 
 
 def _wrk_walk(
@@ -56,6 +60,7 @@ def _wrk_walk(
     connections: int,
     limit: float,
     start: int,
+    body_size: int,
 ) -> Load:
     command = wrk_command(
         wrk, _WRK_SCRIPT, min(connections, keys), limit, "10s", headers, f"http://{HOST}:{port}/"
@@ -66,7 +71,7 @@ def _wrk_walk(
         "BENCH_PREFIX": prefix,
         "BENCH_KEYS": str(keys),
         "BENCH_START": str(start),
-        "BENCH_BODY_SIZE": str(BODY_SIZE),
+        "BENCH_BODY_SIZE": str(body_size),
     }
     done = subprocess.run(
         command, capture_output=True, text=True, env=env, timeout=limit + 30, check=True
@@ -88,6 +93,7 @@ async def _walker(
     deadline: float,
     latencies: list[float],
     errors: list[int],
+    body_size: int,
 ) -> None:
     """One keep-alive connection taking the next key until the walk is done."""
     reader, writer = await asyncio.open_connection(HOST, port)
@@ -96,7 +102,7 @@ async def _walker(
         while next_key[0] < end and time.monotonic() < deadline:
             i = next_key[0]
             next_key[0] += 1
-            body = document(i) if method == "PUT" else b""
+            body = document(i, body_size) if method == "PUT" else b""
             wanted = {**headers, "Content-Type": "application/json"} if body else headers
             sent = time.perf_counter()
             writer.write(request_bytes(port, method, f"{prefix}{i:05d}", wanted, body))
@@ -124,6 +130,7 @@ def _python_walk(
     connections: int,
     limit: float,
     start: int,
+    body_size: int,
 ) -> Load:
     latencies: list[float] = []
     errors, next_key = [0], [start]
@@ -132,7 +139,9 @@ def _python_walk(
     async def run() -> None:
         end, deadline = start + keys, began + limit
         walkers = (
-            _walker(port, method, prefix, next_key, end, headers, deadline, latencies, errors)
+            _walker(
+                port, method, prefix, next_key, end, headers, deadline, latencies, errors, body_size
+            )
             for _ in range(min(connections, keys))
         )
         await asyncio.wait_for(asyncio.gather(*walkers), limit + 30)

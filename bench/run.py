@@ -1,6 +1,7 @@
 """Run twin's benchmarks and print their figures; it never fails on timing (see bench/README.md).
 
-python bench/run.py [--quick] [--only memory,start,load,storage] [--no-wrk] [--no-solid]
+python bench/run.py [--quick] [--only memory,start,load,storage,files] [--no-wrk] [--no-solid]
+                    [--no-nginx] [--no-wsgidav] [--no-rclone]
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import time
 from pathlib import Path
 
 import cold_start
+import files
 import idle_memory
 import storage
 import throughput
 
-PARTS = ("memory", "start", "load", "storage")
+PARTS = ("memory", "start", "load", "storage", "files")
 
 
 def _machine() -> list[str]:
@@ -44,7 +46,7 @@ def main() -> int:
         "--quick",
         action="store_true",
         help="3 cold starts instead of 5, 2 s per load figure instead of 5, storage sizes to "
-        "10,000 and fewer rounds",
+        "10,000 and fewer rounds, one repeat of each big file transfer",
     )
     parser.add_argument(
         "--only",
@@ -61,6 +63,10 @@ def main() -> int:
         action="store_true",
         help="leave the Community Solid Server out of the storage part",
     )
+    for peer in ("nginx", "wsgidav", "rclone"):
+        parser.add_argument(
+            f"--no-{peer}", action="store_true", help=f"leave {peer} out of the files part"
+        )
     args = parser.parse_args()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = set(parts) - set(PARTS)
@@ -84,6 +90,10 @@ def main() -> int:
                 scratch, args.quick, use_wrk=not args.no_wrk, use_solid=not args.no_solid
             )
             _section("d. storage, next to a Community Solid Server", storage.report(found))
+        if "files" in parts:
+            skip = tuple(p for p in ("nginx", "wsgidav", "rclone") if getattr(args, f"no_{p}"))
+            measured = files.measure(scratch, args.quick, use_wrk=not args.no_wrk, skip=skip)
+            _section("e. files, next to nginx, wsgidav and rclone", files.report(measured))
     print(
         f"\ndone in {time.monotonic() - began:.0f} s; load average now "
         f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}"
