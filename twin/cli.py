@@ -230,6 +230,8 @@ def _serve_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             "max_body",
             "rate_limit",
             "storage_quota",
+            "files_quota",
+            "trash_days",
             "log_level",
         ]
     ):

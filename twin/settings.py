@@ -60,6 +60,20 @@ def _size(text: str) -> int:
     return value
 
 
+def _size_or_zero(text: str) -> int:
+    return 0 if text.strip() == "0" else _size(text)
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise BadInput(f"days must be a number, got {text!r}") from None
+    if not math.isfinite(days) or days <= 0:
+        raise BadInput(f"days must be a positive number, got {text!r}")
+    return days
+
+
 def human_size(count: int) -> str:
     """A byte count as people read it: 512 bytes, 3.4 KiB, 256 MiB."""
     for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
@@ -134,6 +148,19 @@ SETTINGS: tuple[Setting, ...] = (
         "Most bytes (keys and bodies) one storage namespace may hold (suffixes k, m, g).",
         _size,
     ),
+    Setting(
+        "files_quota",
+        0,
+        "Most bytes the twin's files may take, trash included (suffixes k, m, g); "
+        "0: whatever the disk has free, less 256 MiB.",
+        _size_or_zero,
+    ),
+    Setting(
+        "trash_days",
+        30.0,
+        "Days a deleted file stays in the trash before it is deleted for good.",
+        _days,
+    ),
     Setting("log_level", "info", "debug, info, warning or error.", _log_level),
 )
 
@@ -155,6 +182,8 @@ class Settings:
     max_body: int = 1024 * 1024
     rate_limit: float = 50.0
     storage_quota: int = 256 * 1024 * 1024
+    files_quota: int = 0
+    trash_days: float = 30.0
     log_level: str = "info"
 
     @property

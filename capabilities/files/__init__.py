@@ -1,0 +1,110 @@
+"""The ``files`` capability: the twin's files and folders, encrypted at rest, over
+``/api/files/``, WebDAV at ``/dav/``, and public share links at ``/s/``; other capabilities
+reach it through :class:`Files` (``self.require(Files).store``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from twin import Capability, Holding, Migration
+from twin.api import Endpoint
+from twin.doors import Mount
+
+from ._blobs import Blobs
+from ._store import MIGRATIONS_SQL, AlreadyExists, Entry, FileStore, TrashItem, Usage, data_root
+
+UPKEEP_EVERY = 6 * 3600  # seconds between purges of the old trash and left-over content
+
+__all__ = ["AlreadyExists", "Entry", "FileStore", "Files", "TrashItem", "Usage"]
+
+
+class Files(Capability):
+    """Files and folders for every experience, WebDAV client and plugin."""
+
+    migrations = (
+        Migration("create nodes, blobs, properties and usage", MIGRATIONS_SQL),
+        Migration(
+            "create share links",
+            """
+            CREATE TABLE files_shares (
+                id TEXT PRIMARY KEY,
+                secret_hash BLOB NOT NULL UNIQUE,
+                secret BLOB NOT NULL,
+                node INTEGER NOT NULL REFERENCES files_nodes (id) ON DELETE CASCADE,
+                created REAL NOT NULL,
+                expires REAL NOT NULL,
+                max_downloads INTEGER,
+                downloads INTEGER NOT NULL DEFAULT 0,
+                revoked REAL
+            );
+            CREATE INDEX files_shares_by_node ON files_shares (node);
+            """,
+        ),
+    )
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        settings = context.settings
+        blobs = Blobs(data_root(settings.data_dir), context.box("content"))
+        self.store = FileStore(
+            context.db, context.box("tree"), blobs, settings.files_quota, settings.trash_days
+        )
+        from ._shares import Shares
+
+        self.shares = Shares(self.store, context.box("shares"), settings.url)
+        self._upkeep: asyncio.Task[None] | None = None
+
+    def routes(self) -> Sequence[Endpoint]:
+        from ._http import Routes
+
+        return Routes(self).endpoints()
+
+    def mounts(self) -> Sequence[Mount]:
+        from ._share import share_app
+
+        mounts = [Mount("/s", share_app(self))]
+        try:
+            from ._dav import dav_app
+        except ImportError:  # the WebDAV door is being written
+            return mounts
+        return [Mount("/dav", dav_app(self)), *mounts]
+
+    async def holdings(self) -> Sequence[Holding]:
+        usage = await self.store.usage()
+        return [
+            Holding("files", usage.files, usage.used, usage.quota, "files"),
+        ]
+
+    async def check(self, data_dir: Path) -> list[str]:
+        """Problems with the files kept in ``data_dir`` (content missing or damaged)."""
+        blobs = Blobs(data_root(data_dir), self.store.blobs.box)
+        return await FileStore(self.db, self.store.box, blobs, 0, 1).check()
+
+    async def startup(self) -> None:
+        self._upkeep = asyncio.create_task(self._upkeep_now_and_then(), name="files upkeep")
+
+    async def shutdown(self) -> None:
+        if self._upkeep is not None:
+            self._upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._upkeep
+
+    async def _upkeep_now_and_then(self) -> None:
+        while True:
+            try:
+                removed, freed = await self.store.sweep()
+                if removed:
+                    self.context.log.info(
+                        "removed %d left-over content files (%d bytes) of uploads cut short",
+                        removed,
+                        freed,
+                    )
+                if not self.context.vault.locked:
+                    await self.store.purge()
+            except Exception:  # the next round tries again
+                self.context.log.exception("could not clean up the files")
+            await asyncio.sleep(UPKEEP_EVERY)

@@ -1,0 +1,301 @@
+"""File contents at rest: each version of a file is a blob, encrypted with a key of its own,
+small ones sealed in the database row, the others in a file of fixed-size encrypted chunks.
+
+A blob is named by 16 random bytes (its token). Its key is derived from the vault and the token,
+so nothing secret is stored beside it. A blob file holds chunk after chunk, each ``CHUNK``
+bytes of content (the last one fewer) sealed with AES-256-GCM (XChaCha20-Poly1305 where the CPU
+lacks AES instructions); the nonce is the chunk's index, and the associated data names the
+token, the index and whether it is the last chunk, so chunks cannot be reordered, swapped
+between files or cut off. A blob file exists before the database refers to it, never after it
+stops doing so (save for a crash in between: :meth:`Blobs.sweep` removes those).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from nacl import bindings
+
+from twin import BadInput, QuotaExceeded
+from twin.settings import human_size
+from twin.vault import Box
+
+CHUNK = 1024 * 1024  # content bytes per chunk
+TAG = 16  # bytes an AEAD adds to each chunk
+INLINE = 64 * 1024  # content up to this size is sealed into the database row instead
+AES_GCM, XCHACHA = 1, 2
+
+
+def _aes_available() -> bool:
+    try:  # libsodium refuses AES-GCM on a CPU without AES instructions
+        key, nonce = bytes(32), bytes(12)
+        bindings.crypto_aead_aes256gcm_encrypt(b"", None, nonce, key)
+    except Exception:
+        return False
+    return True
+
+
+def _nonce(cipher: int, index: int) -> bytes:
+    return index.to_bytes(12 if cipher == AES_GCM else 24, "big")
+
+
+def _aad(token: bytes, index: int, last: bool) -> bytes:
+    return token + index.to_bytes(8, "big") + (b"\1" if last else b"\0")
+
+
+def seal_chunk(cipher: int, key: bytes, token: bytes, index: int, last: bool, data: bytes) -> bytes:
+    aad, nonce = _aad(token, index, last), _nonce(cipher, index)
+    if cipher == AES_GCM:
+        return bytes(bindings.crypto_aead_aes256gcm_encrypt(data, aad, nonce, key))
+    return bytes(bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(data, aad, nonce, key))
+
+
+def open_chunk(cipher: int, key: bytes, token: bytes, index: int, last: bool, data: bytes) -> bytes:
+    aad, nonce = _aad(token, index, last), _nonce(cipher, index)
+    if cipher == AES_GCM:
+        return bytes(bindings.crypto_aead_aes256gcm_decrypt(data, aad, nonce, key))
+    return bytes(bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(data, aad, nonce, key))
+
+
+def chunks_of(size: int) -> int:
+    return max(1, -(-size // CHUNK))
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A blob as the database holds it: ``inline`` is its sealed content when it has no file."""
+
+    token: bytes
+    size: int
+    cipher: int
+    inline: bytes | None = None
+
+
+class Blobs:
+    """The encrypted chunk store under ``root`` (``<data dir>/files``)."""
+
+    def __init__(self, root: Path, box: Box) -> None:
+        self.root = root
+        self.box = box
+        self.cipher = AES_GCM if _aes_available() else XCHACHA
+        self.pending: set[bytes] = set()  # tokens being written: never swept
+        self._reading: Counter[bytes] = Counter()
+        self._doomed: set[bytes] = set()  # released while being read: removed after
+
+    def path(self, token: bytes) -> Path:
+        name = token.hex()
+        return self.root / name[:2] / name
+
+    def key(self, token: bytes) -> bytes:
+        return bytes.fromhex(self.box.blind(b"content key\0" + token))
+
+    async def receive(self, body: AsyncIterable[bytes], length: int | None, room: int) -> Blob:
+        """Write a body as a new blob; refuses (507) once it passes ``room`` bytes and (400)
+        when it ends short of ``length``. On any failure nothing of it is left on disk."""
+        if length is not None and length > room:
+            raise QuotaExceeded(_over(length, room))
+        token = os.urandom(16)
+        self.pending.add(token)
+        writer = _ChunkWriter(self, token)
+        buffer = bytearray()
+        size = 0
+        try:
+            async for piece in body:
+                size += len(piece)
+                if size > room:
+                    raise QuotaExceeded(_over(size if length is None else length, room))
+                if length is not None and size > length:
+                    raise BadInput(f"the body is longer than its Content-Length ({length})")
+                buffer += piece
+                while len(buffer) > CHUNK:  # the last chunk is only known once the body ends
+                    await writer.put(bytes(buffer[:CHUNK]), last=False)
+                    del buffer[:CHUNK]
+            if length is not None and size != length:
+                raise BadInput(f"the body ended after {size} of its {length} bytes")
+            if writer.index == 0 and size <= INLINE:
+                sealed = self.box.seal(bytes(buffer), context=b"content" + token)
+                return Blob(token, size, self.cipher, sealed)
+            await writer.put(bytes(buffer), last=True)
+            await writer.finish()
+            return Blob(token, size, self.cipher)
+        except BaseException:
+            await writer.abandon()
+            self.pending.discard(token)
+            raise
+
+    def committed(self, token: bytes) -> None:
+        """The database refers to this blob now: a sweep may judge it like any other."""
+        self.pending.discard(token)
+
+    async def remove(self, tokens: Iterable[bytes]) -> None:
+        """Delete blob files the database no longer refers to (once nobody reads them)."""
+        doomed = []
+        for token in tokens:
+            if self._reading[token]:
+                self._doomed.add(token)
+            else:
+                doomed.append(self.path(token))
+        if doomed:
+            await asyncio.to_thread(_unlink_all, doomed)
+
+    async def read(self, blob: Blob, start: int, end: int) -> AsyncIterator[bytes]:
+        """Content bytes [start, end) of a blob, chunk by chunk (the next one decrypted while
+        the current one is sent)."""
+        if blob.inline is not None:
+            content = self.box.open(blob.inline, context=b"content" + blob.token)
+            yield content[start:end]
+            return
+        if start >= end:
+            return
+        self._reading[blob.token] += 1
+        try:
+            fd = await asyncio.to_thread(os.open, self.path(blob.token), os.O_RDONLY)
+        except BaseException:
+            self._done_reading(blob.token)
+            raise
+        try:
+            key, count = self.key(blob.token), chunks_of(blob.size)
+            first, last = start // CHUNK, (end - 1) // CHUNK
+
+            def fetch(index: int) -> asyncio.Future[bytes]:
+                return asyncio.ensure_future(
+                    asyncio.to_thread(_read_chunk, fd, blob, key, index, count)
+                )
+
+            coming = fetch(first)
+            for index in range(first, last + 1):
+                data = await coming
+                if index < last:
+                    coming = fetch(index + 1)
+                base = index * CHUNK
+                yield data[max(start - base, 0) : min(end - base, len(data))]
+        finally:
+            if "coming" in locals() and not coming.done():
+                coming.cancel()
+                with contextlib.suppress(BaseException):
+                    await coming
+            os.close(fd)
+            self._done_reading(blob.token)
+
+    def _done_reading(self, token: bytes) -> None:
+        self._reading[token] -= 1
+        if self._reading[token] <= 0:
+            del self._reading[token]
+            if token in self._doomed:
+                self._doomed.discard(token)
+                _unlink_all([self.path(token)])
+
+    def stored(self) -> Iterable[tuple[bytes, Path]]:
+        """Every blob file on disk, as (token, path); names that are not blobs are skipped."""
+        if not self.root.is_dir():
+            return
+        for folder in self.root.iterdir():
+            if not folder.is_dir() or len(folder.name) != 2:
+                continue
+            for item in folder.iterdir():
+                try:
+                    token = bytes.fromhex(item.name)
+                except ValueError:
+                    continue
+                if len(token) == 16 and item.name.startswith(folder.name):
+                    yield token, item
+
+    def sweep(self, known: Callable[[bytes], bool]) -> tuple[int, int]:
+        """Remove blob files the database does not know and nobody is writing: what an upload
+        cut short by a crash leaves. Returns (files, bytes) removed. Runs on a thread."""
+        removed = freed = 0
+        for token, path in list(self.stored()):
+            if token in self.pending or known(token):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                freed += path.stat().st_size
+                path.unlink()
+                removed += 1
+        return removed, freed
+
+
+def _read_chunk(fd: int, blob: Blob, key: bytes, index: int, count: int) -> bytes:
+    sealed = os.pread(fd, CHUNK + TAG, index * (CHUNK + TAG))
+    expected = (blob.size - index * CHUNK if index == count - 1 else CHUNK) + TAG
+    if len(sealed) != expected:
+        raise OSError(f"blob {blob.token.hex()} is {len(sealed)} bytes short at chunk {index}")
+    return open_chunk(blob.cipher, key, blob.token, index, index == count - 1, sealed)
+
+
+def _unlink_all(paths: Iterable[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _over(size: int, room: int) -> str:
+    return (
+        f"this upload needs {human_size(size)}, but only {human_size(max(room, 0))} is left "
+        "in the twin's files: delete files or empty the trash, or raise --files-quota"
+    )
+
+
+class _ChunkWriter:
+    """Seals and writes one blob's chunks on a thread, one chunk ahead of the body."""
+
+    def __init__(self, blobs: Blobs, token: bytes) -> None:
+        self.blobs = blobs
+        self.token = token
+        self.key = blobs.key(token)
+        self.index = 0
+        self.fd: int | None = None
+        self._writing: asyncio.Future[None] | None = None
+
+    async def put(self, data: bytes, *, last: bool) -> None:
+        if self._writing is not None:
+            await self._writing
+        if self.fd is None:
+            self.fd = await asyncio.to_thread(self._create)
+        index, fd = self.index, self.fd
+        self.index += 1
+        self._writing = asyncio.ensure_future(asyncio.to_thread(self._write, fd, index, last, data))
+
+    def _create(self) -> int:
+        path = self.blobs.path(self.token)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    def _write(self, fd: int, index: int, last: bool, data: bytes) -> None:
+        sealed = seal_chunk(self.blobs.cipher, self.key, self.token, index, last, data)
+        view = memoryview(sealed)
+        offset = index * (CHUNK + TAG)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    async def finish(self) -> None:
+        """Wait for the last chunk and make the file durable before the database names it."""
+        if self._writing is not None:
+            await self._writing
+        fd = self.fd
+        if fd is not None:
+            self.fd = None
+            await asyncio.to_thread(_sync_and_close, fd)
+
+    async def abandon(self) -> None:
+        if self._writing is not None:
+            with contextlib.suppress(BaseException):
+                await self._writing
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        with contextlib.suppress(FileNotFoundError):
+            self.blobs.path(self.token).unlink()
+
+
+def _sync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,122 @@
+"""Sending a file's content over HTTP: ranges, conditional requests, and the headers that keep
+a browser from running what it holds; shared by ``/api/files``, ``/dav`` and ``/s``."""
+
+from __future__ import annotations
+
+from email.utils import formatdate, parsedate_to_datetime
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from ._store import Entry, FileStore
+
+# Content a person uploaded is never run by the browser on the twin's origin.
+SANDBOX = (
+    "sandbox; default-src 'none'; img-src 'self' data: blob:; media-src 'self'; "
+    "style-src 'unsafe-inline'"
+)
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None | str:
+    """The one range a ``Range`` header asks for as [start, end); None for the whole file
+    (no header, one we do not serve, several ranges); "unsatisfiable" when it lies past the end."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    first, dash, last = header[6:].strip().partition("-")
+    if not dash or not (first.isdigit() or last.isdigit()) or (first and not first.isdigit()):
+        return None
+    if last and not last.isdigit():
+        return None
+    if not first:  # the last N bytes
+        count = int(last)
+        if count == 0:
+            return "unsatisfiable"
+        return max(size - count, 0), size
+    start = int(first)
+    end = min(int(last) + 1, size) if last else size
+    if start >= size:
+        return "unsatisfiable"
+    if end <= start:
+        return None
+    return start, end
+
+
+def disposition(kind: str, name: str) -> str:
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "'").replace("\\", "_")
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def _not_modified(request: Request, entry: Entry) -> bool:
+    tags = request.headers.get("if-none-match")
+    if tags is not None:
+        wanted = {t.strip().removeprefix("W/") for t in tags.split(",")}
+        return "*" in wanted or entry.etag in wanted
+    since = request.headers.get("if-modified-since")
+    if since is not None:
+        try:
+            return int(entry.modified) <= parsedate_to_datetime(since).timestamp()
+        except (TypeError, ValueError, IndexError):
+            return False
+    return False
+
+
+class ContentResponse(Response):
+    """An ASGI response sending a file's content (or the part a Range asks for)."""
+
+    def __init__(
+        self,
+        store: FileStore,
+        entry: Entry,
+        request: Request,
+        *,
+        attachment: bool = False,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.store = store
+        self.entry = entry
+        self.background = None
+        self.head = request.method == "HEAD"
+        self.start, self.end = 0, entry.size
+        headers = {
+            "etag": entry.etag,
+            "last-modified": formatdate(entry.modified, usegmt=True),
+            "accept-ranges": "bytes",
+            "content-type": entry.media_type,
+            "content-security-policy": SANDBOX,
+            "x-content-type-options": "nosniff",
+            "cache-control": "private, no-cache",
+            **(extra or {}),
+        }
+        if attachment:
+            headers["content-disposition"] = disposition("attachment", entry.name)
+        status = 200
+        if _not_modified(request, entry):
+            status, self.end = 304, 0
+            headers.pop("content-type")
+        else:
+            wanted = byte_range(request.headers.get("range"), entry.size)
+            if_range = request.headers.get("if-range")
+            if if_range is not None and if_range.strip() != entry.etag:
+                wanted = None  # the file changed: send all of it
+            if wanted == "unsatisfiable":
+                status, self.end = 416, 0
+                headers["content-range"] = f"bytes */{entry.size}"
+                headers.pop("content-type")
+            elif isinstance(wanted, tuple):
+                status = 206
+                self.start, self.end = wanted
+                headers["content-range"] = f"bytes {self.start}-{self.end - 1}/{entry.size}"
+        headers["content-length"] = str(self.end - self.start)
+        self.status_code = status
+        self.raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        if not self.head and self.end > self.start:
+            async for piece in self.store.read(self.entry, self.start, self.end):
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

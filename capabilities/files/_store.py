@@ -1,0 +1,964 @@
+"""The file tree: folders and files with encrypted names, a trash, dead properties, usage and the
+quota; every change is one transaction of the twin's single writer.
+
+A node is a file or a folder under a parent. Its name is sealed, and found by a keyed hash of
+(parent, name), so equal names in different folders look different on disk. A file points at
+a blob (see ``_blobs``); copies share blobs, and a blob goes when no node refers to it. Deleting
+moves a node, with everything under it, to the trash: its rows stay, marked with the time and
+the trash item (the top node) they belong to, until restored or purged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import shutil
+import sqlite3
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twin import BadInput, Conflict, InUse, NotFound, PreconditionFailed, QuotaExceeded, TooLarge
+from twin.db import Database
+from twin.settings import human_size
+from twin.vault import Box
+
+from ._blobs import Blob, Blobs
+from ._paths import check_name, check_path, join, split
+
+ROOT = 1
+DISK_RESERVE = 256 * 1024 * 1024  # without a quota, this much of the disk stays free
+MAX_COPY = 100_000  # nodes one copy may create
+MAX_PROPERTIES = 256
+MAX_PROPERTY = 64 * 1024
+FOLDER_CACHE = 10_000
+
+_NOW = "(julianday('now') - 2440587.5) * 86400.0"
+MIGRATIONS_SQL = f"""
+CREATE TABLE files_blobs (
+    id INTEGER PRIMARY KEY,
+    token BLOB NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    cipher INTEGER NOT NULL,
+    inline BLOB,
+    created REAL NOT NULL
+);
+CREATE TABLE files_nodes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    parent INTEGER,
+    name_hash BLOB NOT NULL,
+    name BLOB NOT NULL,
+    folder INTEGER NOT NULL,
+    blob INTEGER REFERENCES files_blobs (id),
+    size INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    modified REAL NOT NULL,
+    trashed REAL,
+    trash_root INTEGER,
+    origin BLOB
+);
+CREATE UNIQUE INDEX files_nodes_by_name ON files_nodes (parent, name_hash) WHERE trashed IS NULL;
+CREATE INDEX files_nodes_by_parent ON files_nodes (parent);
+CREATE INDEX files_nodes_by_blob ON files_nodes (blob);
+CREATE INDEX files_nodes_by_trash ON files_nodes (trash_root) WHERE trash_root IS NOT NULL;
+CREATE TABLE files_properties (
+    node INTEGER NOT NULL REFERENCES files_nodes (id) ON DELETE CASCADE,
+    name_hash BLOB NOT NULL,
+    name BLOB NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (node, name_hash)
+) WITHOUT ROWID;
+CREATE TABLE files_usage (id INTEGER PRIMARY KEY CHECK (id = 1), bytes INTEGER NOT NULL);
+INSERT INTO files_usage VALUES (1, 0);
+INSERT INTO files_nodes (id, parent, name_hash, name, folder, created, modified)
+    VALUES ({ROOT}, NULL, x'', x'', 1, {_NOW}, {_NOW});
+"""
+
+_NODE = (
+    "SELECT n.id, n.folder, n.size, n.created, n.modified, b.token, b.cipher, "
+    "b.inline IS NOT NULL AS small FROM files_nodes n LEFT JOIN files_blobs b ON b.id = n.blob "
+)
+
+
+class AlreadyExists(Conflict):
+    """Something already has that path (a MKCOL or a new folder)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A file or folder as clients see it."""
+
+    id: int
+    path: str
+    name: str
+    kind: str  # "file" or "folder"
+    size: int
+    created: float
+    modified: float
+    etag: str
+    media_type: str
+    token: bytes = field(default=b"", repr=False, compare=False)
+    cipher: int = field(default=0, repr=False, compare=False)
+    small: bool = field(default=False, repr=False, compare=False)
+
+    @property
+    def is_folder(self) -> bool:
+        return self.kind == "folder"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "kind": self.kind,
+            "size": self.size,
+            "created": self.created,
+            "modified": self.modified,
+            "etag": self.etag,
+            "type": self.media_type,
+        }
+
+
+@dataclass(frozen=True)
+class TrashItem:
+    """Something deleted, kept until ``purge_at``: ``path`` is where it was."""
+
+    id: int
+    name: str
+    path: str
+    kind: str
+    size: int
+    trashed: float
+    purge_at: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "path": self.path,
+            "kind": self.kind,
+            "size": self.size,
+            "trashed": self.trashed,
+            "purge_at": self.purge_at,
+        }
+
+
+@dataclass(frozen=True)
+class Usage:
+    used: int
+    quota: int
+    files: int
+    folders: int
+    trash_items: int
+    trash_bytes: int
+    disk_free: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "used": self.used,
+            "quota": self.quota,
+            "files": self.files,
+            "folders": self.folders,
+            "trash": {"items": self.trash_items, "bytes": self.trash_bytes},
+        }
+
+
+def media_type(name: str) -> str:
+    guessed, _ = mimetypes.guess_type(name, strict=False)
+    return guessed or "application/octet-stream"
+
+
+def _entry(row: sqlite3.Row | tuple[Any, ...], path: str) -> Entry:
+    node, folder, size, created, modified, token, cipher, small = tuple(row)
+    name = path.rpartition("/")[2]
+    if folder:
+        tag = f'"d{node}.{int(modified * 1000)}"'
+        return Entry(node, path, name, "folder", 0, created, modified, tag, "")
+    return Entry(
+        node,
+        path,
+        name,
+        "file",
+        size,
+        created,
+        modified,
+        f'"{token.hex()[:24]}"',
+        media_type(name),
+        token,
+        cipher,
+        bool(small),
+    )
+
+
+def _matches(condition: str, entry: Entry | None) -> bool:
+    """Whether an If-Match value ("*" or ETags separated by commas) holds for ``entry``."""
+    if entry is None:
+        return False
+    if condition.strip() == "*":
+        return True
+    tags = {t.strip().removeprefix("W/") for t in condition.split(",")}
+    return entry.etag in tags
+
+
+class _Tree:
+    """The tree as one write transaction sees it (runs on the writer's thread)."""
+
+    def __init__(self, store: FileStore, conn: sqlite3.Connection) -> None:
+        self.store = store
+        self.conn = conn
+        self.now = time.time()
+        self.released: set[int] = set()  # blobs that may have lost their last node
+
+    def node(self, path: str) -> Entry | None:
+        parent = ROOT
+        if not path:
+            row = self.conn.execute(_NODE + "WHERE n.id = ?", (ROOT,)).fetchone()
+            return _entry(row, "")
+        parts = path.split("/")
+        for depth, name in enumerate(parts):
+            row = self.conn.execute(
+                _NODE + "WHERE n.parent = ? AND n.name_hash = ? AND n.trashed IS NULL",
+                (parent, self.store.name_hash(parent, name)),
+            ).fetchone()
+            if row is None:
+                return None
+            if depth < len(parts) - 1 and not row[1]:
+                return None  # a file where a folder should be
+            parent = row[0]
+        return _entry(row, path)
+
+    def folder(self, path: str, *, create: bool = False) -> int:
+        """The id of the folder at ``path``; Conflict when it is missing or a file."""
+        found = self.node(path)
+        if found is None and create and path:
+            parent_path, name = split(path)
+            return self.insert(self.folder(parent_path, create=True), name, folder=True)
+        if found is None:
+            raise Conflict(f"there is no folder {path!r}: create it first")
+        if not found.is_folder:
+            raise Conflict(f"{path!r} is a file, not a folder")
+        return found.id
+
+    def insert(
+        self, parent: int, name: str, *, folder: bool, blob: int | None = None, size: int = 0
+    ) -> int:
+        name_hash = self.store.name_hash(parent, name)
+        cursor = self.conn.execute(
+            "INSERT INTO files_nodes (parent, name_hash, name, folder, blob, size, created, "
+            "modified) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                parent,
+                name_hash,
+                self.store.seal_name(name, name_hash),
+                int(folder),
+                blob,
+                size,
+                self.now,
+                self.now,
+            ),
+        )
+        self.touch(parent)
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def touch(self, folder: int) -> None:
+        self.conn.execute("UPDATE files_nodes SET modified = ? WHERE id = ?", (self.now, folder))
+
+    def add_blob(self, blob: Blob) -> int:
+        used = self.conn.execute("SELECT bytes FROM files_usage").fetchone()[0]
+        room = self.store.room(used)
+        if blob.size > room:
+            raise QuotaExceeded(
+                f"this upload needs {human_size(blob.size)}, but only "
+                f"{human_size(max(room, 0))} is left in the twin's files: delete files or "
+                "empty the trash, or raise --files-quota"
+            )
+        cursor = self.conn.execute(
+            "INSERT INTO files_blobs (token, size, cipher, inline, created) VALUES (?, ?, ?, ?, ?)",
+            (blob.token, blob.size, blob.cipher, blob.inline, self.now),
+        )
+        self.conn.execute("UPDATE files_usage SET bytes = bytes + ?", (blob.size,))
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def trash(self, entry: Entry) -> TrashItem:
+        """Move a node and everything under it to the trash, as one trash item."""
+        self.conn.execute(
+            "WITH RECURSIVE below(id) AS (SELECT id FROM files_nodes WHERE parent = ? AND "
+            "trashed IS NULL UNION ALL SELECT n.id FROM files_nodes n JOIN below ON "
+            "n.parent = below.id WHERE n.trashed IS NULL) "
+            "UPDATE files_nodes SET trashed = ?, trash_root = ? WHERE id IN below",
+            (entry.id, self.now, entry.id),
+        )
+        self.conn.execute(
+            "UPDATE files_nodes SET trashed = ?, trash_root = id, origin = ? WHERE id = ?",
+            (self.now, self.store.seal_origin(entry.path, entry.id), entry.id),
+        )
+        parent = self.conn.execute(
+            "SELECT parent FROM files_nodes WHERE id = ?", (entry.id,)
+        ).fetchone()[0]
+        self.touch(parent)
+        self.store.structure_changed()
+        size = self.conn.execute(
+            "SELECT coalesce(sum(size), 0) FROM files_nodes WHERE trash_root = ?", (entry.id,)
+        ).fetchone()[0]
+        return TrashItem(
+            entry.id,
+            entry.name,
+            entry.path,
+            entry.kind,
+            size,
+            self.now,
+            self.now + self.store.trash_seconds,
+        )
+
+    def drop_blob_ref(self, blob: int | None) -> None:
+        if blob is not None:
+            self.released.add(blob)
+
+    def release(self) -> list[bytes]:
+        """Forget blobs no node refers to any more; their files' tokens, to delete after."""
+        gone = []
+        for blob in self.released:
+            if self.conn.execute("SELECT 1 FROM files_nodes WHERE blob = ?", (blob,)).fetchone():
+                continue
+            row = self.conn.execute(
+                "DELETE FROM files_blobs WHERE id = ? RETURNING token, size, inline IS NULL",
+                (blob,),
+            ).fetchone()
+            if row is None:
+                continue
+            self.conn.execute("UPDATE files_usage SET bytes = bytes - ?", (row[1],))
+            if row[2]:
+                gone.append(row[0])
+        return gone
+
+    def purge(self, item: int) -> None:
+        rows = self.conn.execute(
+            "DELETE FROM files_nodes WHERE trash_root = ? RETURNING blob", (item,)
+        ).fetchall()
+        for (blob,) in rows:
+            self.drop_blob_ref(blob)
+
+    def subtree(self, top: int) -> list[sqlite3.Row]:
+        """Every live node under ``top`` (parents before children), for a copy."""
+        rows = self.conn.execute(
+            "WITH RECURSIVE below(id, depth) AS (SELECT id, 0 FROM files_nodes WHERE parent = ? "
+            "AND trashed IS NULL UNION ALL SELECT n.id, depth + 1 FROM files_nodes n JOIN below "
+            "ON n.parent = below.id WHERE n.trashed IS NULL LIMIT ?) "
+            "SELECT n.id, n.parent, n.name_hash, n.name, n.folder, n.blob, n.size, n.created, "
+            "n.modified FROM below JOIN files_nodes n ON n.id = below.id ORDER BY below.depth",
+            (top, MAX_COPY + 1),
+        ).fetchall()
+        if len(rows) > MAX_COPY:
+            raise TooLarge(f"a copy makes at most {MAX_COPY} files and folders at once")
+        return rows
+
+    def copy_properties(self, source: int, target: int) -> None:
+        for name_hash, name, value in self.conn.execute(
+            "SELECT name_hash, name, value FROM files_properties WHERE node = ?", (source,)
+        ).fetchall():
+            self.conn.execute(
+                "INSERT INTO files_properties VALUES (?, ?, ?, ?)",
+                (
+                    target,
+                    name_hash,
+                    self.store.box.seal(
+                        self.store.box.open(name, context=b"property" + name_hash + _id(source)),
+                        context=b"property" + name_hash + _id(target),
+                    ),
+                    self.store.box.seal(
+                        self.store.box.open(value, context=b"value" + name_hash + _id(source)),
+                        context=b"value" + name_hash + _id(target),
+                    ),
+                ),
+            )
+
+
+def _id(node: int) -> bytes:
+    return node.to_bytes(8, "big")
+
+
+class FileStore:
+    """Every file and folder of the twin; paths are as ``check_path`` accepts them."""
+
+    def __init__(self, db: Database, box: Box, blobs: Blobs, quota: int, trash_days: float) -> None:
+        self.db = db
+        self.box = box
+        self.blobs = blobs
+        self.quota = quota  # 0: whatever the disk has free
+        self.trash_seconds = trash_days * 86400
+        self._writing: set[str] = set()
+        self._folders: dict[str, int] = {}  # folder path -> node id, for reads
+        self._generation = 0
+
+    # names and paths, sealed
+
+    def name_hash(self, parent: int, name: str) -> bytes:
+        return bytes.fromhex(self.box.blind(f"name\0{parent}\0{name}"))
+
+    def seal_name(self, name: str, name_hash: bytes) -> bytes:
+        return self.box.seal(name, context=b"name" + name_hash)
+
+    def seal_origin(self, path: str, node: int) -> bytes:
+        return self.box.seal(path, context=b"origin" + _id(node))
+
+    def structure_changed(self) -> None:
+        """A folder moved, went or came back: forget cached folder paths."""
+        self._generation += 1
+        self._folders.clear()
+
+    def room(self, used: int) -> int:
+        """Bytes a new blob may still take."""
+        if self.quota:
+            return self.quota - used
+        return shutil.disk_usage(self.blobs.root.parent).free - DISK_RESERVE
+
+    # reads
+
+    async def _lookup(self, parent: int, name: str) -> sqlite3.Row | None:
+        return await self.db.lookup(
+            _NODE + "WHERE n.parent = ? AND n.name_hash = ? AND n.trashed IS NULL",
+            (parent, self.name_hash(parent, name)),
+        )
+
+    async def find(self, path: str) -> Entry | None:
+        """The file or folder at ``path``, or None."""
+        path = check_path(path)
+        if not path:
+            row = await self.db.lookup(_NODE + "WHERE n.id = ?", (ROOT,))
+            assert row is not None
+            return _entry(row, "")
+        parent_path, name = split(path)
+        parent = await self._folder_id(parent_path)
+        if parent is None:
+            return None
+        row = await self._lookup(parent, name)
+        return None if row is None else _entry(row, path)
+
+    async def _folder_id(self, path: str) -> int | None:
+        if not path:
+            return ROOT
+        cached = self._folders.get(path)
+        if cached is not None:
+            return cached
+        generation = self._generation
+        parent = ROOT
+        walked = ""
+        for name in path.split("/"):
+            walked = join(walked, name)
+            known = self._folders.get(walked)
+            if known is not None:
+                parent = known
+                continue
+            row = await self._lookup(parent, name)
+            if row is None or not row["folder"]:
+                return None
+            parent = row["id"]
+            if generation == self._generation:
+                if len(self._folders) >= FOLDER_CACHE:
+                    self._folders.clear()
+                self._folders[walked] = parent
+        return parent
+
+    async def stat(self, path: str) -> Entry:
+        found = await self.find(path)
+        if found is None:
+            raise NotFound(f"there is no file or folder {check_path(path)!r}")
+        return found
+
+    async def children(self, path: str, *, limit: int = 10_000, after: int = 0) -> list[Entry]:
+        """The entries in a folder, in the order they were made."""
+        folder = await self.stat(path)
+        if not folder.is_folder:
+            raise Conflict(f"{folder.path!r} is a file, not a folder")
+        rows = await self.db.fetchall(
+            "SELECT n.id, n.folder, n.size, n.created, n.modified, b.token, b.cipher, "
+            "b.inline IS NOT NULL, n.name, n.name_hash FROM files_nodes n LEFT JOIN files_blobs b "
+            "ON b.id = n.blob WHERE n.parent = ? AND n.trashed IS NULL AND n.id > ? "
+            "ORDER BY n.id LIMIT ?",
+            (folder.id, after, limit),
+        )
+        return [
+            _entry(
+                tuple(row)[:8],
+                join(folder.path, self.box.open_text(row[8], context=b"name" + row[9])),
+            )
+            for row in rows
+        ]
+
+    async def walk(self, path: str, *, limit: int) -> list[Entry]:
+        """The entry at ``path`` and everything under it, breadth first; 413 past ``limit``."""
+        top = await self.stat(path)
+        found, queue = [top], [top]
+        while queue:
+            folder = queue.pop(0)
+            if not folder.is_folder:
+                continue
+            after = 0
+            while True:
+                page = await self.children(folder.path, after=after, limit=1000)
+                found += page
+                if len(found) > limit:
+                    raise TooLarge(
+                        f"{top.path or 'the root'} holds more than {limit} files and folders; "
+                        "list it one level at a time (Depth: 1)"
+                    )
+                queue += [e for e in page if e.is_folder]
+                if len(page) < 1000:
+                    break
+                after = page[-1].id
+        return found
+
+    async def read(
+        self, entry: Entry, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of that version of a file, streamed."""
+        end = entry.size if end is None else min(end, entry.size)
+        inline = None
+        if entry.small:
+            row = await self.db.lookup(
+                "SELECT inline FROM files_blobs WHERE token = ?", (entry.token,)
+            )
+            if row is None:
+                raise NotFound(f"{entry.path!r} changed while it was read: read it again")
+            inline = row[0]
+        blob = Blob(entry.token, entry.size, entry.cipher, inline)
+        async for piece in self.blobs.read(blob, start, end):
+            yield piece
+
+    # writes
+
+    async def mkdir(self, path: str, *, parents: bool = False) -> Entry:
+        """A new folder; AlreadyExists when the path is taken."""
+        path = check_path(path)
+        if not path:
+            raise AlreadyExists("the root folder always exists")
+        parent_path, name = split(path)
+
+        def make(conn: sqlite3.Connection) -> Entry:
+            tree = _Tree(self, conn)
+            if tree.node(path) is not None:
+                raise AlreadyExists(f"{path!r} already exists")
+            tree.insert(tree.folder(parent_path, create=parents), name, folder=True)
+            made = tree.node(path)
+            assert made is not None
+            return made
+
+        return await self.db.write(make)
+
+    async def write(
+        self,
+        path: str,
+        body: AsyncIterable[bytes],
+        *,
+        length: int | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        parents: bool = False,
+    ) -> tuple[Entry, bool]:
+        """Store a file's content from a stream; (entry, created). The old content stays whole
+        until the new one is complete and committed."""
+        path = check_path(path)
+        if not path:
+            raise Conflict("the root is a folder; a file needs a name")
+        parent_path, name = split(path)
+        if not parents:  # refuse before taking in the body
+            parent = await self.find(parent_path)
+            if parent is None or not parent.is_folder:
+                raise Conflict(f"there is no folder {parent_path!r} to put {name!r} in")
+        if path in self._writing:
+            raise InUse(f"{path!r} is being written by another request: try again when it is done")
+        self._writing.add(path)
+        try:
+            used = await self.db.fetchval("SELECT bytes FROM files_usage")
+            blob = await self.blobs.receive(body, length, self.room(used))
+
+            def commit(conn: sqlite3.Connection) -> tuple[Entry, bool, list[bytes]]:
+                tree = _Tree(self, conn)
+                old = tree.node(path)
+                if old is not None and old.is_folder:
+                    raise Conflict(f"{path!r} is a folder")
+                if if_none_match and old is not None:
+                    raise PreconditionFailed(f"{path!r} already exists", old.etag)
+                if if_match is not None and not _matches(if_match, old):
+                    raise PreconditionFailed(
+                        f"{path!r} changed (or is gone) since that version was read",
+                        old.etag if old else None,
+                    )
+                blob_id = tree.add_blob(blob)
+                if old is None:
+                    folder = tree.folder(parent_path, create=parents)
+                    tree.insert(folder, name, folder=False, blob=blob_id, size=blob.size)
+                else:
+                    previous = conn.execute(
+                        "SELECT blob FROM files_nodes WHERE id = ?", (old.id,)
+                    ).fetchone()[0]
+                    conn.execute(
+                        "UPDATE files_nodes SET blob = ?, size = ?, modified = ? WHERE id = ?",
+                        (blob_id, blob.size, tree.now, old.id),
+                    )
+                    tree.drop_blob_ref(previous)
+                made = tree.node(path)
+                assert made is not None
+                return made, old is None, tree.release()
+
+            try:
+                entry, created, gone = await self.db.write(commit)
+            except BaseException:
+                await self.blobs.remove([blob.token] if blob.inline is None else [])
+                raise
+            finally:
+                self.blobs.committed(blob.token)
+            await self.blobs.remove(gone)
+            return entry, created
+        finally:
+            self._writing.discard(path)
+
+    async def _apply(self, change: Any) -> Any:
+        """Run a tree change in one transaction, then delete the blob files it freed."""
+
+        def run(conn: sqlite3.Connection) -> tuple[Any, list[bytes]]:
+            tree = _Tree(self, conn)
+            result = change(tree)
+            return result, tree.release()
+
+        result, gone = await self.db.write(run)
+        await self.blobs.remove(gone)
+        return result
+
+    async def delete(self, path: str, *, if_match: str | None = None) -> TrashItem:
+        """Move a file or folder (with all it holds) to the trash."""
+        path = check_path(path)
+        if not path:
+            raise BadInput("the root folder cannot be deleted")
+
+        def delete(tree: _Tree) -> TrashItem:
+            entry = tree.node(path)
+            if entry is None:
+                raise NotFound(f"there is no file or folder {path!r}")
+            if if_match is not None and not _matches(if_match, entry):
+                raise PreconditionFailed(f"{path!r} changed since that version", entry.etag)
+            return tree.trash(entry)
+
+        item: TrashItem = await self._apply(delete)
+        return item
+
+    async def move(
+        self, source: str, target: str, *, overwrite: bool = False
+    ) -> tuple[Entry, bool]:
+        """Move or rename; (entry at target, whether something there was replaced)."""
+        return await self._relocate(source, target, overwrite=overwrite, keep=False)
+
+    async def copy(
+        self, source: str, target: str, *, overwrite: bool = False, recursive: bool = True
+    ) -> tuple[Entry, bool]:
+        """Copy a file, or a folder (with what it holds unless ``recursive`` is false)."""
+        return await self._relocate(
+            source, target, overwrite=overwrite, keep=True, recursive=recursive
+        )
+
+    async def _relocate(
+        self, source: str, target: str, *, overwrite: bool, keep: bool, recursive: bool = True
+    ) -> tuple[Entry, bool]:
+        source, target = check_path(source), check_path(target)
+        verb = "copied" if keep else "moved"
+        if not source:
+            raise BadInput(f"the root folder cannot be {verb}")
+        if not target:
+            raise BadInput("the root folder cannot be replaced")
+        if source == target:
+            raise BadInput(f"{source!r} cannot be {verb} onto itself")
+        if target.startswith(source + "/"):
+            raise BadInput(f"{source!r} cannot be {verb} into itself ({target!r})")
+        parent_path, name = split(target)
+
+        def relocate(tree: _Tree) -> tuple[Entry, bool]:
+            entry = tree.node(source)
+            if entry is None:
+                raise NotFound(f"there is no file or folder {source!r}")
+            folder = tree.folder(parent_path)
+            existing = tree.node(target)
+            if existing is not None:
+                if not overwrite:
+                    raise PreconditionFailed(
+                        f"{target!r} already exists; ask to overwrite it", existing.etag
+                    )
+                tree.trash(existing)
+            if keep:
+                _copy_node(tree, entry, folder, name, recursive)
+            else:
+                name_hash = self.name_hash(folder, name)
+                old_parent = tree.conn.execute(
+                    "SELECT parent FROM files_nodes WHERE id = ?", (entry.id,)
+                ).fetchone()[0]
+                tree.conn.execute(
+                    "UPDATE files_nodes SET parent = ?, name_hash = ?, name = ? WHERE id = ?",
+                    (folder, name_hash, self.seal_name(name, name_hash), entry.id),
+                )
+                tree.touch(old_parent)
+                tree.touch(folder)
+                if entry.is_folder:
+                    self.structure_changed()
+            made = tree.node(target)
+            assert made is not None
+            return made, existing is not None
+
+        result: tuple[Entry, bool] = await self._apply(relocate)
+        return result
+
+    # dead properties (WebDAV PROPPATCH)
+
+    async def properties(self, entry: Entry) -> dict[str, bytes]:
+        rows = await self.db.fetchall(
+            "SELECT name_hash, name, value FROM files_properties WHERE node = ?", (entry.id,)
+        )
+        node = _id(entry.id)
+        return {
+            self.box.open_text(name, context=b"property" + h + node): self.box.open(
+                value, context=b"value" + h + node
+            )
+            for h, name, value in rows
+        }
+
+    async def set_properties(
+        self, entry: Entry, set: Mapping[str, bytes], remove: Iterable[str]
+    ) -> None:
+        """Set and remove dead properties, all or nothing."""
+        node = _id(entry.id)
+        sealed = []
+        for name, value in set.items():
+            if len(value) > MAX_PROPERTY:
+                raise TooLarge(f"a property value is at most {MAX_PROPERTY} bytes")
+            if len(name) > 1024:
+                raise BadInput("a property name is at most 1024 characters")
+            h = bytes.fromhex(self.box.blind(f"property\0{name}"))
+            sealed.append(
+                (
+                    h,
+                    self.box.seal(name, context=b"property" + h + node),
+                    self.box.seal(value, context=b"value" + h + node),
+                )
+            )
+        gone = [bytes.fromhex(self.box.blind(f"property\0{name}")) for name in remove]
+
+        def apply(conn: sqlite3.Connection) -> None:
+            if (
+                conn.execute("SELECT 1 FROM files_nodes WHERE id = ?", (entry.id,)).fetchone()
+                is None
+            ):
+                raise NotFound(f"{entry.path!r} is gone")
+            conn.executemany(
+                "DELETE FROM files_properties WHERE node = ? AND name_hash = ?",
+                [(entry.id, h) for h in gone],
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO files_properties VALUES (?, ?, ?, ?)",
+                [(entry.id, h, n, v) for h, n, v in sealed],
+            )
+            count = conn.execute(
+                "SELECT count(*) FROM files_properties WHERE node = ?", (entry.id,)
+            ).fetchone()[0]
+            if count > MAX_PROPERTIES:
+                raise TooLarge(f"a file or folder holds at most {MAX_PROPERTIES} properties")
+
+        await self.db.write(apply)
+
+    # the trash
+
+    async def trash(self) -> list[TrashItem]:
+        rows = await self.db.fetchall(
+            "SELECT t.id, t.folder, t.trashed, t.origin, (SELECT coalesce(sum(size), 0) FROM "
+            "files_nodes WHERE trash_root = t.id) FROM files_nodes t WHERE t.trash_root = t.id "
+            "ORDER BY t.trashed DESC"
+        )
+        items = []
+        for node, folder, trashed, origin, size in rows:
+            path = self.box.open_text(origin, context=b"origin" + _id(node))
+            items.append(
+                TrashItem(
+                    node,
+                    path.rpartition("/")[2],
+                    path,
+                    "folder" if folder else "file",
+                    size,
+                    trashed,
+                    trashed + self.trash_seconds,
+                )
+            )
+        return items
+
+    async def restore(self, item: int) -> Entry:
+        """Put a trash item back where it was (renamed if that name is taken now, into the
+        root if its folder is gone)."""
+
+        def restore(tree: _Tree) -> Entry:
+            row = tree.conn.execute(
+                "SELECT parent, origin FROM files_nodes WHERE id = ? AND trash_root = id", (item,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"there is no item {item} in the trash")
+            parent, origin = row
+            path = self.box.open_text(origin, context=b"origin" + _id(item))
+            alive = tree.conn.execute(
+                "SELECT 1 FROM files_nodes WHERE id = ? AND trashed IS NULL", (parent,)
+            ).fetchone()
+            parent_path = split(path)[0] if alive else ""
+            if not alive:
+                parent = ROOT
+            elif tree.node(parent_path) is None:  # moved since: find its path again
+                parent_path = self._path_of(tree.conn, parent)
+            name = _free_name(tree, parent_path, split(path)[1])
+            name_hash = self.name_hash(parent, name)
+            tree.conn.execute(
+                "UPDATE files_nodes SET parent = ?, name_hash = ?, name = ?, origin = NULL "
+                "WHERE id = ?",
+                (parent, name_hash, self.seal_name(name, name_hash), item),
+            )
+            tree.conn.execute(
+                "UPDATE files_nodes SET trashed = NULL, trash_root = NULL WHERE trash_root = ?",
+                (item,),
+            )
+            tree.touch(parent)
+            self.structure_changed()
+            back = tree.node(join(parent_path, name))
+            assert back is not None
+            return back
+
+        entry: Entry = await self._apply(restore)
+        return entry
+
+    def _path_of(self, conn: sqlite3.Connection, node: int) -> str:
+        names = []
+        while node != ROOT:
+            parent, sealed, name_hash = conn.execute(
+                "SELECT parent, name, name_hash FROM files_nodes WHERE id = ?", (node,)
+            ).fetchone()
+            names.append(self.box.open_text(sealed, context=b"name" + name_hash))
+            node = parent
+        return "/".join(reversed(names))
+
+    async def forget(self, item: int) -> None:
+        """Delete one trash item for good."""
+
+        def forget(tree: _Tree) -> None:
+            if (
+                tree.conn.execute(
+                    "SELECT 1 FROM files_nodes WHERE id = ? AND trash_root = id", (item,)
+                ).fetchone()
+                is None
+            ):
+                raise NotFound(f"there is no item {item} in the trash")
+            tree.purge(item)
+
+        await self._apply(forget)
+
+    async def empty(self, older_than: float | None = None) -> int:
+        """Delete trash items for good (those trashed before ``older_than``, or all)."""
+
+        def empty(tree: _Tree) -> int:
+            rows = tree.conn.execute(
+                "SELECT id FROM files_nodes WHERE trash_root = id AND trashed < ?",
+                (time.time() + 1 if older_than is None else older_than,),
+            ).fetchall()
+            for (item,) in rows:
+                tree.purge(item)
+            return len(rows)
+
+        removed: int = await self._apply(empty)
+        return removed
+
+    async def purge(self) -> int:
+        """Delete what has been in the trash longer than the trash keeps things."""
+        return await self.empty(time.time() - self.trash_seconds)
+
+    # usage and upkeep
+
+    async def usage(self) -> Usage:
+        def count(conn: sqlite3.Connection) -> Usage:
+            used = conn.execute("SELECT bytes FROM files_usage").fetchone()[0]
+            files, folders, trash_items, trash_bytes = conn.execute(
+                "SELECT count(*) FILTER (WHERE trashed IS NULL AND folder = 0), "
+                "count(*) FILTER (WHERE trashed IS NULL AND folder = 1) - 1, "
+                "count(*) FILTER (WHERE trash_root = id), "
+                "coalesce(sum(size) FILTER (WHERE trashed IS NOT NULL), 0) FROM files_nodes"
+            ).fetchone()
+            free = shutil.disk_usage(self.blobs.root.parent).free
+            quota = self.quota or used + max(free - DISK_RESERVE, 0)
+            return Usage(used, quota, files, folders, trash_items, trash_bytes, free)
+
+        return await self.db.read(count)
+
+    async def sweep(self) -> tuple[int, int]:
+        """Remove blob files nothing refers to (left by a crash mid-upload)."""
+        rows = await self.db.fetchall("SELECT token FROM files_blobs WHERE inline IS NULL")
+        known = {row[0] for row in rows}
+        return await asyncio.to_thread(self.blobs.sweep, known.__contains__)
+
+    async def check(self) -> list[str]:
+        """Problems with the stored files: blob files missing or of the wrong size, and
+        files on disk nothing refers to. Empty when all is well."""
+        rows = await self.db.fetchall("SELECT token, size FROM files_blobs WHERE inline IS NULL")
+
+        def look() -> list[str]:
+            from ._blobs import TAG, chunks_of
+
+            problems = []
+            known = set()
+            for token, size in rows:
+                known.add(token)
+                expected = size + chunks_of(size) * TAG
+                path = self.blobs.path(token)
+                try:
+                    actual = path.stat().st_size
+                except FileNotFoundError:
+                    problems.append(f"content file {path.name} is missing")
+                    continue
+                if actual != expected:
+                    problems.append(f"content file {path.name} is {actual} bytes, not {expected}")
+            for token, path in self.blobs.stored():
+                if token not in known and token not in self.blobs.pending:
+                    problems.append(f"content file {path.name} belongs to no file (left over)")
+            return problems
+
+        return await asyncio.to_thread(look)
+
+
+def _free_name(tree: _Tree, parent_path: str, name: str) -> str:
+    if tree.node(join(parent_path, name)) is None:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not stem:
+        stem, dot, ext = name, "", ""
+    for n in range(1, 1000):
+        label = " (restored)" if n == 1 else f" (restored {n})"
+        candidate = check_name(f"{stem}{label}{dot}{ext}"[-255:])
+        if tree.node(join(parent_path, candidate)) is None:
+            return candidate
+    raise Conflict(f"{name!r} cannot be restored: too many files have its name")
+
+
+def _copy_node(tree: _Tree, entry: Entry, folder: int, name: str, recursive: bool) -> None:
+    conn = tree.conn
+    row = conn.execute("SELECT blob, size FROM files_nodes WHERE id = ?", (entry.id,)).fetchone()
+    top = tree.insert(folder, name, folder=entry.is_folder, blob=row[0], size=row[1])
+    tree.copy_properties(entry.id, top)
+    if not (entry.is_folder and recursive):
+        return
+    mapping = {entry.id: top}
+    for node in tree.subtree(entry.id):
+        child_name = tree.store.box.open_text(node["name"], context=b"name" + node["name_hash"])
+        made = tree.insert(
+            mapping[node["parent"]],
+            child_name,
+            folder=bool(node["folder"]),
+            blob=node["blob"],
+            size=node["size"],
+        )
+        mapping[node["id"]] = made
+        tree.copy_properties(node["id"], made)
+
+
+def data_root(data_dir: Path) -> Path:
+    return data_dir / "files"
