@@ -34,6 +34,11 @@ COVERED = {
     ("POST", "/api/guestbook/entries"),
     ("PUT", "/api/storage/{namespace}/docs/{key}"),
     ("POST", "/api/storage/{namespace}/batch"),
+    ("PUT", "/api/files/content/{path}"),
+    ("POST", "/api/files/folders"),
+    ("POST", "/api/files/move"),
+    ("POST", "/api/files/copy"),
+    ("POST", "/api/files/shares"),
 }
 
 
@@ -196,6 +201,38 @@ def write_everywhere(process: Process, *cli_extra: str) -> dict[str, str | bytes
             "storage body": body,
             "storage batch key": batch_key,
             "storage batch body": batch_body,
+        }
+
+        # Files: folder and file names (made, moved, copied), small and large contents, links.
+        top, inner, small_name, big_name = _marker(), _marker(), _marker(), _marker()
+        small, big = _marker().encode(), _marker().encode() * 50_000  # 2 MB: chunk files
+        made = api.post("/api/files/folders", json={"path": f"{top}/{inner}", "parents": True})
+        assert made.status_code == 201, made.text
+        for name, content in ((small_name, small), (big_name, big)):
+            sent = api.put(f"/api/files/content/{top}/{inner}/{name}", content=content)
+            assert sent.status_code == 201, sent.text
+        moved_name, copied_name = _marker(), _marker()
+        moved = api.post(
+            "/api/files/move", json={"from": f"{top}/{inner}/{small_name}", "to": moved_name}
+        )
+        assert moved.status_code == 200, moved.text
+        copied = api.post("/api/files/copy", json={"from": top, "to": copied_name})
+        assert copied.status_code == 201, copied.text
+        shared = api.post("/api/files/shares", json={"path": moved_name})
+        assert shared.status_code == 201, shared.text
+        link = shared.json()["url"].rsplit("/", 1)[1]
+        assert httpx.get(f"{process.url}/s/{link}/download").content == small
+        assert api.get(f"/api/files/content/{copied_name}/{inner}/{big_name}").content == big
+        secrets |= {
+            "folder name": top,
+            "inner folder name": inner,
+            "small file name": small_name,
+            "big file name": big_name,
+            "small file content": small,
+            "big file content": big[:64],
+            "moved name": moved_name,
+            "copied name": copied_name,
+            "share link secret": link,
         }
 
         # Grants carry no free text: the marker goes into the path (and must not be kept, e.g. by

@@ -98,6 +98,11 @@ class Capability:
         """What this capability keeps, for the owner's Settings page (default: nothing shown)."""
         return ()
 
+    async def check(self, data_dir: Path) -> Sequence[str]:
+        """Problems with what this capability keeps in ``data_dir`` (its tables are the ones
+        it sees), for ``twin check``; empty when all is well."""
+        return ()
+
     async def public_document(self) -> Mapping[str, Any] | None:
         """What this capability publishes in ``/.well-known/twin`` under its id (None: nothing)."""
         return None

@@ -366,6 +366,29 @@ def _hold_data_dir(settings: Settings, command: str = "serve") -> Any:
     return handle
 
 
+async def _check_vault(twin: Any, settings: Settings) -> int:
+    """Check the copied database's integrity and each capability's stored data against the
+    real data directory; prints a line each, returns how many problems were found."""
+    found = 0
+    result = await twin.db.fetchval("PRAGMA integrity_check")
+    if result == "ok":
+        click.echo("ok      vault database (integrity check)")
+    else:
+        click.echo(f"FAILED  vault database: {result}")
+        found += 1
+    for cap_id, item in sorted(twin.registry.loaded.items()):
+        try:
+            problems = list(await item.capability.check(settings.data_dir))
+        except Exception as exc:
+            problems = [f"the check failed: {type(exc).__name__}: {exc}"]
+        for problem in problems:
+            click.echo(f"FAILED  {cap_id}: {problem}")
+        found += len(problems)
+    if not found:
+        click.echo("ok      vault data (every capability's stored data checked)")
+    return found
+
+
 def _copy_twin(source: Settings, target: Settings) -> None:
     import shutil
     import sqlite3
@@ -482,7 +505,8 @@ def check(data_dir: Path | None) -> None:
                     )
                 for name, reason in sorted(twin.registry.failed.items()):
                     click.echo(f"FAILED  {name}: {reason}")
-                return 1 if twin.registry.failed else 0
+                problems = await _check_vault(twin, settings) if settings.key_path.exists() else 0
+                return 1 if twin.registry.failed or problems else 0
             finally:
                 await twin.stop()
 
