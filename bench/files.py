@@ -3,13 +3,14 @@ plain folder: big downloads and uploads with curl, 4 KB files at concurrency 16 
 the twin's resident set while it moves a gibibyte.
 
     python bench/files.py [--quick] [--no-wrk] [--no-nginx] [--no-wsgidav] [--no-rclone]
-                          [--no-twin]
+                          [--no-twin] [--api]
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import json
 import math
 import os
 import statistics
@@ -25,7 +26,7 @@ import keywalk
 import loadgen
 from _procs import HOST, Server, bench_token, clean_env, free_port, send, twin_serve
 
-SERVERS = ("nginx", "wsgidav", "rclone", "twin")
+SERVERS = ("nginx", "wsgidav", "rclone", "twin", "twin-api")
 BIG = {"50 MB": 50_000_000, "1 GiB": 1 << 30}
 REPEATS = 3  # each big transfer, servers in turn; the median is shown
 CURL_LIMIT = 300  # seconds at most for one big transfer
@@ -105,6 +106,9 @@ def _curl(target: Target, path: str, upload: Path | None, size: int, into: Resul
         command += ["-H", f"{name}: {value}"]
     if upload is not None:
         command += ["-T", str(upload)]
+    # Each transfer starts with nothing left to write back from the ones before it: dirty pages
+    # of an earlier gibibyte would otherwise slow whichever upload comes next.
+    os.sync()
     pid = target.server.proc.pid
     into.hwm_reset = _reset_peak(pid) and into.hwm_reset
     peak = 0
@@ -154,9 +158,17 @@ def _big(targets: list[Target], sources: dict[str, Path], repeats: int, into: Re
 
 
 def _mkcol(target: Target, path: str) -> None:
-    status, body = send(target.server.port, "MKCOL", f"{target.base}{path}", b"", target.headers)
-    if status not in (201, 405):  # 405: it is there already
-        raise RuntimeError(f"{target.name}: MKCOL {path} answered {status} {body[:200]!r}")
+    """A new folder (MKCOL, or the twin's folders API for "twin-api"); one already there is fine."""
+    if target.name == "twin-api":
+        body = json.dumps({"path": path.rstrip("/"), "parents": True}).encode()
+        headers = {**target.headers, "Content-Type": "application/json"}
+        status, answer = send(target.server.port, "POST", "/api/files/folders", body, headers)
+    else:
+        url = f"{target.base}{path}"
+        status, answer = send(target.server.port, "MKCOL", url, b"", target.headers)
+    there = 409 if target.name == "twin-api" else 405  # what each answers for an existing folder
+    if status not in (201, there):
+        raise RuntimeError(f"{target.name}: new folder {path} answered {status} {answer[:200]!r}")
 
 
 def _small(wrk: str | None, targets: list[Target], files: int, rounds: int, into: Result) -> None:
@@ -167,7 +179,7 @@ def _small(wrk: str | None, targets: list[Target], files: int, rounds: int, into
             wrk,
             target.server.port,
             method,
-            f"{target.base}small/{folder}/k",
+            f"{target.base}small/{target.name}-{folder}/k",
             keys,
             headers=target.headers,
             connections=CONNECTIONS,
@@ -181,8 +193,7 @@ def _small(wrk: str | None, targets: list[Target], files: int, rounds: int, into
         for target in order:
             folder, keys = ("warm", 200) if round_ < 0 else (f"r{round_}", files)
             try:
-                _mkcol(target, "small/")
-                _mkcol(target, f"small/{folder}/")
+                _mkcol(target, f"small/{target.name}-{folder}/")
                 put, get = walk(target, "PUT", folder, keys), walk(target, "GET", folder, keys)
             except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
                 into.notes.append(f"{target.name}: 4 KB files not measured: {exc}")
@@ -198,64 +209,90 @@ def _basic(token: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"bench:{token}".encode()).decode()}
 
 
+def _twin(stack: ExitStack, scratch: Path, names: list[str], into: Result) -> list[Target]:
+    """One twin; its /dav/ door (Basic) as "twin" and, if wanted, /api/files/content/ (Bearer)
+    as "twin-api": the same store without WebDAV."""
+    data_dir, port = scratch / "files-twin", free_port()
+    token = bench_token(data_dir, "files:*")
+    server = Server.spawn(
+        "twin",
+        twin_serve(data_dir, port),
+        port,
+        scratch / "files-twin.log",
+        env=clean_env(TWIN_RATE_LIMIT="0"),
+    )
+    stack.enter_context(server)
+    into.versions["twin"] = "this tree, TWIN_RATE_LIMIT=0, a files:* token"
+    doors = {
+        "twin": Target("twin", server, "/dav/", _basic(token)),
+        "twin-api": Target(
+            "twin-api", server, "/api/files/content/", {"Authorization": f"Bearer {token}"}
+        ),
+    }
+    return [door for name, door in doors.items() if name in names]
+
+
+def _peer(
+    stack: ExitStack, scratch: Path, name: str, sources: dict[str, Path], into: Result
+) -> Target | None:
+    """A peer serving its own folder, the download files hard-linked into it before it starts
+    (so no cache of its own can miss them)."""
+    program, how = dav_peers.find(name)
+    if program is None:
+        into.notes.append(f"{name} left out: {how}")
+        return None
+    into.versions[name] = dav_peers.version(name, program)
+    root = scratch / f"{name}-root"
+    for folder in ("down", "up", "small"):
+        (root / folder).mkdir(parents=True)
+    (root / "ready.txt").write_text("ready\n")
+    for source in sources.values():
+        os.link(source, root / "down" / source.name)
+    home = scratch / name
+    home.mkdir()
+    server = dav_peers.spawn(name, program, root, free_port(), home)
+    return Target(name, stack.enter_context(server), "/")
+
+
 def _start(
     stack: ExitStack, scratch: Path, names: list[str], sources: dict[str, Path], into: Result
 ) -> list[Target]:
-    """Every wanted server up, with the download files in place: hard links to the sources in
-    the peers' folders (made before they start, so no cache of theirs misses them), a PUT
-    through /dav/ for the twin."""
-    targets = []
-    for name in names:
-        if name == "twin":
-            data_dir, port = scratch / "files-twin", free_port()
-            headers = _basic(bench_token(data_dir, "files:*"))
-            server = Server.spawn(
-                "twin",
-                twin_serve(data_dir, port),
-                port,
-                scratch / "files-twin.log",
-                env=clean_env(TWIN_RATE_LIMIT="0"),
-            )
-            targets.append(Target("twin", stack.enter_context(server), "/dav/", headers))
-            into.versions["twin"] = "this tree, TWIN_RATE_LIMIT=0, Basic with a files:* token"
-            continue
-        program, how = dav_peers.find(name)
-        if program is None:
-            into.notes.append(f"{name} left out: {how}")
-            continue
-        into.versions[name] = dav_peers.version(name, program)
-        root = scratch / f"{name}-root"
-        for folder in ("down", "up"):
-            (root / folder).mkdir(parents=True)
-        (root / "ready.txt").write_text("ready\n")
-        for source in sources.values():
-            os.link(source, root / "down" / source.name)
-        home = scratch / name
-        home.mkdir()
-        server = dav_peers.spawn(name, program, root, free_port(), home)
-        targets.append(Target(name, stack.enter_context(server), "/"))
-    ready = []
+    """Every wanted server up with the download files in place (PUT, untimed, for the twin)."""
+    targets = [
+        peer
+        for name in names
+        if name in dav_peers.PEERS and (peer := _peer(stack, scratch, name, sources, into))
+    ]
+    if "twin" in names or "twin-api" in names:
+        targets += _twin(stack, scratch, names, into)
+    ready: list[Target] = []
     for target in targets:
         try:
-            path = "/api/health" if target.name == "twin" else "/ready.txt"
-            target.server.wait_healthy(path=path)
-            if target.name == "twin":
-                for folder in ("down/", "up/"):
+            is_twin = target.name.startswith("twin")
+            target.server.wait_healthy(path="/api/health" if is_twin else "/ready.txt")
+            if is_twin:
+                for folder in ("down/", "up/", "small/"):
                     _mkcol(target, folder)
                 for label, source in sources.items():
                     _curl(target, f"down/{source.name}", source, BIG[label], into)
         except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
             into.notes.append(f"{target.name} left out: {str(exc).splitlines()[0]}")
-            target.server.stop()
+            if not any(t.server is target.server for t in targets if t is not target):
+                target.server.stop()
             continue
-        into.idle_rss_mib[target.name] = target.server.memory_kib()["VmRSS"] / 1024
+        into.idle_rss_mib[target.server.name] = target.server.memory_kib()["VmRSS"] / 1024
         ready.append(target)
     return ready
 
 
 def measure(
-    scratch: Path, quick: bool = False, use_wrk: bool = True, skip: tuple[str, ...] = ()
+    scratch: Path,
+    quick: bool = False,
+    use_wrk: bool = True,
+    skip: tuple[str, ...] = (),
+    api: bool = False,
 ) -> Result:
+    """Every figure for the servers not in ``skip``; ``api`` adds the twin's /api/files/."""
     began = time.monotonic()
     result = Result(load_before=_loadavg())
     wrk, result.generator = loadgen.find_wrk() if use_wrk else (None, "wrk not wanted")
@@ -267,7 +304,7 @@ def measure(
         label: _random_file(files / f"{label.replace(' ', '').lower()}.bin", size)
         for label, size in BIG.items()
     }
-    names = [name for name in SERVERS if name not in skip]
+    names = [n for n in SERVERS if n not in skip and (api or n != "twin-api")]
     with ExitStack() as stack:
         targets = _start(stack, scratch, names, sources, result)
         _big(targets, sources, 1 if quick else REPEATS, result)
@@ -404,12 +441,17 @@ def main() -> None:
         "--quick", action="store_true", help="one repeat of each big transfer, 500 small files"
     )
     parser.add_argument("--no-wrk", action="store_true", help="use the asyncio load client")
-    for name in SERVERS:
+    for name in SERVERS[:-1]:
         parser.add_argument(f"--no-{name}", action="store_true", help=f"leave {name} out")
+    parser.add_argument(
+        "--api",
+        action="store_true",
+        help="also measure the twin's /api/files/content/ (Bearer): the same store without DAV",
+    )
     args = parser.parse_args()
-    skip = tuple(name for name in SERVERS if getattr(args, f"no_{name}"))
+    skip = tuple(name for name in SERVERS[:-1] if getattr(args, f"no_{name}"))
     with tempfile.TemporaryDirectory(prefix="twin-bench-") as tmp:
-        result = measure(Path(tmp), args.quick, not args.no_wrk, skip)
+        result = measure(Path(tmp), args.quick, not args.no_wrk, skip, args.api)
         print("\n".join(report(result)))
 
 
