@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from nacl.exceptions import CryptoError
 from conftest import Running, running_twin
+from nacl.exceptions import CryptoError
 from twin_capabilities.files import Files
 from twin_capabilities.files._blobs import CHUNK, INLINE
 
