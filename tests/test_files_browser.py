@@ -26,7 +26,7 @@ LETTER = "Dear Charles,\n\nThe engine <b>weaves</b> algebraic patterns.\n\n— A
 MiB = 1024 * 1024
 
 
-def picture(width: int = 96, height: int = 64) -> bytes:
+def picture(width: int = 360, height: int = 240) -> bytes:
     """A PNG with a colour gradient, so the preview shows something."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -200,7 +200,8 @@ def test_files_upload_preview_organise_trash_and_share(serve: Any, tmp_path: Pat
         expect(page.locator("#preview-title")).to_have_text("photo (2).png")
         shown = preview.locator("img.preview-image")
         expect(shown).to_have_attribute("src", re.compile("^blob:"))
-        wait_for(lambda: shown.evaluate("img => img.naturalWidth") == 96, what="the image")
+        wait_for(lambda: shown.evaluate("img => img.naturalWidth") == 360, what="the image")
+        screenshot(page, "files-preview")
         page.keyboard.press("Escape")
         expect(preview).to_be_hidden()
 
@@ -222,7 +223,15 @@ def test_files_upload_preview_organise_trash_and_share(serve: Any, tmp_path: Pat
         expect(row(page, "letter.txt")).to_have_count(0)
         assert api("content/Projects/letter.txt").text == LETTER
         expect(page.locator("#rows tr.entry").first).to_contain_text("Projects")  # folders first
+        page.get_by_role("button", name="Dismiss").click()
+        page.get_by_role("button", name="Actions for photo.png", exact=True).click()
+        expect(page.get_by_role("menuitem", name="Preview")).to_be_focused()
+        page.keyboard.press("ArrowDown")
+        expect(page.get_by_role("menuitem", name="Download")).to_be_focused()
         screenshot(page, "files-browse")
+        page.keyboard.press("Escape")
+        expect(page.locator("#menu")).to_be_hidden()
+        expect(page.get_by_role("button", name="Actions for photo.png", exact=True)).to_be_focused()
 
         # Into the folder (breadcrumbs), and a download of what it holds.
         row(page, "Projects").locator(".open").click()

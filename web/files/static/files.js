@@ -758,8 +758,11 @@ document.addEventListener("DOMContentLoaded", () => {
 
   function openPreview(entry) {
     previewing = sorted(listing).filter(previewable);
-    previewAt = Math.max(0, previewing.findIndex((e) => e.path === entry.path));
-    if (!previewing.length) previewing = [entry];
+    previewAt = previewing.findIndex((e) => e.path === entry.path);
+    if (previewAt < 0) { // not in the folder shown (yet): preview it alone
+      previewing = [entry];
+      previewAt = 0;
+    }
     if (!ui.previewDialog.open) ui.previewDialog.showModal();
     showPreview();
   }
