@@ -297,19 +297,23 @@ def test_files_upload_preview_organise_trash_and_share(serve: Any, tmp_path: Pat
             visitor.get_by_role("link", name=re.compile("Download")).first.click()
         assert Path(got.value.path()).read_bytes() == image
 
-        page.get_by_role("button", name="Revoke the link to photo.png").click()
-        expect(page.locator("#share-existing .share-item")).to_have_count(0)
+        # The Shared links view counts the download; revoked there, the link is refused.
         page.get_by_role("button", name="Close", exact=True).click()
+        page.get_by_role("button", name="Shared links").click()
+        listed = page.locator("#share-list .share-item")
+        expect(listed).to_have_count(1)
+        expect(listed).to_contain_text("photo.png")
+        expect(listed).to_contain_text("1 of 3 downloads")
+        screenshot(page, "files-links")
+        page.get_by_role("button", name="Revoke the link to photo.png").click()
+        expect(page.get_by_role("heading", name="No shared links")).to_be_visible()
         gone = visitor.goto(share_url)
         assert gone is not None and gone.status == 410
+        expect(visitor.get_by_role("heading", name="This link no longer works")).to_be_visible()
         assert (
             httpx.get(share_url.replace("localhost", "127.0.0.1") + "/download").status_code == 410
         )
         stranger.close()
-
-        # The Shared links view lists what is left (nothing), and says how to share.
-        page.get_by_role("button", name="Shared links").click()
-        expect(page.get_by_role("heading", name="No shared links")).to_be_visible()
 
         # A phone-sized screen: one column, nothing wider than the screen.
         phone = context.new_page()

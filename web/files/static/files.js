@@ -124,10 +124,15 @@ document.addEventListener("DOMContentLoaded", () => {
     return IMAGE_TYPES.has((entry.type || "").split(";")[0]);
   }
 
+  const EXT_KINDS = { image: ["png", "jpg", "jpeg", "gif", "webp", "svg", "avif", "bmp", "heic", "tif", "tiff"],
+    audio: ["mp3", "wav", "ogg", "oga", "flac", "m4a", "opus"], video: ["mp4", "m4v", "mov", "webm", "mkv", "avi"],
+    pdf: ["pdf"] };
+
   function kindOf(entry) {
     if (entry.kind === "folder") return "folder";
-    const type = entry.type || "";
-    const ext = extOf(entry.name);
+    const ext = extOf(entry.name || "");
+    // shares and trash items carry no media type: go by the name's extension
+    const type = entry.type || Object.keys(EXT_KINDS).filter((k) => EXT_KINDS[k].includes(ext)).map((k) => (k === "pdf" ? "application/pdf" : k + "/")).join("");
     if (type.startsWith("image/")) return "image";
     if (type.startsWith("video/")) return "video";
     if (type.startsWith("audio/")) return "audio";
@@ -1346,7 +1351,7 @@ document.addEventListener("DOMContentLoaded", () => {
   document.addEventListener("visibilitychange", () => { // changes made elsewhere (WebDAV, a phone)
     if (document.visibilityState === "visible" && loaded && view === "files" && !active().length) load();
   });
-  setInterval(() => { if (view === "files" && loaded) drawRows(); }, 60000); // "just now" ages
+  setInterval(() => { if (view === "files" && loaded && !menuFor) drawRows(); }, 60000); // "just now" ages
 
   route();
 });
