@@ -438,3 +438,18 @@ async def test_uploads_past_the_quota_get_507(tmp_path: Path) -> None:
             assert response.text.strip()
         assert (await dav.request("GET", "/dav/big.bin")).status_code == 404
         await dav.intact()
+
+
+async def test_a_property_value_over_64_kib_is_refused(dav: Dav) -> None:
+    value = b"v" * (65 * 1024)
+    body = (
+        b'<D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:z"><D:set><D:prop><Z:small>ok</Z:small>'
+        b"<Z:big>" + value + b"</Z:big></D:prop></D:set></D:propertyupdate>"
+    )
+    response = await dav.request("PROPPATCH", "/dav/keep.txt", content=body, headers=XML)
+    assert response.status_code == 413, response.text
+    assert "at most 65536 bytes" in response.text
+    asked = b'<D:propfind xmlns:D="DAV:" xmlns:Z="urn:z"><D:prop><Z:small/></D:prop></D:propfind>'
+    found = await dav.request("PROPFIND", "/dav/keep.txt", content=asked, headers={"Depth": "0"})
+    assert "404 Not Found" in found.text  # all or nothing: the small one was not set either
+    await dav.intact()
