@@ -64,14 +64,10 @@ class Files(Capability):
         return Routes(self).endpoints()
 
     def mounts(self) -> Sequence[Mount]:
+        from ._dav import dav_app
         from ._share import share_app
 
-        mounts = [Mount("/s", share_app(self))]
-        try:
-            from ._dav import dav_app
-        except ImportError:  # the WebDAV door is being written
-            return mounts
-        return [Mount("/dav", dav_app(self)), *mounts]
+        return [Mount("/dav", dav_app(self)), Mount("/s", share_app(self))]
 
     async def holdings(self) -> Sequence[Holding]:
         usage = await self.store.usage()
