@@ -453,3 +453,16 @@ async def test_a_property_value_over_64_kib_is_refused(dav: Dav) -> None:
     found = await dav.request("PROPFIND", "/dav/keep.txt", content=asked, headers={"Depth": "0"})
     assert "404 Not Found" in found.text  # all or nothing: the small one was not set either
     await dav.intact()
+
+
+async def test_a_destination_by_the_proxys_public_name_is_accepted(dav: Dav) -> None:
+    response = await dav.request(
+        "COPY",
+        "/dav/keep.txt",
+        headers={
+            "Destination": "https://twin.example.org:443/dav/folder/via%20proxy.txt",
+            "X-Forwarded-Host": "twin.example.org",
+        },
+    )
+    assert response.status_code == 201, response.text
+    assert (await dav.request("GET", "/dav/folder/via proxy.txt")).content == KEEP

@@ -42,6 +42,7 @@ OPTIONS_HEADERS = [
 ]
 UNAUTHORIZED_HEADERS = [(b"www-authenticate", b'Basic realm="twin"')]
 LISTING_PAGE = 1000
+DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 
 
 class FilesCapability(Protocol):
@@ -107,10 +108,15 @@ class Exchange:
         the server sends it chunked)."""
         self.status = status
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
+        held = b""  # one chunk is held back to go out as the last, saving an empty message
         async for chunk in chunks:
             if chunk:
-                await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await self._send({"type": "http.response.body", "body": b""})
+                if held:
+                    await self._send(
+                        {"type": "http.response.body", "body": held, "more_body": True}
+                    )
+                held = chunk
+        await self._send({"type": "http.response.body", "body": held})
 
     async def head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         """An answer without a body whose headers describe one (HEAD, an empty range)."""
@@ -173,12 +179,21 @@ class Exchange:
         value = self.headers.get("destination")
         if not value:
             raise BadInput(f"{self.method} needs a Destination header (a URL under /dav/)")
-        target = to_store_path(value, self.headers.get("host", ""))
+        target = to_store_path(value, self.hosts())
         if target is None:
             raise Forbidden(
                 f"the Destination must be on this twin, under /dav/: {value[:200]!r} is not"
             )
         return target
+
+    def hosts(self) -> tuple[str, ...]:
+        """The names this request reached the twin by: Host, and a reverse proxy's
+        X-Forwarded-Host (the public name, when the proxy passes the Host on unchanged)."""
+        names = [self.headers.get("host", "")]
+        forwarded = self.headers.get("x-forwarded-host")
+        if forwarded:
+            names.append(forwarded.split(",")[0])
+        return tuple(name.strip().lower() for name in names if name.strip())
 
     # -- locks ----------------------------------------------------------------------------
 
@@ -189,13 +204,13 @@ class Exchange:
         if header is None:
             return
         self.if_lists = parse_if(header)
-        host = self.headers.get("host", "")
+        hosts = self.hosts()
 
         def resolve(tag: str | None) -> str | None:
             if tag is None:
                 return self.path
             try:
-                return to_store_path(tag, host)
+                return to_store_path(tag, hosts)
             except BadInput:
                 return None
 
@@ -248,15 +263,18 @@ def decode_path(raw: str | bytes) -> str:
     return check_path("/".join(segments))
 
 
-def to_store_path(url: str, host: str) -> str | None:
-    """The store path of an absolute URL on this host or an absolute path, under /dav/;
-    None when it points elsewhere."""
+def to_store_path(url: str, hosts: tuple[str, ...]) -> str | None:
+    """The store path of an absolute URL on one of ``hosts``, or of an absolute path, under
+    /dav/; None when it points elsewhere."""
     try:
         parts = urlsplit(url.strip())
     except ValueError:
         return None
     if parts.scheme or parts.netloc:
-        if parts.scheme not in ("http", "https") or parts.netloc.lower() != host.lower():
+        if parts.scheme not in DEFAULT_PORTS:
+            return None
+        netloc = parts.netloc.lower().removesuffix(DEFAULT_PORTS[parts.scheme])
+        if netloc not in hosts and netloc + DEFAULT_PORTS[parts.scheme] not in hosts:
             return None
     path = parts.path
     if path != "/dav" and not path.startswith("/dav/"):

@@ -3,6 +3,7 @@ multistatus, property and error documents written as text."""
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -92,8 +93,14 @@ def href(path: str, folder: bool) -> str:
     return "/dav/" + quote(path, safe="/") + ("/" if folder else "")
 
 
-def http_date(seconds: float) -> str:
+@functools.lru_cache(maxsize=4096)
+def _http_date(seconds: int) -> str:
     return formatdate(seconds, usegmt=True)
+
+
+def http_date(seconds: float) -> str:
+    """RFC 1123 (``Last-Modified``, ``getlastmodified``); a listing repeats the same seconds."""
+    return _http_date(int(seconds))
 
 
 def rfc3339(seconds: float) -> str:
