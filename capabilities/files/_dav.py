@@ -40,6 +40,10 @@ OPTIONS_HEADERS = [
     (b"ms-author-via", b"DAV"),
     (b"accept-ranges", b"bytes"),
 ]
+NO_CREDENTIALS = (
+    "this is the twin's WebDAV door: connect with any user name and a token as the password "
+    "(create one with `twin token create --scope files:*`)"
+)
 UNAUTHORIZED_HEADERS = [(b"www-authenticate", b'Basic realm="twin"')]
 LISTING_PAGE = 1000
 DEFAULT_PORTS = {"http": ":80", "https": ":443"}
@@ -354,12 +358,8 @@ class DavApp:
             except Unauthorized as exc:
                 client = scope.get("client")
                 door.check_rate("address " + (client[0] if client else "unknown"))
-                await ex.text(
-                    401,
-                    f"{exc.message}. Connect with any user name and a token as the password: "
-                    "create one with `twin token create --scope files:*`.",
-                    UNAUTHORIZED_HEADERS,
-                )
+                told = exc.message if "authorization" in headers else NO_CREDENTIALS
+                await ex.text(401, told, UNAUTHORIZED_HEADERS)
                 return
             door.check_rate(ex.principal.label)
             handler = self.methods.get(ex.method)
