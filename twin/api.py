@@ -37,6 +37,7 @@ class Endpoint:
     raw_response: str | None = None
     max_body: int | None = None
     stream_body: bool = False
+    other_statuses: tuple[int, ...] = ()  # success statuses besides ``status`` (201 on a create)
     allow_locked: bool = False
     audit: bool = False  # record a public route in the access log too
     query: tuple[tuple[str, str], ...] = field(default=())

@@ -42,8 +42,10 @@ _ERRORS = {
     "413": "Body too large",
     "415": "Wrong media type",
     "422": "Input of the wrong shape",
-    "423": "The twin is locked",
+    "412": "A condition (If-Match, If-None-Match) does not hold",
+    "423": "The twin is locked, or what the request changes is in use",
     "429": "Rate limited",
+    "507": "Over the quota",
 }
 
 
@@ -140,6 +142,8 @@ def build(
             }
         else:
             responses["204"] = {"description": "Done"}
+        for other in endpoint.other_statuses:
+            responses[str(other)] = {**responses[str(endpoint.status)], "description": "Created"}
         for status, text in _ERRORS.items():
             if status in ("401", "403") and endpoint.permission is None:
                 continue

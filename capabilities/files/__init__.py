@@ -71,9 +71,9 @@ class Files(Capability):
 
     async def holdings(self) -> Sequence[Holding]:
         usage = await self.store.usage()
-        return [
-            Holding("files", usage.files, usage.used, usage.quota, "files"),
-        ]
+        if not usage.used and not usage.files and not usage.folders:
+            return []
+        return [Holding("files", usage.files, usage.used, usage.quota, "files")]
 
     async def check(self, data_dir: Path) -> list[str]:
         """Problems with the files kept in ``data_dir`` (content missing or damaged)."""

@@ -150,6 +150,7 @@ class Routes:
                 permission="write",
                 stream_body=True,
                 response=EntryInfo,
+                other_statuses=(201,),
                 query=(("parents", "1 to create missing folders on the way"),),
                 summary="Upload a file's content, streamed (If-Match, If-None-Match: *)",
             ),

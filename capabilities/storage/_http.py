@@ -231,6 +231,7 @@ class Routes:
                 raw_body=("application/json",),
                 max_body=MAX_DOCUMENT,
                 response=WriteResult,
+                other_statuses=(201,),
                 summary="Create or replace a document (If-Match, If-None-Match: *)",
             ),
             api.delete(doc, self.delete, permission="write", summary="Delete a document"),
