@@ -247,7 +247,7 @@ class _ChunkWriter:
     def __init__(self, blobs: Blobs, token: bytes) -> None:
         self.blobs = blobs
         self.token = token
-        self.key = blobs.key(token)
+        self.key = b""  # derived with the first chunk: most bodies are small, sealed inline
         self.index = 0
         self.fd: int | None = None
         self._writing: asyncio.Future[None] | None = None
@@ -256,6 +256,7 @@ class _ChunkWriter:
         if self._writing is not None:
             await self._writing
         if self.fd is None:
+            self.key = self.blobs.key(self.token)
             self.fd = await asyncio.to_thread(self._create)
         index, fd = self.index, self.fd
         self.index += 1

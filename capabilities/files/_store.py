@@ -11,6 +11,7 @@ the trash item (the top node) they belong to, until restored or purged.
 from __future__ import annotations
 
 import asyncio
+import functools
 import mimetypes
 import shutil
 import sqlite3
@@ -78,7 +79,8 @@ INSERT INTO files_nodes (id, parent, name_hash, name, folder, created, modified)
 
 _NODE = (
     "SELECT n.id, n.folder, n.size, n.created, n.modified, b.token, b.cipher, "
-    "b.inline IS NOT NULL AS small FROM files_nodes n LEFT JOIN files_blobs b ON b.id = n.blob "
+    "b.inline IS NOT NULL AS small, n.blob, b.inline FROM files_nodes n "
+    "LEFT JOIN files_blobs b ON b.id = n.blob "
 )
 
 
@@ -102,6 +104,8 @@ class Entry:
     token: bytes = field(default=b"", repr=False, compare=False)
     cipher: int = field(default=0, repr=False, compare=False)
     small: bool = field(default=False, repr=False, compare=False)
+    blob: int | None = field(default=None, repr=False, compare=False)
+    inline: bytes | None = field(default=None, repr=False, compare=False)  # sealed small content
 
     @property
     def is_folder(self) -> bool:
@@ -164,13 +168,20 @@ class Usage:
         }
 
 
-def media_type(name: str) -> str:
-    guessed, _ = mimetypes.guess_type(name, strict=False)
+@functools.lru_cache(maxsize=512)
+def _media_type_of(extension: str) -> str:
+    guessed, _ = mimetypes.guess_type("x" + extension, strict=False)
     return guessed or "application/octet-stream"
 
 
+def media_type(name: str) -> str:
+    """The media type a file's name suggests (by its extension)."""
+    dot = name.rfind(".")
+    return _media_type_of(name[dot:].lower() if dot > 0 else "")
+
+
 def _entry(row: sqlite3.Row | tuple[Any, ...], path: str) -> Entry:
-    node, folder, size, created, modified, token, cipher, small = tuple(row)
+    node, folder, size, created, modified, token, cipher, small, blob, inline = tuple(row)
     name = path.rpartition("/")[2]
     if folder:
         tag = f'"d{node}.{int(modified * 1000)}"'
@@ -188,6 +199,8 @@ def _entry(row: sqlite3.Row | tuple[Any, ...], path: str) -> Entry:
         token,
         cipher,
         bool(small),
+        blob,
+        inline,
     )
 
 
@@ -209,12 +222,18 @@ class _Tree:
         self.conn = conn
         self.now = time.time()
         self.released: set[int] = set()  # blobs that may have lost their last node
+        self.used: int | None = None  # the usage count, when this transaction changed it
 
     def node(self, path: str) -> Entry | None:
-        parent = ROOT
+        return self.locate(path)[1]
+
+    def locate(self, path: str) -> tuple[int | None, Entry | None]:
+        """The id of the folder ``path`` would be in (None: there is no such folder), and
+        what is at ``path``, in one walk from the root."""
         if not path:
             row = self.conn.execute(_NODE + "WHERE n.id = ?", (ROOT,)).fetchone()
-            return _entry(row, "")
+            return None, _entry(row, "")
+        parent = ROOT
         parts = path.split("/")
         for depth, name in enumerate(parts):
             row = self.conn.execute(
@@ -222,11 +241,12 @@ class _Tree:
                 (parent, self.store.name_hash(parent, name)),
             ).fetchone()
             if row is None:
-                return None
+                return (parent if depth == len(parts) - 1 else None), None
             if depth < len(parts) - 1 and not row[1]:
-                return None  # a file where a folder should be
-            parent = row[0]
-        return _entry(row, path)
+                return None, None  # a file where a folder should be
+            if depth < len(parts) - 1:
+                parent = row[0]
+        return parent, _entry(row, path)
 
     def folder(self, path: str, *, create: bool = False) -> int:
         """The id of the folder at ``path``; Conflict when it is missing or a file."""
@@ -266,9 +286,13 @@ class _Tree:
         self.conn.execute("UPDATE files_nodes SET modified = ? WHERE id = ?", (self.now, folder))
 
     def add_blob(self, blob: Blob) -> int:
-        used = self.conn.execute("SELECT bytes FROM files_usage").fetchone()[0]
-        room = self.store.room(used)
-        if blob.size > room:
+        after = self.used = self.conn.execute(
+            "UPDATE files_usage SET bytes = bytes + ? RETURNING bytes", (blob.size,)
+        ).fetchone()[0]
+        # Another upload may have taken the room meanwhile (a refusal rolls the count back too).
+        # Without a quota the disk is the limit, and the content is on it already.
+        room = self.store.room(after - blob.size)
+        if self.store.quota and blob.size > room:
             raise QuotaExceeded(
                 f"this upload needs {human_size(blob.size)}, but only "
                 f"{human_size(max(room, 0))} is left in the twin's files: delete files or "
@@ -278,7 +302,6 @@ class _Tree:
             "INSERT INTO files_blobs (token, size, cipher, inline, created) VALUES (?, ?, ?, ?, ?)",
             (blob.token, blob.size, blob.cipher, blob.inline, self.now),
         )
-        self.conn.execute("UPDATE files_usage SET bytes = bytes + ?", (blob.size,))
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
@@ -329,7 +352,9 @@ class _Tree:
             ).fetchone()
             if row is None:
                 continue
-            self.conn.execute("UPDATE files_usage SET bytes = bytes - ?", (row[1],))
+            self.used = self.conn.execute(
+                "UPDATE files_usage SET bytes = bytes - ? RETURNING bytes", (row[1],)
+            ).fetchone()[0]
             if row[2]:
                 gone.append(row[0])
         return gone
@@ -392,6 +417,8 @@ class FileStore:
         self._writing: set[str] = set()
         self._folders: dict[str, int] = {}  # folder path -> node id, for reads
         self._generation = 0
+        self._disk = (-2.0, 0)  # (when, free bytes) of the last look at the disk
+        self._used: int | None = None  # bytes used as of the last commit, for checks up front
 
     # names and paths, sealed
 
@@ -413,7 +440,10 @@ class FileStore:
         """Bytes a new blob may still take."""
         if self.quota:
             return self.quota - used
-        return shutil.disk_usage(self.blobs.root.parent).free - DISK_RESERVE
+        now = time.monotonic()
+        if now - self._disk[0] > 1:  # asked on every write: once a second is enough
+            self._disk = (now, shutil.disk_usage(self.blobs.root.parent).free)
+        return self._disk[1] - DISK_RESERVE
 
     # reads
 
@@ -475,15 +505,16 @@ class FileStore:
             raise Conflict(f"{folder.path!r} is a file, not a folder")
         rows = await self.db.fetchall(
             "SELECT n.id, n.folder, n.size, n.created, n.modified, b.token, b.cipher, "
-            "b.inline IS NOT NULL, n.name, n.name_hash FROM files_nodes n LEFT JOIN files_blobs b "
+            "b.inline IS NOT NULL, n.blob, NULL, n.name, n.name_hash FROM files_nodes n "
+            "LEFT JOIN files_blobs b "
             "ON b.id = n.blob WHERE n.parent = ? AND n.trashed IS NULL AND n.id > ? "
             "ORDER BY n.id LIMIT ?",
             (folder.id, after, limit),
         )
         return [
             _entry(
-                tuple(row)[:8],
-                join(folder.path, self.box.open_text(row[8], context=b"name" + row[9])),
+                tuple(row)[:10],
+                join(folder.path, self.box.open_text(row[10], context=b"name" + row[11])),
             )
             for row in rows
         ]
@@ -516,8 +547,8 @@ class FileStore:
     ) -> AsyncIterator[bytes]:
         """Bytes [start, end) of that version of a file, streamed."""
         end = entry.size if end is None else min(end, entry.size)
-        inline = None
-        if entry.small:
+        inline = entry.inline
+        if entry.small and inline is None:
             row = await self.db.lookup(
                 "SELECT inline FROM files_blobs WHERE token = ?", (entry.token,)
             )
@@ -564,20 +595,19 @@ class FileStore:
         if not path:
             raise Conflict("the root is a folder; a file needs a name")
         parent_path, name = split(path)
-        if not parents:  # refuse before taking in the body
-            parent = await self.find(parent_path)
-            if parent is None or not parent.is_folder:
-                raise Conflict(f"there is no folder {parent_path!r} to put {name!r} in")
+        if not parents and await self._folder_id(parent_path) is None:
+            raise Conflict(f"there is no folder {parent_path!r} to put {name!r} in")
         if path in self._writing:
             raise InUse(f"{path!r} is being written by another request: try again when it is done")
         self._writing.add(path)
         try:
-            used = await self.db.fetchval("SELECT bytes FROM files_usage")
-            blob = await self.blobs.receive(body, length, self.room(used))
+            if self._used is None:
+                self._used = await self.db.fetchval("SELECT bytes FROM files_usage")
+            blob = await self.blobs.receive(body, length, self.room(self._used or 0))
 
-            def commit(conn: sqlite3.Connection) -> tuple[Entry, bool, list[bytes]]:
+            def commit(conn: sqlite3.Connection) -> tuple[Entry, bool, list[bytes], int | None]:
                 tree = _Tree(self, conn)
-                old = tree.node(path)
+                folder, old = tree.locate(path)
                 if old is not None and old.is_folder:
                     raise Conflict(f"{path!r} is a folder")
                 if if_none_match and old is not None:
@@ -589,23 +619,24 @@ class FileStore:
                     )
                 blob_id = tree.add_blob(blob)
                 if old is None:
-                    folder = tree.folder(parent_path, create=parents)
-                    tree.insert(folder, name, folder=False, blob=blob_id, size=blob.size)
+                    if folder is None:
+                        folder = tree.folder(parent_path, create=parents)
+                    node = tree.insert(folder, name, folder=False, blob=blob_id, size=blob.size)
+                    created = tree.now
                 else:
-                    previous = conn.execute(
-                        "SELECT blob FROM files_nodes WHERE id = ?", (old.id,)
-                    ).fetchone()[0]
                     conn.execute(
                         "UPDATE files_nodes SET blob = ?, size = ?, modified = ? WHERE id = ?",
                         (blob_id, blob.size, tree.now, old.id),
                     )
-                    tree.drop_blob_ref(previous)
-                made = tree.node(path)
-                assert made is not None
-                return made, old is None, tree.release()
+                    tree.drop_blob_ref(old.blob)
+                    node, created = old.id, old.created
+                row = (node, 0, blob.size, created, tree.now, blob.token, blob.cipher)
+                made = _entry((*row, blob.inline is not None, blob_id, blob.inline), path)
+                gone = tree.release()
+                return made, old is None, gone, tree.used
 
             try:
-                entry, created, gone = await self.db.write(commit)
+                entry, created, gone, self._used = await self.db.write(commit)
             except BaseException:
                 await self.blobs.remove([blob.token] if blob.inline is None else [])
                 raise
@@ -619,12 +650,14 @@ class FileStore:
     async def _apply(self, change: Any) -> Any:
         """Run a tree change in one transaction, then delete the blob files it freed."""
 
-        def run(conn: sqlite3.Connection) -> tuple[Any, list[bytes]]:
+        def run(conn: sqlite3.Connection) -> tuple[Any, list[bytes], int | None]:
             tree = _Tree(self, conn)
             result = change(tree)
-            return result, tree.release()
+            return result, tree.release(), tree.used
 
-        result, gone = await self.db.write(run)
+        result, gone, used = await self.db.write(run)
+        if used is not None:
+            self._used = used
         await self.blobs.remove(gone)
         return result
 
