@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import html
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from twin import BadInput, Conflict, Forbidden, NotFound, PreconditionFailed, TooLarge
@@ -20,9 +20,11 @@ from twin.errors import RateLimited, TwinError, Unauthorized, UnsupportedMedia, 
 from twin.http import status_of
 from twin.scopes import Principal
 
-from . import _davprops, _davxml
+from . import _davprops, _davxml, _send
 from ._davlocks import IfList, Lock, Locked, Locks, evaluate, parse_if, submitted
 from ._paths import check_path, split
+from ._send import ContentResponse
+from ._store import etag_matches
 
 if TYPE_CHECKING:
     from twin.capability import Context
@@ -33,7 +35,7 @@ READS = frozenset({"GET", "HEAD", "PROPFIND", "OPTIONS"})
 ALLOW = "OPTIONS, GET, HEAD, PUT, DELETE, MKCOL, COPY, MOVE, PROPFIND, PROPPATCH, LOCK, UNLOCK"
 TEXT = b"text/plain; charset=utf-8"
 # A file may be HTML or SVG: opened from /dav/ in a browser it must not act as the twin's page.
-SANDBOX = (b"content-security-policy", b"sandbox")
+SANDBOX = (b"content-security-policy", _send.SANDBOX.encode())
 OPTIONS_HEADERS = [
     (b"dav", b"1, 2"),
     (b"allow", ALLOW.encode()),
@@ -121,6 +123,11 @@ class Exchange:
                     )
                 held = chunk
         await self._send({"type": "http.response.body", "body": held})
+
+    async def answer(self, response: Response) -> None:
+        """Send a whole response made elsewhere (a file's content)."""
+        self.status = response.status_code
+        await response(self.scope, self.receive, self._send)
 
     async def head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         """An answer without a body whose headers describe one (HEAD, an empty range)."""
@@ -286,37 +293,6 @@ def to_store_path(url: str, hosts: tuple[str, ...]) -> str | None:
     return decode_path(path)
 
 
-def etag_matches(header: str, etag: str) -> bool:
-    """Whether an If-None-Match / If-Match list holds ``etag`` (weak comparison)."""
-    if header.strip() == "*":
-        return True
-    plain = etag.removeprefix("W/")
-    return any(tag.strip().removeprefix("W/") == plain for tag in header.split(","))
-
-
-def byte_range(header: str, size: int) -> tuple[int, int] | None:
-    """[start, end) of a single ``bytes=`` range; None to send it all (several ranges or a
-    header this door does not read); ValueError when no byte of it exists."""
-    unit, _, spec = header.partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None
-    first, dash, last = spec.strip().partition("-")
-    if not dash or not (first.isdigit() or last.isdigit()):
-        return None
-    if not first:  # the last N bytes
-        count = int(last)
-        if count == 0 or size == 0:
-            raise ValueError("empty suffix range")
-        return max(0, size - count), size
-    start = int(first)
-    end = min(size, int(last) + 1) if last else size
-    if not last.isdigit() and last:
-        return None
-    if start >= size or end <= start:
-        raise ValueError("range past the end")
-    return start, end
-
-
 class DavApp:
     """The ASGI app of the ``/dav`` door."""
 
@@ -423,50 +399,10 @@ async def get(ex: Exchange) -> None:
             return
         await ex.respond(200, body, [SANDBOX], b"text/html; charset=utf-8")
         return
-    h = ex.headers
-    validators = [
-        (b"etag", entry.etag.encode()),
-        (b"last-modified", _davxml.http_date(entry.modified).encode()),
-    ]
-    if "if-match" in h and not etag_matches(h["if-match"], entry.etag):
+    if_match = ex.headers.get("if-match")
+    if if_match is not None and not etag_matches(if_match, entry.etag):
         raise PreconditionFailed(f"If-Match does not hold: the file's ETag is {entry.etag}")
-    if "if-none-match" in h:
-        if etag_matches(h["if-none-match"], entry.etag):
-            await ex.respond(304, b"", validators)
-            return
-    elif "if-modified-since" in h and not_modified_since(h["if-modified-since"], entry.modified):
-        await ex.respond(304, b"", validators)
-        return
-    start, end, status = 0, entry.size, 200
-    headers = [*validators, (b"accept-ranges", b"bytes"), SANDBOX]
-    ranged = h.get("range")
-    if ranged and ("if-range" not in h or h["if-range"].strip() == entry.etag):
-        try:
-            span = byte_range(ranged, entry.size)
-        except ValueError:
-            await ex.text(
-                416,
-                f"the range {ranged[:80]!r} is outside the file ({entry.size} bytes)",
-                [(b"content-range", f"bytes */{entry.size}".encode())],
-            )
-            return
-        if span is not None:
-            start, end, status = span[0], span[1], 206
-            headers.append((b"content-range", f"bytes {start}-{end - 1}/{entry.size}".encode()))
-    headers.append((b"content-length", str(end - start).encode()))
-    headers.append((b"content-type", entry.media_type.encode()))
-    if ex.method == "HEAD" or start == end:
-        await ex.head(status, headers)
-        return
-    await ex.stream(status, headers, ex.store.read(entry, start, end))
-
-
-def not_modified_since(header: str, modified: float) -> bool:
-    try:
-        since = parsedate_to_datetime(header).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return False
-    return int(modified) <= since
+    await ex.answer(ContentResponse(ex.store, entry, Request(ex.scope)))
 
 
 async def listing(ex: Exchange, entry: Entry) -> bytes:

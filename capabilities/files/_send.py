@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ._store import Entry, FileStore
+from ._store import Entry, FileStore, etag_matches
 
 # Content a person uploaded is never run by the browser on the twin's origin.
 SANDBOX = (
@@ -51,8 +51,7 @@ def disposition(kind: str, name: str) -> str:
 def _not_modified(request: Request, entry: Entry) -> bool:
     tags = request.headers.get("if-none-match")
     if tags is not None:
-        wanted = {t.strip().removeprefix("W/") for t in tags.split(",")}
-        return "*" in wanted or entry.etag in wanted
+        return etag_matches(tags, entry.etag)
     since = request.headers.get("if-modified-since")
     if since is not None:
         try:

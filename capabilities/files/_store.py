@@ -204,14 +204,17 @@ def _entry(row: sqlite3.Row | tuple[Any, ...], path: str) -> Entry:
     )
 
 
-def _matches(condition: str, entry: Entry | None) -> bool:
-    """Whether an If-Match value ("*" or ETags separated by commas) holds for ``entry``."""
-    if entry is None:
-        return False
-    if condition.strip() == "*":
+def etag_matches(header: str, etag: str) -> bool:
+    """Whether an If-Match or If-None-Match value ("*", or ETags separated by commas) names
+    ``etag`` (weak comparison: W/ is ignored)."""
+    if header.strip() == "*":
         return True
-    tags = {t.strip().removeprefix("W/") for t in condition.split(",")}
-    return entry.etag in tags
+    plain = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == plain for tag in header.split(","))
+
+
+def _matches(condition: str, entry: Entry | None) -> bool:
+    return entry is not None and etag_matches(condition, entry.etag)
 
 
 class _Tree:
