@@ -151,56 +151,71 @@ def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def start_twin(
+    root: Path,
+    *extra: str,
+    data_dir: Path | None = None,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+) -> Process:
+    """Start `twin serve` on a free port (its log in ``root``) and wait until it answers."""
+    port = free_port()
+    data_dir = data_dir or root / f"twin-{port}"
+    log = root / f"serve-{port}.log"
+    full_env = {**os.environ, "TWIN_RATE_LIMIT": "0", **(env or {})}
+    with log.open("w") as handle:
+        proc = subprocess.Popen(
+            twin_command("serve", "--data-dir", str(data_dir), "--port", str(port), *extra),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            env=full_env,
+            text=True,
+        )
+    if stdin:
+        assert proc.stdin is not None
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+    process = Process(proc, f"http://127.0.0.1:{port}", data_dir, log)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"twin serve exited early:\n{process.output()}")
+        try:
+            return httpx.get(process.url + "/api/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, what="twin serve to answer /api/health")
+    except BaseException:
+        stop_twin(process)
+        raise
+    return process
+
+
+def stop_twin(process: Process) -> None:
+    process.proc.terminate()
+    try:
+        process.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        process.proc.kill()
+        process.proc.wait()
+
+
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Any]:
     """Start `twin serve` processes; each is stopped at the end of the test."""
     started: list[Process] = []
 
-    def start(
-        *extra: str,
-        data_dir: Path | None = None,
-        env: dict[str, str] | None = None,
-        stdin: str | None = None,
-    ) -> Process:
-        port = free_port()
-        data_dir = data_dir or tmp_path / f"twin-{port}"
-        log = tmp_path / f"serve-{port}.log"
-        full_env = {**os.environ, "TWIN_RATE_LIMIT": "0", **(env or {})}
-        with log.open("w") as handle:
-            proc = subprocess.Popen(
-                twin_command("serve", "--data-dir", str(data_dir), "--port", str(port), *extra),
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                env=full_env,
-                text=True,
-            )
-        if stdin:
-            assert proc.stdin is not None
-            proc.stdin.write(stdin)
-            proc.stdin.close()
-        process = Process(proc, f"http://127.0.0.1:{port}", data_dir, log)
+    def start(*extra: str, **options: Any) -> Process:
+        process = start_twin(tmp_path, *extra, **options)
         started.append(process)
-
-        def up() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"twin serve exited early:\n{process.output()}")
-            try:
-                return httpx.get(process.url + "/api/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, what="twin serve to answer /api/health")
         return process
 
     yield start
     for process in started:
-        process.proc.terminate()
-        try:
-            process.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            process.proc.kill()
-            process.proc.wait()
+        stop_twin(process)
 
 
 def tiny_png() -> bytes:

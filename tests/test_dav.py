@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Process, free_port, twin_command, wait_for
+from conftest import Process, start_twin, stop_twin, twin_command
 
 pytestmark = pytest.mark.slow
 
@@ -24,30 +24,8 @@ RATE_LIMIT = "50"
 def dav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, str]]:
     """One `twin serve` for the module and a files:* token for it."""
     root = tmp_path_factory.mktemp("dav")
-    port = free_port()
-    log = root / "serve.log"
-    env = {**os.environ, "TWIN_RATE_LIMIT": RATE_LIMIT}
-    with log.open("w") as handle:
-        proc = subprocess.Popen(
-            twin_command("serve", "--data-dir", str(root / "twin"), "--port", str(port)),
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            text=True,
-        )
-    process = Process(proc, f"http://127.0.0.1:{port}", root / "twin", log)
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"twin serve exited early:\n{process.output()}")
-        try:
-            return httpx.get(process.url + "/api/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    process = start_twin(root, data_dir=root / "twin", env={"TWIN_RATE_LIMIT": RATE_LIMIT})
     try:
-        wait_for(up, what="twin serve to answer /api/health")
         made = subprocess.run(
             twin_command(
                 "token",
@@ -57,7 +35,7 @@ def dav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, str
                 "--name",
                 "dav",
                 "--data-dir",
-                str(root / "twin"),
+                str(process.data_dir),
             ),
             capture_output=True,
             text=True,
@@ -66,12 +44,7 @@ def dav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, str
         assert made.returncode == 0, made.stderr
         yield process, made.stdout.strip().splitlines()[-1]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_twin(process)
 
 
 def need(tool: str) -> str:
