@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -97,21 +97,22 @@ def make_tree(root: Path) -> dict[str, bytes]:
     return files
 
 
-def test_rclone_copy_check_and_sync_round_trip(dav: tuple[Process, str], tmp_path: Path) -> None:
-    process, token = dav
+def rclone_runner(process: Process, token: str, home: Path, vendor: str) -> Callable[..., str]:
+    """Runs rclone against the twin as the remote ``twin:``, configured by environment only."""
     rclone = need("rclone")
     obscured = subprocess.run(
         [rclone, "obscure", token], capture_output=True, text=True, timeout=30, check=True
     ).stdout.strip()
     env = {
         **os.environ,
-        "HOME": str(tmp_path),  # no config file of the machine's user, none written either
-        "RCLONE_CONFIG": str(tmp_path / "absent.conf"),
+        "HOME": str(home),  # no config file of the machine's user, none written either
+        "RCLONE_CONFIG": str(home / "absent.conf"),
         "RCLONE_CONFIG_TWIN_TYPE": "webdav",
         "RCLONE_CONFIG_TWIN_URL": f"{process.url}/dav/",
-        "RCLONE_CONFIG_TWIN_VENDOR": "other",
+        "RCLONE_CONFIG_TWIN_VENDOR": vendor,
         "RCLONE_CONFIG_TWIN_USER": "me",
         "RCLONE_CONFIG_TWIN_PASS": obscured,
+        "TZ": "UTC",  # listings show times in UTC
     }
 
     def run(*args: str) -> str:
@@ -120,6 +121,12 @@ def test_rclone_copy_check_and_sync_round_trip(dav: tuple[Process, str], tmp_pat
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout + "\n" + done.stderr
 
+    return run
+
+
+def test_rclone_copy_check_and_sync_round_trip(dav: tuple[Process, str], tmp_path: Path) -> None:
+    process, token = dav
+    run = rclone_runner(process, token, tmp_path, "other")
     local = tmp_path / "tree"
     files = make_tree(local)
     run("copy", "--create-empty-src-dirs", str(local), "twin:backup")
@@ -138,3 +145,30 @@ def test_rclone_copy_check_and_sync_round_trip(dav: tuple[Process, str], tmp_pat
     assert "notes/ünïcødé/déjà vu.md" not in listed
     changed = httpx.get(f"{process.url}/dav/backup/notes/hello%20world.txt", auth=("me", token))
     assert changed.content == b"hello again, changed\n"
+
+
+def test_rclone_owncloud_mode_keeps_times_and_compares_digests(
+    dav: tuple[Process, str], tmp_path: Path
+) -> None:
+    """With vendor=owncloud rclone sends each file's time (X-OC-Mtime) and reads the content's
+    digests (oc:checksums): check compares hashes without downloading, and sync sends a file
+    edited without changing its size."""
+    process, token = dav
+    run = rclone_runner(process, token, tmp_path, "owncloud")
+    local = tmp_path / "tree"
+    files = {"a.txt": b"same size 1\n", "sub/ü 🐙.bin": os.urandom(3 * 1024 * 1024 + 7)}
+    for name, content in files.items():
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_bytes(content)
+        os.utime(local / name, (1_700_000_000, 1_700_000_000))
+    run("copy", str(local), "twin:oc")
+    checked = run("check", str(local), "twin:oc")
+    assert "0 differences found" in checked and "could not be checked" not in checked, checked
+    listing = run("lsl", "twin:oc")
+    assert listing.count("2023-11-14 22:13:20") == 2, listing  # the files' own time, kept
+
+    (local / "a.txt").write_bytes(b"same size 2\n")  # same length, new time
+    run("sync", str(local), "twin:oc")
+    got = httpx.get(f"{process.url}/dav/oc/a.txt", auth=("me", token))
+    assert got.content == b"same size 2\n"
+    assert "0 differences found" in run("check", str(local), "twin:oc")

@@ -107,9 +107,17 @@ async def test_etag_changes_with_content_and_conditions_hold(
     )
     assert create_only.status_code == 412
     ok = await tw.client.put(
-        "/api/files/content/c.txt", content=b"five", headers={**auth, "If-Match": second["etag"]}
+        "/api/files/content/c.txt",
+        content=b"five",
+        params={"modified": "1700000000.5"},
+        headers={**auth, "If-Match": second["etag"]},
     )
-    assert ok.status_code == 200
+    assert ok.status_code == 200 and ok.json()["modified"] == 1700000000.5  # the file's own time
+    for bad in ("yesterday", "nan", "-1", "1e12"):
+        refused = await tw.client.put(
+            "/api/files/content/c.txt", content=b"six", params={"modified": bad}, headers=auth
+        )
+        assert refused.status_code == 400 and "seconds since 1970" in refused.text, bad
     assert (await tw.client.get("/api/files/content/c.txt", headers=auth)).content == b"five"
 
 

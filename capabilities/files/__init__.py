@@ -44,6 +44,10 @@ class Files(Capability):
             CREATE INDEX files_shares_by_node ON files_shares (node);
             """,
         ),
+        Migration(
+            "keep content digests",
+            "ALTER TABLE files_blobs ADD COLUMN digests BLOB",
+        ),
     )
 
     def __init__(self, context: Any) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
@@ -75,6 +76,7 @@ class Blob:
     size: int
     cipher: int
     inline: bytes | None = None
+    digests: bytes | None = None  # sealed "md5 sha1" of the content, in hex
 
 
 class Blobs:
@@ -119,15 +121,28 @@ class Blobs:
             if length is not None and size != length:
                 raise BadInput(f"the body ended after {size} of its {length} bytes")
             if writer.index == 0 and size <= INLINE:
-                sealed = self.box.seal(bytes(buffer), context=b"content" + token)
-                return Blob(token, size, self.cipher, sealed)
+                content = bytes(buffer)
+                sealed = self.box.seal(content, context=b"content" + token)
+                writer.hash(content)
+                return Blob(token, size, self.cipher, sealed, self.seal_digests(token, writer))
             await writer.put(bytes(buffer), last=True)
             await writer.finish()
-            return Blob(token, size, self.cipher)
+            return Blob(token, size, self.cipher, None, self.seal_digests(token, writer))
         except BaseException:
             await writer.abandon()
             self.pending.discard(token)
             raise
+
+    def seal_digests(self, token: bytes, writer: _ChunkWriter) -> bytes:
+        text = f"{writer.md5.hexdigest()} {writer.sha1.hexdigest()}"
+        return self.box.seal(text, context=b"digests" + token)
+
+    def digests(self, token: bytes, sealed: bytes | None) -> dict[str, str]:
+        """A blob's content digests: {"md5": hex, "sha1": hex} ({} if none were kept)."""
+        if sealed is None:
+            return {}
+        md5, sha1 = self.box.open_text(sealed, context=b"digests" + token).split()
+        return {"md5": md5, "sha1": sha1}
 
     def committed(self, token: bytes) -> None:
         """The database refers to this blob now: a sweep may judge it like any other."""
@@ -251,6 +266,14 @@ class _ChunkWriter:
         self.index = 0
         self.fd: int | None = None
         self._writing: asyncio.Future[None] | None = None
+        # For clients that compare digests (rclone's owncloud mode); fed in order, on the thread
+        # that writes, since one chunk is written at a time.
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.sha1 = hashlib.sha1(usedforsecurity=False)
+
+    def hash(self, data: bytes) -> None:
+        self.md5.update(data)
+        self.sha1.update(data)
 
     async def put(self, data: bytes, *, last: bool) -> None:
         if self._writing is not None:
@@ -268,6 +291,7 @@ class _ChunkWriter:
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
     def _write(self, fd: int, index: int, last: bool, data: bytes) -> None:
+        self.hash(data)
         sealed = seal_chunk(self.blobs.cipher, self.key, self.token, index, last, data)
         view = memoryview(sealed)
         offset = index * (CHUNK + TAG)

@@ -436,6 +436,9 @@ async def put(ex: Exchange) -> None:
         parent, _ = split(ex.path)
         ex.unlocked(covering=[ex.path, parent])
     none_match = ex.headers.get("if-none-match", "").strip() == "*"
+    mtime = ex.headers.get("x-oc-mtime")  # a sync client's own time for the file (ownCloud's)
+    if mtime is not None and not (mtime.strip().isascii() and mtime.strip().isdigit()):
+        raise BadInput(f"X-OC-Mtime is whole seconds since 1970, not {mtime[:40]!r}")
     try:
         entry, created = await ex.store.write(
             ex.path,
@@ -443,6 +446,7 @@ async def put(ex: Exchange) -> None:
             length=length,
             if_match=ex.headers.get("if-match"),
             if_none_match=none_match,
+            modified=None if mtime is None else float(mtime),
         )
     except Conflict:
         existing = await ex.store.find(ex.path)
@@ -450,7 +454,10 @@ async def put(ex: Exchange) -> None:
             await ex.text(405, f"/dav/{ex.path} is a folder; a PUT replaces only files")
             return
         raise
-    await ex.respond(201 if created else 204, b"", [(b"etag", entry.etag.encode())])
+    headers = [(b"etag", entry.etag.encode())]
+    if mtime is not None:
+        headers.append((b"x-oc-mtime", b"accepted"))
+    await ex.respond(201 if created else 204, b"", headers)
 
 
 async def delete(ex: Exchange) -> None:

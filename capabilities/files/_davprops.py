@@ -14,7 +14,7 @@ from ._paths import split
 
 if TYPE_CHECKING:
     from ._dav import Exchange
-    from ._store import Entry
+    from ._store import Entry, FileStore
 
 WALK_LIMIT = 10_000  # entries a Depth: infinity PROPFIND may list
 CHILDREN_PAGE = 1000
@@ -47,6 +47,17 @@ def discovery(lock: Lock) -> bytes:
     """A LOCK's answer: the lock it took or refreshed."""
     body = f'<D:prop xmlns:D="DAV:"><D:lockdiscovery>{active_lock(lock)}</D:lockdiscovery></D:prop>'
     return x.XML_HEADER + body.encode()
+
+
+def checksums(store: FileStore, entry: Entry) -> str | None:
+    """ownCloud's checksums property: the content's SHA-1 and MD5 (None for a folder)."""
+    digests = store.digests(entry)
+    if not digests:
+        return None
+    return (
+        '<oc:checksums xmlns:oc="http://owncloud.org/ns"><oc:checksum>'
+        f"SHA1:{digests['sha1']} MD5:{digests['md5']}</oc:checksum></oc:checksums>"
+    )
 
 
 def live(name: str, entry: Entry, locks: Locks) -> str | None:
@@ -89,7 +100,10 @@ async def describe(ex: Exchange, entry: Entry, asked: x.PropfindRequest) -> str:
         have: list[str] = []
         missing: list[str] = []
         for name in wanted:
-            value = live(name, entry, ex.locks) if name in x.LIVE_NAMES else None
+            if name == x.OC_CHECKSUMS:
+                value = checksums(ex.store, entry)
+            else:
+                value = live(name, entry, ex.locks) if name in x.LIVE_NAMES else None
             if value is None and name in dead:
                 value = dead[name].decode()
             (have if value is not None else missing).append(value or x.empty_element(name))

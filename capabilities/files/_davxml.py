@@ -33,7 +33,9 @@ LIVE = (
     "resourcetype",
     "supportedlock",
 )
-LIVE_NAMES = frozenset(DAV + name for name in LIVE)
+# ownCloud's digests of a file's content ("SHA1:… MD5:…"): what rclone's owncloud mode compares.
+OC_CHECKSUMS = "{http://owncloud.org/ns}checksums"
+LIVE_NAMES = frozenset({*(DAV + name for name in LIVE), OC_CHECKSUMS})
 REASONS = {
     200: "OK",
     403: "Forbidden",

@@ -108,6 +108,15 @@ def _flag(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
 
 
+def _seconds(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise BadInput(f"modified is seconds since 1970, not {value[:40]!r}") from None
+
+
 class Routes:
     def __init__(self, capability: Files) -> None:
         self.store = capability.store
@@ -151,7 +160,10 @@ class Routes:
                 stream_body=True,
                 response=EntryInfo,
                 other_statuses=(201,),
-                query=(("parents", "1 to create missing folders on the way"),),
+                query=(
+                    ("parents", "1 to create missing folders on the way"),
+                    ("modified", "the file's own modification time, in seconds since 1970"),
+                ),
                 summary="Upload a file's content, streamed (If-Match, If-None-Match: *)",
             ),
             api.post(
@@ -270,6 +282,7 @@ class Routes:
             if_match=headers.get("if-match"),
             if_none_match=if_none_match is not None,
             parents=_flag(call.query.get("parents")),
+            modified=_seconds(call.query.get("modified")),
         )
         return json_response(entry.as_json(), 201 if created else 200, headers={"ETag": entry.etag})
 

@@ -79,7 +79,7 @@ INSERT INTO files_nodes (id, parent, name_hash, name, folder, created, modified)
 
 _NODE = (
     "SELECT n.id, n.folder, n.size, n.created, n.modified, b.token, b.cipher, "
-    "b.inline IS NOT NULL AS small, n.blob, b.inline FROM files_nodes n "
+    "b.inline IS NOT NULL AS small, n.blob, b.inline, b.digests FROM files_nodes n "
     "LEFT JOIN files_blobs b ON b.id = n.blob "
 )
 
@@ -106,6 +106,7 @@ class Entry:
     small: bool = field(default=False, repr=False, compare=False)
     blob: int | None = field(default=None, repr=False, compare=False)
     inline: bytes | None = field(default=None, repr=False, compare=False)  # sealed small content
+    digests: bytes | None = field(default=None, repr=False, compare=False)  # see FileStore.digests
 
     @property
     def is_folder(self) -> bool:
@@ -181,7 +182,7 @@ def media_type(name: str) -> str:
 
 
 def _entry(row: sqlite3.Row | tuple[Any, ...], path: str) -> Entry:
-    node, folder, size, created, modified, token, cipher, small, blob, inline = tuple(row)
+    node, folder, size, created, modified, token, cipher, small, blob, inline, digests = tuple(row)
     name = path.rpartition("/")[2]
     if folder:
         tag = f'"d{node}.{int(modified * 1000)}"'
@@ -201,6 +202,7 @@ def _entry(row: sqlite3.Row | tuple[Any, ...], path: str) -> Entry:
         bool(small),
         blob,
         inline,
+        digests,
     )
 
 
@@ -264,7 +266,14 @@ class _Tree:
         return found.id
 
     def insert(
-        self, parent: int, name: str, *, folder: bool, blob: int | None = None, size: int = 0
+        self,
+        parent: int,
+        name: str,
+        *,
+        folder: bool,
+        blob: int | None = None,
+        size: int = 0,
+        modified: float | None = None,
     ) -> int:
         name_hash = self.store.name_hash(parent, name)
         cursor = self.conn.execute(
@@ -278,7 +287,7 @@ class _Tree:
                 blob,
                 size,
                 self.now,
-                self.now,
+                self.now if modified is None else modified,
             ),
         )
         self.touch(parent)
@@ -302,8 +311,9 @@ class _Tree:
                 "empty the trash, or raise --files-quota"
             )
         cursor = self.conn.execute(
-            "INSERT INTO files_blobs (token, size, cipher, inline, created) VALUES (?, ?, ?, ?, ?)",
-            (blob.token, blob.size, blob.cipher, blob.inline, self.now),
+            "INSERT INTO files_blobs (token, size, cipher, inline, digests, created) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (blob.token, blob.size, blob.cipher, blob.inline, blob.digests, self.now),
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
@@ -508,7 +518,7 @@ class FileStore:
             raise Conflict(f"{folder.path!r} is a file, not a folder")
         rows = await self.db.fetchall(
             "SELECT n.id, n.folder, n.size, n.created, n.modified, b.token, b.cipher, "
-            "b.inline IS NOT NULL, n.blob, NULL, n.name, n.name_hash FROM files_nodes n "
+            "b.inline IS NOT NULL, n.blob, NULL, b.digests, n.name, n.name_hash FROM files_nodes n "
             "LEFT JOIN files_blobs b "
             "ON b.id = n.blob WHERE n.parent = ? AND n.trashed IS NULL AND n.id > ? "
             "ORDER BY n.id LIMIT ?",
@@ -516,8 +526,8 @@ class FileStore:
         )
         return [
             _entry(
-                tuple(row)[:10],
-                join(folder.path, self.box.open_text(row[10], context=b"name" + row[11])),
+                tuple(row)[:11],
+                join(folder.path, self.box.open_text(row[11], context=b"name" + row[12])),
             )
             for row in rows
         ]
@@ -591,10 +601,14 @@ class FileStore:
         if_match: str | None = None,
         if_none_match: bool = False,
         parents: bool = False,
+        modified: float | None = None,
     ) -> tuple[Entry, bool]:
         """Store a file's content from a stream; (entry, created). The old content stays whole
-        until the new one is complete and committed."""
+        until the new one is complete and committed. ``modified`` keeps the time the file was
+        changed where it came from (a sync client's), instead of now."""
         path = check_path(path)
+        if modified is not None and not 0 <= modified < 2**33:
+            raise BadInput(f"a modification time is seconds since 1970, not {modified!r}")
         if not path:
             raise Conflict("the root is a folder; a file needs a name")
         parent_path, name = split(path)
@@ -621,20 +635,25 @@ class FileStore:
                         old.etag if old else None,
                     )
                 blob_id = tree.add_blob(blob)
+                changed = tree.now if modified is None else modified
                 if old is None:
                     if folder is None:
                         folder = tree.folder(parent_path, create=parents)
-                    node = tree.insert(folder, name, folder=False, blob=blob_id, size=blob.size)
+                    node = tree.insert(
+                        folder, name, folder=False, blob=blob_id, size=blob.size, modified=changed
+                    )
                     created = tree.now
                 else:
                     conn.execute(
                         "UPDATE files_nodes SET blob = ?, size = ?, modified = ? WHERE id = ?",
-                        (blob_id, blob.size, tree.now, old.id),
+                        (blob_id, blob.size, changed, old.id),
                     )
                     tree.drop_blob_ref(old.blob)
                     node, created = old.id, old.created
-                row = (node, 0, blob.size, created, tree.now, blob.token, blob.cipher)
-                made = _entry((*row, blob.inline is not None, blob_id, blob.inline), path)
+                row = (node, 0, blob.size, created, changed, blob.token, blob.cipher)
+                made = _entry(
+                    (*row, blob.inline is not None, blob_id, blob.inline, blob.digests), path
+                )
                 gone = tree.release()
                 return made, old is None, gone, tree.used
 
@@ -743,6 +762,11 @@ class FileStore:
 
         result: tuple[Entry, bool] = await self._apply(relocate)
         return result
+
+    def digests(self, entry: Entry) -> dict[str, str]:
+        """A file's content digests, {"md5": hex, "sha1": hex}, for clients that compare
+        them; {} for a folder."""
+        return self.blobs.digests(entry.token, entry.digests) if entry.token else {}
 
     # dead properties (WebDAV PROPPATCH)
 

@@ -1133,7 +1133,11 @@ document.addEventListener("DOMContentLoaded", () => {
     upload.state = "uploading";
     upload.li.dataset.state = "uploading";
     upload.note.textContent = "Starting…";
-    xhr.open("PUT", "/api" + API + "/content/" + enc(upload.path) + (upload.parents ? "?parents=1" : ""));
+    const query = new URLSearchParams();
+    if (upload.parents) query.set("parents", "1");
+    // the file keeps the time it was last changed on this device
+    if (upload.file.lastModified) query.set("modified", String(upload.file.lastModified / 1000));
+    xhr.open("PUT", "/api" + API + "/content/" + enc(upload.path) + (query.size ? "?" + query : ""));
     xhr.setRequestHeader("Authorization", "Bearer " + twin.token);
     xhr.setRequestHeader("Content-Type", upload.file.type || "application/octet-stream");
     if (!upload.overwrite) xhr.setRequestHeader("If-None-Match", "*");
