@@ -5,6 +5,7 @@ in no common encoding, while `twin serve` runs (the WAL not yet checkpointed) or
 from __future__ import annotations
 
 import base64
+import hashlib
 import importlib.metadata
 import re
 import signal
@@ -233,6 +234,8 @@ def write_everywhere(process: Process, *cli_extra: str) -> dict[str, str | bytes
             "moved name": moved_name,
             "copied name": copied_name,
             "share link secret": link,
+            "small file's SHA-1": hashlib.sha1(small).hexdigest(),
+            "big file's MD5": hashlib.md5(big).hexdigest(),
         }
 
         # Grants carry no free text: the marker goes into the path (and must not be kept, e.g. by
