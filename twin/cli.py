@@ -249,7 +249,7 @@ def serve(**flags: Any) -> None:
     from twin.app import create_app
     from twin.core import initialize
     from twin.registry import find_sources
-    from twin.server import BoundedHttpTools, TwinServer
+    from twin.server import BoundedHttpTools, TwinServer, keep_large_buffers
 
     settings = _settings(**flags)
     _configure_logging(settings.log_level)
@@ -296,6 +296,7 @@ def serve(**flags: Any) -> None:
             server_header=False,
             timeout_graceful_shutdown=10,
         )
+        keep_large_buffers()
         await TwinServer(config, twin.stopping).serve(sockets=[listener])
 
     try:

@@ -15,7 +15,8 @@ from twin.api import Endpoint
 from twin.doors import Mount
 
 from ._blobs import Blobs
-from ._store import MIGRATIONS_SQL, AlreadyExists, Entry, FileStore, TrashItem, Usage, data_root
+from ._store import FileStore, data_root
+from ._tree import MIGRATIONS_SQL, AlreadyExists, Entry, TrashItem, Usage
 
 UPKEEP_EVERY = 6 * 3600  # seconds between purges of the old trash and left-over content
 
@@ -88,6 +89,7 @@ class Files(Capability):
         self._upkeep = asyncio.create_task(self._upkeep_now_and_then(), name="files upkeep")
 
     async def shutdown(self) -> None:
+        self.store.blobs.close()
         if self._upkeep is not None:
             self._upkeep.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import hashlib
+import itertools
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from nacl import bindings
 
@@ -30,6 +35,8 @@ from twin.vault import Box
 CHUNK = 1024 * 1024  # content bytes per chunk
 TAG = 16  # bytes an AEAD adds to each chunk
 INLINE = 64 * 1024  # content up to this size is sealed into the database row instead
+READ_AHEAD = 2  # chunks read and decrypted ahead of the one being sent
+WRITE_AHEAD = 2  # chunks sealed and written behind the one being received
 AES_GCM, XCHACHA = 1, 2
 
 
@@ -89,6 +96,11 @@ class Blobs:
         self.pending: set[bytes] = set()  # tokens being written: never swept
         self._reading: Counter[bytes] = Counter()
         self._doomed: set[bytes] = set()  # released while being read: removed after
+        # One thread digests every upload's chunks: one worker runs them in the order they came.
+        self.digester = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twin-digests")
+
+    def close(self) -> None:
+        self.digester.shutdown(wait=False, cancel_futures=True)
 
     def path(self, token: bytes) -> Path:
         name = token.hex()
@@ -105,8 +117,8 @@ class Blobs:
         token = os.urandom(16)
         self.pending.add(token)
         writer = _ChunkWriter(self, token)
-        buffer = bytearray()
-        size = 0
+        pieces: list[bytes] = []  # joined once a chunk's worth is there: one copy per chunk
+        held = size = 0
         try:
             async for piece in body:
                 size += len(piece)
@@ -114,18 +126,23 @@ class Blobs:
                     raise QuotaExceeded(_over(size if length is None else length, room))
                 if length is not None and size > length:
                     raise BadInput(f"the body is longer than its Content-Length ({length})")
-                buffer += piece
-                while len(buffer) > CHUNK:  # the last chunk is only known once the body ends
-                    await writer.put(bytes(buffer[:CHUNK]), last=False)
-                    del buffer[:CHUNK]
+                pieces.append(piece)
+                held += len(piece)
+                while held > CHUNK:  # the last chunk is only known once the body ends
+                    cut = len(pieces[-1]) - (held - CHUNK)
+                    rest = pieces[-1][cut:]
+                    pieces[-1] = pieces[-1][:cut]
+                    await writer.put(b"".join(pieces), last=False)
+                    pieces, held = [rest], len(rest)
             if length is not None and size != length:
                 raise BadInput(f"the body ended after {size} of its {length} bytes")
+            buffer = b"".join(pieces)
             if writer.index == 0 and size <= INLINE:
-                content = bytes(buffer)
+                content = buffer
                 sealed = self.box.seal(content, context=b"content" + token)
                 writer.hash(content)
                 return Blob(token, size, self.cipher, sealed, self.seal_digests(token, writer))
-            await writer.put(bytes(buffer), last=True)
+            await writer.put(buffer, last=True)
             await writer.finish()
             return Blob(token, size, self.cipher, None, self.seal_digests(token, writer))
         except BaseException:
@@ -183,18 +200,23 @@ class Blobs:
                     asyncio.to_thread(_read_chunk, fd, blob, key, index, count)
                 )
 
-            coming = fetch(first)
-            for index in range(first, last + 1):
-                data = await coming
-                if index < last:
-                    coming = fetch(index + 1)
+            # READ_AHEAD chunks are read and decrypted (on threads) while one is sent
+            wanted = iter(range(first, last + 1))
+            coming = deque(fetch(index) for index in itertools.islice(wanted, READ_AHEAD))
+            index = first
+            while coming:
+                data = await coming.popleft()
+                following = next(wanted, None)
+                if following is not None:
+                    coming.append(fetch(following))
                 base = index * CHUNK
+                index += 1
                 yield data[max(start - base, 0) : min(end - base, len(data))]
         finally:
-            if "coming" in locals() and not coming.done():
-                coming.cancel()
+            for future in locals().get("coming", ()):
+                future.cancel()
                 with contextlib.suppress(BaseException):
-                    await coming
+                    await future
             os.close(fd)
             self._done_reading(blob.token)
 
@@ -257,7 +279,8 @@ def _over(size: int, room: int) -> str:
 
 
 class _ChunkWriter:
-    """Seals and writes one blob's chunks on a thread, one chunk ahead of the body."""
+    """Seals and writes one blob's chunks on threads, behind the body as it arrives: each
+    chunk's digest on the one digest thread (in order), its sealing and writing on any."""
 
     def __init__(self, blobs: Blobs, token: bytes) -> None:
         self.blobs = blobs
@@ -265,9 +288,8 @@ class _ChunkWriter:
         self.key = b""  # derived with the first chunk: most bodies are small, sealed inline
         self.index = 0
         self.fd: int | None = None
-        self._writing: asyncio.Future[None] | None = None
-        # For clients that compare digests (rclone's owncloud mode); fed in order, on the thread
-        # that writes, since one chunk is written at a time.
+        self._busy: deque[asyncio.Future[None]] = deque()
+        # For clients that compare digests (rclone's owncloud mode): fed in order.
         self.md5 = hashlib.md5(usedforsecurity=False)
         self.sha1 = hashlib.sha1(usedforsecurity=False)
 
@@ -276,14 +298,18 @@ class _ChunkWriter:
         self.sha1.update(data)
 
     async def put(self, data: bytes, *, last: bool) -> None:
-        if self._writing is not None:
-            await self._writing
+        while len(self._busy) >= 2 * WRITE_AHEAD:
+            await self._busy.popleft()
         if self.fd is None:
             self.key = self.blobs.key(self.token)
             self.fd = await asyncio.to_thread(self._create)
         index, fd = self.index, self.fd
         self.index += 1
-        self._writing = asyncio.ensure_future(asyncio.to_thread(self._write, fd, index, last, data))
+        loop = asyncio.get_running_loop()
+        self._busy.append(loop.run_in_executor(self.blobs.digester, self.hash, data))
+        self._busy.append(
+            asyncio.ensure_future(asyncio.to_thread(self._write, fd, index, last, data))
+        )
 
     def _create(self) -> int:
         path = self.blobs.path(self.token)
@@ -291,32 +317,50 @@ class _ChunkWriter:
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
     def _write(self, fd: int, index: int, last: bool, data: bytes) -> None:
-        self.hash(data)
         sealed = seal_chunk(self.blobs.cipher, self.key, self.token, index, last, data)
         view = memoryview(sealed)
-        offset = index * (CHUNK + TAG)
+        start = offset = index * (CHUNK + TAG)  # chunks may land in any order: each has its place
         while view:
             written = os.pwrite(fd, view, offset)
             view, offset = view[written:], offset + written
+        writeback = _writeback()
+        if writeback is not None:
+            writeback(fd, start, offset - start, SYNC_FILE_RANGE_WRITE)
 
     async def finish(self) -> None:
         """Wait for the last chunk and make the file durable before the database names it."""
-        if self._writing is not None:
-            await self._writing
+        while self._busy:
+            await self._busy.popleft()
         fd = self.fd
         if fd is not None:
             self.fd = None
             await asyncio.to_thread(_sync_and_close, fd)
 
     async def abandon(self) -> None:
-        if self._writing is not None:
+        while self._busy:
             with contextlib.suppress(BaseException):
-                await self._writing
+                await self._busy.popleft()
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
         with contextlib.suppress(FileNotFoundError):
             self.blobs.path(self.token).unlink()
+
+
+@functools.cache
+def _writeback() -> Callable[[int, int, int, int], int] | None:
+    """Linux's sync_file_range: starts writing a range to disk without waiting for it, so the
+    fsync that makes a finished upload durable has little left to wait for."""
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = (ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint)
+    call.restype = ctypes.c_int
+    return cast(Callable[[int, int, int, int], int], call)
+
+
+SYNC_FILE_RANGE_WRITE = 2
 
 
 def _sync_and_close(fd: int) -> None:

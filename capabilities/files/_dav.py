@@ -24,12 +24,13 @@ from . import _davprops, _davxml, _send
 from ._davlocks import IfList, Lock, Locked, Locks, evaluate, parse_if, submitted
 from ._paths import check_path, split
 from ._send import ContentResponse
-from ._store import etag_matches
+from ._tree import etag_matches
 
 if TYPE_CHECKING:
     from twin.capability import Context
 
-    from ._store import Entry, FileStore
+    from ._store import FileStore
+    from ._tree import Entry
 
 READS = frozenset({"GET", "HEAD", "PROPFIND", "OPTIONS"})
 ALLOW = "OPTIONS, GET, HEAD, PUT, DELETE, MKCOL, COPY, MOVE, PROPFIND, PROPPATCH, LOCK, UNLOCK"

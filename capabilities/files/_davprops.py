@@ -14,7 +14,8 @@ from ._paths import split
 
 if TYPE_CHECKING:
     from ._dav import Exchange
-    from ._store import Entry, FileStore
+    from ._store import FileStore
+    from ._tree import Entry
 
 WALK_LIMIT = 10_000  # entries a Depth: infinity PROPFIND may list
 CHILDREN_PAGE = 1000

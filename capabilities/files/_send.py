@@ -10,7 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ._store import Entry, FileStore, etag_matches
+from ._store import FileStore
+from ._tree import Entry, etag_matches
 
 # Content a person uploaded is never run by the browser on the twin's origin.
 SANDBOX = (

@@ -13,7 +13,8 @@ from typing import Any
 from twin import BadInput, Gone, NotFound
 from twin.vault import Box
 
-from ._store import ROOT, Entry, FileStore
+from ._store import FileStore
+from ._tree import ROOT, Entry
 
 MAX_DAYS = 365
 MAX_SHARES = 10_000
