@@ -116,7 +116,16 @@ class ContentResponse(Response):
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
-        if not self.head and self.end > self.start:
-            async for piece in self.store.read(self.entry, self.start, self.end):
-                await send({"type": "http.response.body", "body": piece, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if self.head or self.end <= self.start:
+            await send({"type": "http.response.body", "body": b""})
+            return
+        pieces = aiter(self.store.read(self.entry, self.start, self.end))
+        piece = await anext(pieces, b"")
+        while True:  # each piece goes out once the next is known: the last one ends the body
+            following = await anext(pieces, None)
+            await send(
+                {"type": "http.response.body", "body": piece, "more_body": following is not None}
+            )
+            if following is None:
+                return
+            piece = following
