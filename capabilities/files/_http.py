@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from starlette.responses import Response
@@ -25,7 +25,7 @@ class EntryInfo(msgspec.Struct):
     created: float
     modified: float
     etag: str
-    type: str
+    media_type: str = msgspec.field(name="type")
 
 
 class FolderInfo(EntryInfo):
@@ -102,6 +102,12 @@ class NewShare(msgspec.Struct, forbid_unknown_fields=True):
 
 
 MAX_LISTING = 10_000
+T = TypeVar("T")
+
+
+def _info(value: Any, shape: type[T]) -> T:
+    """A domain object (an Entry, a TrashItem, a Share) as the API describes it."""
+    return msgspec.convert(value, shape, from_attributes=True)
 
 
 def _flag(value: str | None) -> bool:
@@ -240,23 +246,25 @@ class Routes:
         ]
 
     async def usage(self, call: Call) -> Any:
-        return (await self.store.usage()).as_json()
+        usage = await self.store.usage()
+        trash = TrashSize(usage.trash_items, usage.trash_bytes)
+        return UsageInfo(usage.used, usage.quota, usage.files, usage.folders, trash)
 
     async def tree(self, call: Call) -> Any:
         entry = await self.store.stat(call.params["path"])
-        info = entry.as_json()
+        info = _info(entry, FolderInfo)
         if entry.is_folder:
             children = await self.store.children(entry.path, limit=MAX_LISTING + 1)
             children.sort(key=lambda e: (e.kind != "folder", e.name.casefold(), e.name))
-            info["entries"] = [e.as_json() for e in children[:MAX_LISTING]]
-            info["more"] = len(children) > MAX_LISTING
+            info.entries = [_info(e, EntryInfo) for e in children[:MAX_LISTING]]
+            info.more = len(children) > MAX_LISTING
         return info
 
     async def delete(self, call: Call) -> Any:
         item = await self.store.delete(
             call.params["path"], if_match=call.request.headers.get("if-match")
         )
-        return item.as_json()
+        return _info(item, TrashInfo)
 
     async def download(self, call: Call) -> Response:
         entry = await self.store.stat(call.params["path"])
@@ -284,41 +292,43 @@ class Routes:
             parents=_flag(call.query.get("parents")),
             modified=_seconds(call.query.get("modified")),
         )
-        return json_response(entry.as_json(), 201 if created else 200, headers={"ETag": entry.etag})
+        return json_response(
+            _info(entry, EntryInfo), 201 if created else 200, headers={"ETag": entry.etag}
+        )
 
     async def mkdir(self, call: Call) -> Any:
         body: NewFolder = call.body
-        return (await self.store.mkdir(body.path, parents=body.parents)).as_json()
+        return _info(await self.store.mkdir(body.path, parents=body.parents), EntryInfo)
 
     async def move(self, call: Call) -> Any:
         body: Relocation = call.body
         entry, _ = await self.store.move(body.source, body.target, overwrite=body.overwrite)
-        return entry.as_json()
+        return _info(entry, EntryInfo)
 
     async def copy(self, call: Call) -> Any:
         body: Relocation = call.body
         entry, _ = await self.store.copy(body.source, body.target, overwrite=body.overwrite)
-        return entry.as_json()
+        return _info(entry, EntryInfo)
 
     async def trash(self, call: Call) -> Any:
-        return {"items": [item.as_json() for item in await self.store.trash()]}
+        return TrashList([_info(item, TrashInfo) for item in await self.store.trash()])
 
     async def empty(self, call: Call) -> Any:
         return {"removed": await self.store.empty()}
 
     async def restore(self, call: Call) -> Any:
-        return (await self.store.restore(call.params["item"])).as_json()
+        return _info(await self.store.restore(call.params["item"]), EntryInfo)
 
     async def forget(self, call: Call) -> None:
         await self.store.forget(call.params["item"])
 
     async def list_shares(self, call: Call) -> Any:
-        return {"items": [share.as_json() for share in await self.shares.list()]}
+        return ShareList([_info(share, ShareInfo) for share in await self.shares.list()])
 
     async def share(self, call: Call) -> Any:
         body: NewShare = call.body
         share = await self.shares.create(body.path, body.days, body.max_downloads)
-        return share.as_json()
+        return _info(share, ShareInfo)
 
     async def revoke(self, call: Call) -> None:
         await self.shares.revoke(call.params["share"])

@@ -8,7 +8,6 @@ import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from twin import BadInput, Gone, NotFound
 from twin.vault import Box
@@ -43,22 +42,12 @@ class Share:
             return "used up"
         return "active"
 
-    def as_json(self) -> dict[str, Any]:
+    @property
+    def qr(self) -> str:
+        """The link as a QR code: an SVG ``data:`` URI."""
         from twin.account import qr_svg
 
-        return {
-            "id": self.id,
-            "path": self.path,
-            "name": self.name,
-            "kind": self.kind,
-            "created": self.created,
-            "expires": self.expires,
-            "max_downloads": self.max_downloads,
-            "downloads": self.downloads,
-            "state": self.state,
-            "url": self.url,
-            "qr": qr_svg(self.url),
-        }
+        return qr_svg(self.url)
 
 
 def _hash(secret: str) -> bytes:

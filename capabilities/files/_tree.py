@@ -105,18 +105,6 @@ class Entry:
     def is_folder(self) -> bool:
         return self.kind == "folder"
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "path": self.path,
-            "kind": self.kind,
-            "size": self.size,
-            "created": self.created,
-            "modified": self.modified,
-            "etag": self.etag,
-            "type": self.media_type,
-        }
-
 
 @dataclass(frozen=True)
 class TrashItem:
@@ -130,17 +118,6 @@ class TrashItem:
     trashed: float
     purge_at: float
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "path": self.path,
-            "kind": self.kind,
-            "size": self.size,
-            "trashed": self.trashed,
-            "purge_at": self.purge_at,
-        }
-
 
 @dataclass(frozen=True)
 class Usage:
@@ -151,15 +128,6 @@ class Usage:
     trash_items: int
     trash_bytes: int
     disk_free: int
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "used": self.used,
-            "quota": self.quota,
-            "files": self.files,
-            "folders": self.folders,
-            "trash": {"items": self.trash_items, "bytes": self.trash_bytes},
-        }
 
 
 @functools.lru_cache(maxsize=512)
