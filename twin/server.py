@@ -4,7 +4,6 @@ ends live streams first, and an allocator that keeps large buffers."""
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import socket
 import sys
 from typing import Any
@@ -30,6 +29,8 @@ def keep_large_buffers() -> bool:
     decrypted at 0.4 GB/s with fresh mappings, 1.5 GB/s reused). False where it does not apply."""
     if not sys.platform.startswith("linux"):
         return False
+    import ctypes
+
     try:
         libc = ctypes.CDLL("libc.so.6")
         return bool(

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from twin import Capability, Holding, Migration
 from twin.api import Endpoint
 from twin.doors import Mount
@@ -69,10 +71,9 @@ class Files(Capability):
         return Routes(self).endpoints()
 
     def mounts(self) -> Sequence[Mount]:
-        from ._dav import dav_app
         from ._share import share_app
 
-        return [Mount("/dav", dav_app(self)), Mount("/s", share_app(self))]
+        return [Mount("/dav", _DavOnFirstUse(self)), Mount("/s", share_app(self))]
 
     async def holdings(self) -> Sequence[Holding]:
         usage = await self.store.usage()
@@ -110,3 +111,19 @@ class Files(Capability):
             except Exception:  # the next round tries again
                 self.context.log.exception("could not clean up the files")
             await asyncio.sleep(UPKEEP_EVERY)
+
+
+class _DavOnFirstUse:
+    """The WebDAV door, imported when a client first knocks: a twin nobody mounts over WebDAV
+    never loads it (its XML and locks), and idles smaller."""
+
+    def __init__(self, capability: Files) -> None:
+        self.capability = capability
+        self.app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.app is None:
+            from ._dav import dav_app
+
+            self.app = dav_app(self.capability)
+        await self.app(scope, receive, send)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import hashlib
 import itertools
@@ -351,6 +350,8 @@ class _ChunkWriter:
 def _writeback() -> Callable[[int, int, int, int], int] | None:
     """Linux's sync_file_range: starts writing a range to disk without waiting for it, so the
     fsync that makes a finished upload durable has little left to wait for."""
+    import ctypes
+
     try:
         call = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
