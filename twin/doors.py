@@ -19,8 +19,25 @@ from twin.scopes import Principal
 if TYPE_CHECKING:
     from twin.core import Twin
 
-# Paths the core answers; no capability may mount a door on or under them.
-RESERVED = ("/api", "/x", "/p2p", "/static", "/.well-known", "/openapi.json")
+# Paths the core answers (the API, the shell's pages, peers); no capability may mount a door
+# on them, or it could answer in the shell's place. tests/test_doors.py checks every shell page
+# is here.
+RESERVED = (
+    "/api",
+    "/x",
+    "/p2p",
+    "/static",
+    "/.well-known",
+    "/openapi.json",
+    "/activity",
+    "/auth",
+    "/login",
+    "/logout",
+    "/pair",
+    "/settings",
+    "/setup",
+    "/unlock",
+)
 DOOR_RATE_FACTOR = 20  # file clients (rclone, a desktop) make many small requests
 
 
