@@ -300,7 +300,14 @@ class FileStore:
             result = change(tree)
             return result, tree.release(), tree.used
 
-        result, gone, used = await self.db.write(run)
+        seen = self._generation
+        try:
+            result, gone, used = await self.db.write(run)
+        finally:
+            # The writer forgot the cached folders before its commit; a read in between may
+            # have cached the old tree again, so forget once more now that it is committed.
+            if self._generation != seen:
+                self.structure_changed()
         if used is not None:
             self._used = used
         await self.blobs.remove(gone)
