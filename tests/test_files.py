@@ -371,7 +371,10 @@ async def test_share_links(tw: Running, auth: dict[str, str]) -> None:
     inner = await client.get(folder_link + "/download", params={"path": "Day 2/notes.txt"})
     assert inner.content == b"day two"
     escape = await client.get(folder_link + "/download", params={"path": "../Trip/x"})
-    assert escape.status_code == 400
+    assert escape.status_code == 400 and "That did not work" in escape.text
+    assert "&#39;..&#39; is not a file name" in escape.text
+    folder_as_file = await client.get(folder_link + "/download", params={"path": "Day 2"})
+    assert folder_as_file.status_code == 409 and "is a folder" in folder_as_file.text
     listed = (await client.get("/api/files/shares", headers=auth)).json()["items"]
     assert {s["id"] for s in listed} == {share["id"], folder["id"]}
     assert (

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from twin import BadInput, Conflict, Gone, NotFound, TwinError
+from twin import Conflict, Gone, NotFound, RateLimited, TwinError
 from twin.settings import human_size
 
 from ._paths import check_path, join
@@ -127,12 +127,15 @@ def share_app(capability: Files) -> ASGIApp:
         except (Gone, NotFound) as exc:
             status = 410 if isinstance(exc, Gone) else 404
             response = page(status, gone=True, message=exc.message.capitalize())
-        except BadInput as exc:
-            response = page(400, gone=True, message=exc.message.capitalize())
-        except TwinError as exc:
-            from twin.http import error_response
+        except TwinError as exc:  # a bad ?path=, a folder asked as a file, too many requests
+            from twin.http import status_of
 
-            response = error_response(exc)
+            heading = "Too many requests" if isinstance(exc, RateLimited) else "That did not work"
+            response = page(
+                status_of(exc), gone=True, heading=heading, message=exc.message.capitalize()
+            )
+            if isinstance(exc, RateLimited):
+                response.headers["Retry-After"] = str(exc.retry_after)
         door.record(
             "anyone with a link",
             "files",
