@@ -2,30 +2,30 @@
 
 from __future__ import annotations
 
+import re
+
 from twin import BadInput
 
 MAX_NAME = 255  # bytes of UTF-8, as most file systems allow
 MAX_PATH = 4096
 MAX_DEPTH = 64
+_REFUSED = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
 def check_name(name: str) -> str:
     """One segment of a path: a file or folder name."""
     if name in ("", ".", ".."):
         raise BadInput(f"{name!r} is not a file name" if name else "a file name cannot be empty")
-    size = len(name.encode("utf-8", "surrogatepass"))
-    if size > MAX_NAME:
-        raise BadInput(f"a name is at most {MAX_NAME} bytes of UTF-8; this one is {size}")
-    if "/" in name:
-        raise BadInput(f"a name cannot hold '/': {name[:80]!r}")
-    if "\\" in name:
-        raise BadInput(f"a name cannot hold a backslash: {name[:80]!r}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise BadInput(f"a name cannot hold control characters: {name[:80]!r}")
     try:
-        name.encode("utf-8")
+        size = len(name.encode("utf-8"))
     except UnicodeEncodeError:
         raise BadInput(f"a name must be valid UTF-8: {name[:80]!r}") from None
+    if size > MAX_NAME:
+        raise BadInput(f"a name is at most {MAX_NAME} bytes of UTF-8; this one is {size}")
+    refused = _REFUSED.search(name)
+    if refused is not None:
+        what = {"/": "'/'", "\\": "a backslash"}.get(refused.group(), "control characters")
+        raise BadInput(f"a name cannot hold {what}: {name[:80]!r}")
     return name
 
 

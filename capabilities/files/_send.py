@@ -3,6 +3,7 @@ a browser from running what it holds; shared by ``/api/files``, ``/dav`` and ``/
 
 from __future__ import annotations
 
+import functools
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote
 
@@ -18,6 +19,19 @@ SANDBOX = (
     "sandbox; default-src 'none'; img-src 'self' data: blob:; media-src 'self'; "
     "style-src 'unsafe-inline'"
 )
+
+
+_FIXED = [
+    (b"accept-ranges", b"bytes"),
+    (b"content-security-policy", SANDBOX.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"cache-control", b"private, no-cache"),
+]
+
+
+@functools.lru_cache(maxsize=1024)
+def _http_date(seconds: int) -> bytes:
+    return formatdate(seconds, usegmt=True).encode()
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None | str:
@@ -79,38 +93,37 @@ class ContentResponse(Response):
         self.background = None
         self.head = request.method == "HEAD"
         self.start, self.end = 0, entry.size
-        headers = {
-            "etag": entry.etag,
-            "last-modified": formatdate(entry.modified, usegmt=True),
-            "accept-ranges": "bytes",
-            "content-type": entry.media_type,
-            "content-security-policy": SANDBOX,
-            "x-content-type-options": "nosniff",
-            "cache-control": "private, no-cache",
-            **(extra or {}),
-        }
+        asked = request.headers  # each lookup scans the request's headers: once each here
+        ranged, if_range = asked.get("range"), asked.get("if-range")
+        headers = [
+            (b"etag", entry.etag.encode()),
+            (b"last-modified", _http_date(int(entry.modified))),
+            *_FIXED,
+        ]
+        if extra:
+            headers += [(k.encode(), v.encode()) for k, v in extra.items()]
         if attachment:
-            headers["content-disposition"] = disposition("attachment", entry.name)
-        status = 200
+            headers.append((b"content-disposition", disposition("attachment", entry.name).encode()))
+        status, typed = 200, True
         if _not_modified(request, entry):
-            status, self.end = 304, 0
-            headers.pop("content-type")
+            status, self.end, typed = 304, 0, False
         else:
-            wanted = byte_range(request.headers.get("range"), entry.size)
-            if_range = request.headers.get("if-range")
+            wanted = byte_range(ranged, entry.size) if ranged else None
             if if_range is not None and if_range.strip() != entry.etag:
                 wanted = None  # the file changed: send all of it
             if wanted == "unsatisfiable":
-                status, self.end = 416, 0
-                headers["content-range"] = f"bytes */{entry.size}"
-                headers.pop("content-type")
+                status, self.end, typed = 416, 0, False
+                headers.append((b"content-range", f"bytes */{entry.size}".encode()))
             elif isinstance(wanted, tuple):
                 status = 206
                 self.start, self.end = wanted
-                headers["content-range"] = f"bytes {self.start}-{self.end - 1}/{entry.size}"
-        headers["content-length"] = str(self.end - self.start)
+                span = f"bytes {self.start}-{self.end - 1}/{entry.size}"
+                headers.append((b"content-range", span.encode()))
+        if typed:
+            headers.append((b"content-type", entry.media_type.encode()))
+        headers.append((b"content-length", str(self.end - self.start).encode()))
         self.status_code = status
-        self.raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
+        self.raw_headers = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
