@@ -417,3 +417,28 @@ async def test_damaged_content_is_refused_not_served(tw: Running, auth: dict[str
     assert any("bytes, not" in p for p in await store.check())
     path.unlink()
     assert any("missing" in p for p in await store.check())
+
+
+async def test_what_was_read_lately_never_outlives_a_change(
+    tw: Running, auth: dict[str, str]
+) -> None:
+    """Small files are kept decrypted after a read or write; every change must show at once."""
+    client = tw.client
+
+    async def get(path: str) -> httpx.Response:
+        return await client.get(f"/api/files/content/{path}", headers=auth)
+
+    await put(tw, auth, "Box/a.txt", b"one", params={"parents": "1"})
+    assert (await get("Box/a.txt")).content == b"one"
+    await put(tw, auth, "Box/a.txt", b"two")
+    assert (await get("Box/a.txt")).content == b"two"
+    await client.post("/api/files/move", json={"from": "Box", "to": "Crate"}, headers=auth)
+    assert (await get("Box/a.txt")).status_code == 404
+    assert (await get("Crate/a.txt")).content == b"two"
+    item = (await client.delete("/api/files/tree/Crate/a.txt", headers=auth)).json()
+    assert (await get("Crate/a.txt")).status_code == 404
+    await client.post(f"/api/files/trash/{item['id']}/restore", headers=auth)
+    assert (await get("Crate/a.txt")).content == b"two"
+    await client.post("/api/files/copy", json={"from": "Crate/a.txt", "to": "b.txt"}, headers=auth)
+    await put(tw, auth, "b.txt", b"three")
+    assert (await get("Crate/a.txt")).content == b"two" and (await get("b.txt")).content == b"three"

@@ -21,7 +21,7 @@ import os
 from collections import Counter, deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -83,6 +83,7 @@ class Blob:
     cipher: int
     inline: bytes | None = None
     digests: bytes | None = None  # sealed "md5 sha1" of the content, in hex
+    plain: bytes | None = field(default=None, repr=False)  # a small content as received
 
 
 class Blobs:
@@ -140,7 +141,8 @@ class Blobs:
                 content = buffer
                 sealed = self.box.seal(content, context=b"content" + token)
                 writer.hash(content)
-                return Blob(token, size, self.cipher, sealed, self.seal_digests(token, writer))
+                digests = self.seal_digests(token, writer)
+                return Blob(token, size, self.cipher, sealed, digests, content)
             await writer.put(buffer, last=True)
             await writer.finish()
             return Blob(token, size, self.cipher, None, self.seal_digests(token, writer))
@@ -175,12 +177,16 @@ class Blobs:
         if doomed:
             await asyncio.to_thread(_unlink_all, doomed)
 
+    def open_inline(self, blob: Blob) -> bytes:
+        """A small blob's content, from its sealed copy in the database row."""
+        assert blob.inline is not None
+        return self.box.open(blob.inline, context=b"content" + blob.token)
+
     async def read(self, blob: Blob, start: int, end: int) -> AsyncIterator[bytes]:
         """Content bytes [start, end) of a blob, chunk by chunk (the next one decrypted while
         the current one is sent)."""
         if blob.inline is not None:
-            content = self.box.open(blob.inline, context=b"content" + blob.token)
-            yield content[start:end]
+            yield self.open_inline(blob)[start:end]
             return
         if start >= end:
             return

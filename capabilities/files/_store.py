@@ -8,6 +8,7 @@ import asyncio
 import shutil
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,54 @@ FOLDER_CACHE = 10_000
 MAX_PROPERTIES = 256
 MAX_PROPERTY = 64 * 1024
 
+RECENT_BYTES = 4 * 1024 * 1024  # small files' decrypted content kept for reads (see Recent)
+RECENT_ENTRIES = 4096
+
 __all__ = ["AlreadyExists", "Entry", "FileStore", "TrashItem", "Usage", "data_root"]
+
+
+class Recent:
+    """Files read or written lately: their entries by path, and small contents decrypted by blob
+    (a blob's content never changes). Every write of this process passes through here once
+    committed, so a kept entry is never older than the database; a read that began before a
+    write keeps nothing."""
+
+    def __init__(self, budget: int = RECENT_BYTES) -> None:
+        self.budget = budget
+        self.writes = 0
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._contents: OrderedDict[bytes, bytes] = OrderedDict()
+        self._size = 0
+
+    def entry(self, path: str) -> Entry | None:
+        return self._entries.get(path)
+
+    def content(self, token: bytes) -> bytes | None:
+        return self._contents.get(token)
+
+    def keep(self, entry: Entry, seen: int, content: bytes | None = None) -> None:
+        if seen != self.writes:
+            return
+        self._entries[entry.path] = entry
+        self._entries.move_to_end(entry.path)
+        if len(self._entries) > RECENT_ENTRIES:
+            self._entries.popitem(last=False)
+        if content is not None and entry.token not in self._contents:
+            self._contents[entry.token] = content
+            self._size += len(content)
+            while self._size > self.budget:
+                _, old = self._contents.popitem(last=False)
+                self._size -= len(old)
+
+    def written(self, entry: Entry, content: bytes | None) -> None:
+        """A write to ``entry.path`` was committed."""
+        self.writes += 1
+        self.keep(entry, self.writes, content)
+
+    def changed(self) -> None:
+        """Something moved, went or came back: no kept path can be trusted."""
+        self.writes += 1
+        self._entries.clear()
 
 
 class FileStore:
@@ -55,6 +103,7 @@ class FileStore:
         self._generation = 0
         self._disk = (-2.0, 0)  # (when, free bytes) of the last look at the disk
         self._used: int | None = None  # bytes used as of the last commit, for checks up front
+        self.recent = Recent()
 
     # names and paths, sealed
 
@@ -96,12 +145,21 @@ class FileStore:
             row = await self.db.lookup(NODE_QUERY + "WHERE n.id = ?", (ROOT,))
             assert row is not None
             return entry_of(row, "")
+        kept = self.recent.entry(path)
+        if kept is not None:
+            return kept
+        seen = self.recent.writes
         parent_path, name = split(path)
         parent = await self._folder_id(parent_path)
         if parent is None:
             return None
         row = await self._lookup(parent, name)
-        return None if row is None else entry_of(row, path)
+        if row is None:
+            return None
+        entry = entry_of(row, path)
+        if not entry.is_folder:
+            self.recent.keep(entry, seen)
+        return entry
 
     async def _folder_id(self, path: str) -> int | None:
         if not path:
@@ -183,6 +241,10 @@ class FileStore:
     ) -> AsyncIterator[bytes]:
         """Bytes [start, end) of that version of a file, streamed."""
         end = entry.size if end is None else min(end, entry.size)
+        kept = self.recent.content(entry.token) if entry.small else None
+        if kept is not None:
+            yield kept[start:end]
+            return
         inline = entry.inline
         if entry.small and inline is None:
             row = await self.db.lookup(
@@ -192,6 +254,12 @@ class FileStore:
                 raise NotFound(f"{entry.path!r} changed while it was read: read it again")
             inline = row[0]
         blob = Blob(entry.token, entry.size, entry.cipher, inline)
+        if entry.small:
+            seen = self.recent.writes
+            content = self.blobs.open_inline(blob)
+            self.recent.keep(entry, seen, content)
+            yield content[start:end]
+            return
         async for piece in self.blobs.read(blob, start, end):
             yield piece
 
@@ -282,6 +350,7 @@ class FileStore:
 
             try:
                 entry, created, gone, self._used = await self.db.write(commit)
+                self.recent.written(entry, blob.plain)
             except BaseException:
                 await self.blobs.remove([blob.token] if blob.inline is None else [])
                 raise
@@ -304,6 +373,7 @@ class FileStore:
         try:
             result, gone, used = await self.db.write(run)
         finally:
+            self.recent.changed()
             # The writer forgot the cached folders before its commit; a read in between may
             # have cached the old tree again, so forget once more now that it is committed.
             if self._generation != seen:
