@@ -12,9 +12,8 @@ from typing import Any
 import httpx
 import pytest
 from conftest import Running, running_twin
-from nacl.exceptions import CryptoError
 from twin_capabilities.files import Files
-from twin_capabilities.files._blobs import CHUNK, INLINE
+from twin_capabilities.files._blobs import CHUNK, INLINE, Damaged
 
 pytestmark = pytest.mark.anyio
 
@@ -120,6 +119,19 @@ async def test_etag_changes_with_content_and_conditions_hold(
         assert refused.status_code == 400 and "seconds since 1970" in refused.text, bad
     assert (await tw.client.get("/api/files/content/c.txt", headers=auth)).content == b"five"
 
+
+
+async def test_a_replaced_version_leaves_the_disk(tw: Running, auth: dict[str, str]) -> None:
+    """The old content file goes once the new version is committed (in the background, so the
+    upload's answer does not wait for the unlink), and it is still readable until then."""
+    await put(tw, auth, "big.bin", os.urandom(2 * CHUNK))
+    (old,) = blob_files(tw.settings.data_dir)
+    newer = os.urandom(2 * CHUNK + 1)
+    await put(tw, auth, "big.bin", newer)
+    await files(tw).store.blobs.settle()
+    (current,) = blob_files(tw.settings.data_dir)
+    assert current != old and not old.exists()
+    assert (await tw.client.get("/api/files/content/big.bin", headers=auth)).content == newer
 
 async def test_folders_listing_move_rename_copy(tw: Running, auth: dict[str, str]) -> None:
     client = tw.client
@@ -410,9 +422,23 @@ async def test_damaged_content_is_refused_not_served(tw: Running, auth: dict[str
     store = files(tw).store
     assert await store.check() == []  # the size is right; the damage shows when read
     entry = await store.stat("precious.bin")
-    with pytest.raises(CryptoError):
+    with pytest.raises(Damaged):
         async for _ in store.read(entry):
             pass
+    # Over HTTP: damage in a later chunk cuts the body short (the app raises, no bytes of it
+    # are sent); a range that starts in the damaged chunk is refused before any header.
+    with pytest.raises(Damaged):
+        await tw.client.get("/api/files/content/precious.bin", headers=auth)
+    refused = await tw.client.get(
+        "/api/files/content/precious.bin", headers={**auth, "Range": f"bytes={CHUNK}-"}
+    )
+    assert refused.status_code == 500
+    assert refused.json()["error"]["code"] == "damaged"
+    assert "damaged on the twin's disk" in refused.json()["error"]["message"]
+    intact = await tw.client.get(
+        "/api/files/content/precious.bin", headers={**auth, "Range": f"bytes=0-{CHUNK - 1}"}
+    )
+    assert intact.status_code == 206 and intact.content == content[:CHUNK]
     path.write_bytes(bytes(data[:-10]))
     assert any("bytes, not" in p for p in await store.check())
     path.unlink()

@@ -90,6 +90,7 @@ class Files(Capability):
         self._upkeep = asyncio.create_task(self._upkeep_now_and_then(), name="files upkeep")
 
     async def shutdown(self) -> None:
+        await self.store.blobs.settle()
         self.store.blobs.close()
         if self._upkeep is not None:
             self._upkeep.cancel()

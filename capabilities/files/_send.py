@@ -4,6 +4,7 @@ a browser from running what it holds; shared by ``/api/files``, ``/dav`` and ``/
 from __future__ import annotations
 
 import functools
+import logging
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote
 
@@ -11,8 +12,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from twin.http import error_json
+
+from ._blobs import Damaged
 from ._store import FileStore
 from ._tree import Entry, etag_matches
+
+log = logging.getLogger("twin.cap.files")
 
 # Content a person uploaded is never run by the browser on the twin's origin.
 SANDBOX = (
@@ -126,16 +132,26 @@ class ContentResponse(Response):
         self.raw_headers = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
+        start = {"type": "http.response.start", "status": self.status_code}
         if self.head or self.end <= self.start:
+            await send({**start, "headers": self.raw_headers})
             await send({"type": "http.response.body", "body": b""})
             return
         pieces = aiter(self.store.read(self.entry, self.start, self.end))
-        piece = await anext(pieces, b"")
+        try:  # damage found before the first byte is an answer saying so
+            piece = await anext(pieces, b"")
+        except Damaged as exc:
+            log.error("%s", exc)
+            message = "this file's content is damaged on the twin's disk and cannot be sent"
+            await error_json(500, "damaged", message)(scope, receive, send)
+            return
+        await send({**start, "headers": self.raw_headers})
         while True:  # each piece goes out once the next is known: the last one ends the body
-            following = await anext(pieces, None)
+            try:
+                following = await anext(pieces, None)
+            except Damaged as exc:  # the client sees the body cut short, never bad bytes
+                log.error("%s; the download was cut off", exc)
+                raise
             await send(
                 {"type": "http.response.body", "body": piece, "more_body": following is not None}
             )

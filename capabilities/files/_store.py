@@ -17,7 +17,7 @@ from twin import BadInput, Conflict, InUse, NotFound, PreconditionFailed, TooLar
 from twin.db import Database
 from twin.vault import Box
 
-from ._blobs import TAG, Blob, Blobs, chunks_of
+from ._blobs import Blob, Blobs, stored_size
 from ._paths import check_path, join, split
 from ._tree import (
     NODE_QUERY,
@@ -356,7 +356,7 @@ class FileStore:
                 raise
             finally:
                 self.blobs.committed(blob.token)
-            await self.blobs.remove(gone)
+            self.blobs.remove_soon(gone)
             return entry, created
         finally:
             self._writing.discard(path)
@@ -665,7 +665,7 @@ class FileStore:
         def look() -> list[str]:
             problems = []
             for token, size in rows:
-                expected = size + chunks_of(size) * TAG
+                expected = stored_size(size)
                 path = self.blobs.path(token)
                 try:
                     actual = path.stat().st_size
