@@ -466,3 +466,24 @@ async def test_a_destination_by_the_proxys_public_name_is_accepted(dav: Dav) -> 
     )
     assert response.status_code == 201, response.text
     assert (await dav.request("GET", "/dav/folder/via proxy.txt")).content == KEEP
+
+
+async def test_raw_bytes_that_are_not_utf8_are_refused(dav: Dav) -> None:
+    """A server or proxy in front may pass a path's raw bytes on (uvicorn's parser refuses
+    them first; see test_serve): the door refuses them itself too."""
+    for method in ("PUT", "GET", "PROPFIND", "DELETE"):
+        status, body = await dav.raw(method, b"/dav/folder/\xff\xfe.txt")
+        assert status == 400 and b"not valid UTF-8" in body, (method, body)
+    await dav.intact()
+
+
+@pytest.mark.parametrize("method", ["PROPFIND", "PROPPATCH", "LOCK"])
+async def test_an_xml_body_that_is_not_utf8_is_refused(dav: Dav, method: str) -> None:
+    body = (
+        b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop>'
+        b"<D:displayname>\xff\xfe</D:displayname></D:prop></D:propfind>"
+    )
+    response = await dav.request(method, "/dav/keep.txt", content=body, headers=XML)
+    assert response.status_code == 400, response.text
+    assert "not well-formed" in response.text
+    await dav.intact()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -241,6 +242,36 @@ async def test_trash_restore_forget_and_purge(tw: Running, auth: dict[str, str])
     store.trash_seconds = 0
     assert await store.purge() == 1
     assert (await client.get("/api/files/trash", headers=auth)).json()["items"] == []
+
+
+async def test_the_trash_empties_itself_after_trash_days(tmp_path: Path) -> None:
+    """--trash-days says how long the trash keeps things; the twin purges on its own (when it
+    starts and every six hours), content files included, with no request asking it to."""
+    home = tmp_path / "twin"
+    async with running_twin(home, trash_days=7) as tw:
+        auth = await tw.auth("files:*")
+        await put(tw, auth, "old.bin", os.urandom(2 * CHUNK))
+        await put(tw, auth, "kept.txt", b"not deleted")
+        item = (await tw.client.delete("/api/files/tree/old.bin", headers=auth)).json()
+        assert item["purge_at"] - item["trashed"] == pytest.approx(7 * 86400)
+        assert len(blob_files(home)) == 1
+    async with running_twin(home, trash_days=0.5 / 86400) as tw:  # half a second
+        auth = await tw.auth("files:*")
+        listed = (await tw.client.get("/api/files/trash", headers=auth)).json()["items"]
+        assert [i["purge_at"] for i in listed] in ([], [pytest.approx(item["trashed"] + 0.5)])
+        while time.time() <= item["trashed"] + 0.5:  # the item's age passes the setting
+            await asyncio.sleep(0.05)
+    async with running_twin(home, trash_days=0.5 / 86400) as tw:
+        auth = await tw.auth("files:*")
+        deadline = time.monotonic() + 10
+        while (await tw.client.get("/api/files/trash", headers=auth)).json()["items"]:
+            assert time.monotonic() < deadline, "the trash was not purged at start-up"
+            await asyncio.sleep(0.02)
+        assert blob_files(home) == []
+        usage = (await tw.client.get("/api/files/", headers=auth)).json()
+        assert usage["used"] == len(b"not deleted") and usage["trash"]["items"] == 0
+        kept = await tw.client.get("/api/files/content/kept.txt", headers=auth)
+        assert kept.content == b"not deleted"
 
 
 async def test_a_file_restored_after_its_folder_went_lands_in_the_root(

@@ -38,6 +38,7 @@ async def intact(tw: Running, auth: dict[str, str]) -> None:
 
 BAD_PATHS = {
     "dot-dot": ("Keep/../../etc/passwd", "'..' is not a file name"),
+    "absolute": ("/etc/passwd", "without a leading '/': 'etc/passwd'"),
     "dot": ("Keep/./a.txt", "'.' is not a file name"),
     "empty segment": ("Keep//a.txt", "empty segments"),
     "NUL": ("Keep/a\x00.txt", "control characters"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+import subprocess
 import zlib
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ from urllib.parse import quote
 import httpx
 import pytest
 from browser import authenticator, chromium, screenshot
-from conftest import wait_for
+from conftest import twin_command, wait_for
 from playwright.sync_api import Locator, Page, expect
 from test_browser import create_passkey, setup_link
+
+from twin.account import qr_svg
 
 pytestmark = pytest.mark.slow
 
@@ -116,6 +119,10 @@ def test_files_upload_preview_organise_trash_and_share(serve: Any, tmp_path: Pat
                 }
               }).observe(document.getElementById("upload-list"),
                 {subtree: true, attributes: true, childList: true, characterData: true});
+              window.totals = [];
+              const total = document.getElementById("uploads-total");
+              new MutationObserver(() => window.totals.push(total.value))
+                .observe(total, {attributes: true});
             }"""
         )
         page.locator("#picker").set_input_files([tmp_path / name for name in uploads])
@@ -131,6 +138,10 @@ def test_files_upload_preview_organise_trash_and_share(serve: Any, tmp_path: Pat
         big_values = [value for path, value, _ in seen if path == "big.bin"]
         assert any(0 < value < 100 for value in big_values), big_values  # it moved
         assert any(path == "big.bin" and note.endswith("· 100%") for path, _, note in seen)
+        for name in uploads:  # every file has a bar of its own, which ends full
+            assert any(path == name and value == 100 for path, value, _ in seen), name
+        totals = page.evaluate("window.totals")  # the overall bar moved too, and ended full
+        assert any(0 < value < 100 for value in totals), totals
         assert page.locator("#uploads-total").get_attribute("value") == "100"
         expect(row(page, "big.bin")).to_contain_text("5 MiB")
         expect(row(page, "a-letter.txt")).to_contain_text(f"{len(LETTER.encode())} bytes")
@@ -278,11 +289,8 @@ def test_files_upload_preview_organise_trash_and_share(serve: Any, tmp_path: Pat
         link = page.locator("#share-url")
         expect(link).to_have_value(re.compile(r"/s/\S+$"))
         share_url = link.input_value()
-        assert (
-            page.locator("#share-qr")
-            .get_attribute("src", timeout=1000)
-            .startswith("data:image/svg+xml")
-        )
+        # the QR code is the link shown, not some other text
+        assert page.locator("#share-qr").get_attribute("src", timeout=1000) == qr_svg(share_url)
         page.locator("#share-copy").click()
         expect(page.locator("#share-copied")).not_to_be_empty()
         expect(page.locator("#share-existing .share-item")).to_have_count(1)
@@ -291,11 +299,39 @@ def test_files_upload_preview_organise_trash_and_share(serve: Any, tmp_path: Pat
 
         stranger = browser.new_context(accept_downloads=True)
         visitor = stranger.new_page()
+        visitor.set_viewport_size({"width": 900, "height": 600})
         visitor.goto(share_url)
         expect(visitor.get_by_text("photo.png").first).to_be_visible()
+        screenshot(visitor, "files-share-page")
         with visitor.expect_download() as got:
             visitor.get_by_role("link", name=re.compile("Download")).first.click()
         assert Path(got.value.path()).read_bytes() == image
+
+        # A shared folder, once the owner has a name: the stranger sees who shared it and what
+        # it holds (a folder inside, a file), and nothing outside it.
+        made = subprocess.run(
+            twin_command(
+                "token", "create", "--scope", "profile:write", "--data-dir", str(twin.data_dir)
+            ),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        owner = {"Authorization": f"Bearer {made.stdout.split()[-1]}"}
+        named = {"display_name": "Ada Lovelace", "bio": ""}
+        assert httpx.put(f"{twin.url}/api/profile/", json=named, headers=owner).is_success
+        httpx.post(f"{twin.url}/api/files/folders", json={"path": "Projects/Drafts"}, headers=auth)
+        folder = httpx.post(
+            f"{twin.url}/api/files/shares", json={"path": "Projects"}, headers=auth
+        ).json()
+        visitor.set_viewport_size({"width": 900, "height": 600})
+        visitor.goto(folder["url"])
+        expect(visitor.get_by_text("Ada Lovelace shared a folder with you")).to_be_visible()
+        expect(visitor.get_by_role("link", name="Drafts")).to_be_visible()
+        expect(visitor.get_by_text("letter.txt").first).to_be_visible()
+        expect(visitor.get_by_text("photo.png")).to_have_count(0)
+        screenshot(visitor, "files-share-folder")
+        httpx.delete(f"{twin.url}/api/files/shares/{folder['id']}", headers=auth)
 
         # The Shared links view counts the download; revoked there, the link is refused.
         page.get_by_role("button", name="Close", exact=True).click()

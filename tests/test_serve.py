@@ -3,6 +3,7 @@ a clean SIGTERM, and IPv6 loopback."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -326,3 +327,24 @@ def test_an_endless_request_head_is_refused_without_filling_memory(
         headers={**bearer(token), "Content-Type": "image/png"},
     )
     assert put.status_code == 200
+
+
+def test_a_request_the_parser_cannot_read_gets_a_json_400(serve: Any) -> None:
+    """Raw (not percent-encoded) UTF-8 or invalid bytes in a path never reach the app: the
+    HTTP parser refuses them, and the answer still says what is wrong, as JSON."""
+    twin = serve()
+    host, port = "127.0.0.1", int(twin.url.rsplit(":", 1)[1])
+    for path in (b"/dav/\xff\xfe.txt", "/dav/café.txt".encode()):
+        with socket.create_connection((host, port), timeout=10) as conn:
+            conn.sendall(
+                b"PUT " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nevil"
+            )
+            answer = b""
+            while chunk := conn.recv(4096):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400"), answer[:200]
+        assert b"application/json" in head
+        error = json.loads(body)["error"]
+        assert error["code"] == "bad_request" and "percent-encoded as UTF-8" in error["message"]
+    assert health(twin)["status"] == "ok"

@@ -17,6 +17,11 @@ _REFUSAL = (
     + str(MAX_HEAD).encode()
     + b' bytes"}}'
 )
+_UNREADABLE = (
+    b'{"error":{"code":"bad_request","message":"this is not an HTTP/1.1 request the twin can '
+    b"read: a path must be ASCII, anything else in it percent-encoded as UTF-8 (%C3%A9 for "
+    b'\\u00e9), and headers must be well-formed"}}'
+)
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
@@ -43,7 +48,8 @@ def keep_large_buffers() -> bool:
 
 class BoundedHttpTools(HttpToolsProtocol):
     """httptools keeps a request's head in memory however long it grows; this answers a head
-    over ``MAX_HEAD`` bytes with 431 and closes the connection, so no client can fill memory."""
+    over ``MAX_HEAD`` bytes with 431 and closes the connection, so no client can fill memory,
+    and a request it cannot parse with the API's JSON 400."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -70,6 +76,18 @@ class BoundedHttpTools(HttpToolsProtocol):
         super().on_message_complete()
         self._in_head = True
         self._head = 0
+
+    def send_400_response(self, msg: str) -> None:
+        """A request httptools cannot parse (raw UTF-8 in the path, a broken header): the
+        API's JSON error saying what is wrong, not uvicorn's "Invalid HTTP request"."""
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+            b"connection: close\r\ncontent-length: "
+            + str(len(_UNREADABLE)).encode()
+            + b"\r\n\r\n"
+            + _UNREADABLE
+        )
+        self.transport.close()
 
     def _refuse(self) -> None:
         self._refused = True

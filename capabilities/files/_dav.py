@@ -264,7 +264,7 @@ def decode_path(raw: str | bytes) -> str:
     not valid UTF-8 or not a valid path."""
     data = raw.encode("latin-1") if isinstance(raw, str) else raw
     segments = []
-    for segment in data[4:].split(b"/"):
+    for segment in data[4:].split(b"/")[1:]:  # after the "/" that follows /dav
         try:
             text = (unquote_to_bytes(segment) if b"%" in segment else segment).decode("utf-8")
         except UnicodeDecodeError:

@@ -32,16 +32,21 @@ def check_name(name: str) -> str:
 def check_path(text: str) -> str:
     """A path inside the twin's files, as the store keys it: "a/b" ("" is the root).
 
-    A leading or trailing "/" is allowed and dropped; "..", ".", empty segments, control
-    characters and over-long names are refused.
+    A trailing "/" is allowed and dropped ("/" alone is the root); a leading one (an absolute
+    path), "..", ".", empty segments, control characters and over-long names are refused.
     """
     if not isinstance(text, str):
         raise BadInput("a path must be a string")
     if len(text) > MAX_PATH:
         raise BadInput(f"a path is at most {MAX_PATH} characters")
-    path = text.strip("/") if text not in ("", "/") else ""
     if text.startswith("//") or text.endswith("//"):
         raise BadInput(f"a path cannot hold empty segments ('//'): {text[:80]!r}")
+    if text.startswith("/") and text != "/":
+        raise BadInput(
+            f"a path starts inside your files, without a leading '/': {text[1:81]!r}, "
+            f"not {text[:80]!r}"
+        )
+    path = text.removesuffix("/")
     if not path:
         return ""
     parts = path.split("/")
