@@ -83,6 +83,14 @@ async def test_ranges_conditions_and_head(tw: Running, auth: dict[str, str]) -> 
     assert same.status_code == 304 and same.content == b""
     head = await tw.client.head(url, headers=auth)
     assert head.status_code == 200 and head.headers["content-length"] == str(len(content))
+    changed = head.headers["last-modified"]
+    unchanged = await tw.client.get(url, headers={**auth, "If-Modified-Since": changed})
+    assert unchanged.status_code == 304 and unchanged.content == b""
+    earlier = "Mon, 01 Jan 2024 00:00:00 GMT"
+    newer = await tw.client.get(url, headers={**auth, "If-Modified-Since": earlier})
+    assert newer.status_code == 200 and newer.content == content
+    garbled = await tw.client.get(url, headers={**auth, "If-Modified-Since": "last Tuesday"})
+    assert garbled.status_code == 200 and garbled.content == content  # ignored, as RFC 9110 says
     # If-Range with an old ETag: the whole (new) file, not a piece of it
     await put(tw, auth, "r.bin", b"new content")
     stale = await tw.client.get(url, headers={**auth, "Range": "bytes=0-1", "If-Range": etag})
