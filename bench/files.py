@@ -3,7 +3,7 @@ plain folder: big downloads and uploads with curl, 4 KB files at concurrency 16 
 the twin's resident set while it moves a gibibyte.
 
     python bench/files.py [--quick] [--no-wrk] [--no-nginx] [--no-wsgidav] [--no-rclone]
-                          [--no-twin] [--api]
+                          [--no-twin] [--no-twin-oc] [--api]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import keywalk
 import loadgen
 from _procs import HOST, Server, bench_token, clean_env, free_port, send, twin_serve
 
-SERVERS = ("nginx", "wsgidav", "rclone", "twin", "twin-api")
+SERVERS = ("nginx", "wsgidav", "rclone", "twin", "twin-oc", "twin-api")
 BIG = {"50 MB": 50_000_000, "1 GiB": 1 << 30}
 REPEATS = 3  # each big transfer, servers in turn; the median is shown
 CURL_LIMIT = 300  # seconds at most for one big transfer
@@ -39,6 +39,7 @@ SAMPLE_EVERY = 0.01  # seconds between two looks at the server's resident set
 TARGET_DOWNLOAD = 0.5  # of nginx's MB/s
 TARGET_PUT, TARGET_GET = 1_500, 3_000  # 4 KB files a second
 TARGET_RSS_MIB = 120
+OC_MTIME = "1700000000"  # a file's own time, as an ownCloud-style client sends it
 
 
 @dataclass
@@ -225,6 +226,8 @@ def _twin(stack: ExitStack, scratch: Path, names: list[str], into: Result) -> li
     into.versions["twin"] = "this tree, TWIN_RATE_LIMIT=0, a files:* token"
     doors = {
         "twin": Target("twin", server, "/dav/", _basic(token)),
+        # rclone's owncloud mode sends each file's time: the twin then keeps MD5 and SHA-1
+        "twin-oc": Target("twin-oc", server, "/dav/", {**_basic(token), "X-OC-Mtime": OC_MTIME}),
         "twin-api": Target(
             "twin-api", server, "/api/files/content/", {"Authorization": f"Bearer {token}"}
         ),
@@ -263,7 +266,7 @@ def _start(
         for name in names
         if name in dav_peers.PEERS and (peer := _peer(stack, scratch, name, sources, into))
     ]
-    if "twin" in names or "twin-api" in names:
+    if any(name.startswith("twin") for name in names):
         targets += _twin(stack, scratch, names, into)
     ready: list[Target] = []
     for target in targets:
@@ -428,6 +431,8 @@ def report(result: Result) -> list[str]:
         "servers: " + "; ".join(f"{n}: {v}" for n, v in result.versions.items()),
         "peers serve a plain folder, unencrypted, no auth; nginx: one process, sendfile, dav "
         "module; wsgidav: cheroot's defaults, warnings-only log",
+        "twin-oc: the twin's /dav/ with X-OC-Mtime on every request, as rclone's owncloud mode "
+        "sends it, so that it also keeps each file's MD5 and SHA-1",
         *result.notes,
         f"load average {result.load_before} before, {result.load_after} after; "
         f"this part took {result.seconds:.0f} s",
@@ -449,7 +454,7 @@ def main() -> None:
         help="also measure the twin's /api/files/content/ (Bearer): the same store without DAV",
     )
     args = parser.parse_args()
-    skip = tuple(name for name in SERVERS[:-1] if getattr(args, f"no_{name}"))
+    skip = tuple(name for name in SERVERS[:-1] if getattr(args, "no_" + name.replace("-", "_")))
     with tempfile.TemporaryDirectory(prefix="twin-bench-") as tmp:
         result = measure(Path(tmp), args.quick, not args.no_wrk, skip, args.api)
         print("\n".join(report(result)))

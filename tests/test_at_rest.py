@@ -212,6 +212,25 @@ def write_everywhere(process: Process, *cli_extra: str) -> dict[str, str | bytes
         for name, content in ((small_name, small), (big_name, big)):
             sent = api.put(f"/api/files/content/{top}/{inner}/{name}", content=content)
             assert sent.status_code == 201, sent.text
+        # the same contents again over WebDAV as rclone's owncloud mode sends them (X-OC-Mtime),
+        # so the twin keeps their digests, which must be sealed too
+        for name, content in ((small_name, small), (big_name, big)):
+            synced = httpx.put(
+                f"{process.url}/dav/{top}/{inner}/{name}",
+                content=content,
+                auth=("rclone", admin),
+                headers={"X-OC-Mtime": "1700000000"},
+            )
+            assert synced.status_code == 204, synced.text
+        kept = httpx.request(
+            "PROPFIND",
+            f"{process.url}/dav/{top}/{inner}/{small_name}",
+            auth=("rclone", admin),
+            headers={"Depth": "0", "Content-Type": "application/xml"},
+            content=b'<D:propfind xmlns:D="DAV:" xmlns:oc="http://owncloud.org/ns"><D:prop>'
+            b"<oc:checksums/></D:prop></D:propfind>",
+        )
+        assert hashlib.sha1(small).hexdigest() in kept.text  # kept, and given to the client
         moved_name, copied_name = _marker(), _marker()
         moved = api.post(
             "/api/files/move", json={"from": f"{top}/{inner}/{small_name}", "to": moved_name}

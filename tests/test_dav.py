@@ -3,6 +3,7 @@ rclone copy / check / sync round trip."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -172,3 +173,34 @@ def test_rclone_owncloud_mode_keeps_times_and_compares_digests(
     got = httpx.get(f"{process.url}/dav/oc/a.txt", auth=("me", token))
     assert got.content == b"same size 2\n"
     assert "0 differences found" in run("check", str(local), "twin:oc")
+
+
+def test_digests_are_kept_for_the_clients_that_compare_them(dav: tuple[Process, str]) -> None:
+    """ownCloud-style clients (X-OC-Mtime or OC-Checksum on the PUT) get oc:checksums with
+    the content's real SHA-1 and MD5; other uploads are spared the hashing and have none."""
+    process, token = dav
+    content = os.urandom(2 * 1024 * 1024 + 5)  # chunk files, not a sealed row
+    asked = (
+        b'<D:propfind xmlns:D="DAV:" xmlns:oc="http://owncloud.org/ns"><D:prop>'
+        b"<oc:checksums/></D:prop></D:propfind>"
+    )
+
+    def put_and_look(name: str, headers: dict[str, str]) -> str:
+        url = f"{process.url}/dav/{name}"
+        sent = httpx.put(url, content=content, auth=("me", token), headers=headers)
+        assert sent.status_code == 201, sent.text
+        found = httpx.request(
+            "PROPFIND",
+            url,
+            content=asked,
+            auth=("me", token),
+            headers={"Depth": "0", "Content-Type": "application/xml"},
+        )
+        assert found.status_code == 207
+        return found.text
+
+    expected = f"SHA1:{hashlib.sha1(content).hexdigest()} MD5:{hashlib.md5(content).hexdigest()}"
+    assert expected in put_and_look("digests-oc.bin", {"X-OC-Mtime": "1700000000"})
+    assert expected in put_and_look("digests-sum.bin", {"OC-Checksum": "SHA1:whatever"})
+    plain = put_and_look("digests-plain.bin", {})
+    assert "404 Not Found" in plain and "SHA1:" not in plain

@@ -40,7 +40,7 @@ log = logging.getLogger("twin.cap.files")
 CHUNK = 1024 * 1024  # content bytes per chunk
 TAG = 16  # bytes an AEAD adds to each chunk
 INLINE = 64 * 1024  # content up to this size is sealed into the database row instead
-WRITE_AHEAD = 2  # chunks sealed and written behind the one being received
+WRITE_AHEAD = 4  # chunks sealed and written behind the one being received
 FLUSH_EVERY = 8  # chunks written between two flushes to the disk in the background
 AES_GCM, XCHACHA = 1, 2
 
@@ -143,14 +143,18 @@ class Blobs:
     def key(self, token: bytes) -> bytes:
         return bytes.fromhex(self.box.blind(b"content key\0" + token))
 
-    async def receive(self, body: AsyncIterable[bytes], length: int | None, room: int) -> Blob:
+    async def receive(
+        self, body: AsyncIterable[bytes], length: int | None, room: int, *, digests: bool = False
+    ) -> Blob:
         """Write a body as a new blob; refuses (507) once it passes ``room`` bytes and (400)
-        when it ends short of ``length``. On any failure nothing of it is left on disk."""
+        when it ends short of ``length``. On any failure nothing of it is left on disk.
+        ``digests`` keeps the content's MD5 and SHA-1, for the sync clients that compare them
+        (they cost more than the encryption: about 3 ms a MiB)."""
         if length is not None and length > room:
             raise QuotaExceeded(_over(length, room))
         token = os.urandom(16)
         self.pending.add(token)
-        writer = _ChunkWriter(self, token)
+        writer = _ChunkWriter(self, token, digests)
         pieces: list[bytes] = []  # joined once a chunk's worth is there: one copy per chunk
         held = size = 0
         try:
@@ -175,8 +179,8 @@ class Blobs:
                 content = buffer
                 sealed = self.box.seal(content, context=b"content" + token)
                 writer.hash(content)
-                digests = self.seal_digests(token, writer)
-                return Blob(token, size, self.cipher, sealed, digests, content)
+                kept = self.seal_digests(token, writer)
+                return Blob(token, size, self.cipher, sealed, kept, content)
             await writer.put(buffer, last=True)
             await writer.finish()
             return Blob(token, size, self.cipher, None, self.seal_digests(token, writer))
@@ -185,7 +189,9 @@ class Blobs:
             self.pending.discard(token)
             raise
 
-    def seal_digests(self, token: bytes, writer: _ChunkWriter) -> bytes:
+    def seal_digests(self, token: bytes, writer: _ChunkWriter) -> bytes | None:
+        if writer.md5 is None or writer.sha1 is None:
+            return None
         text = f"{writer.md5.hexdigest()} {writer.sha1.hexdigest()}"
         return self.box.seal(text, context=b"digests" + token)
 
@@ -355,7 +361,7 @@ class _ChunkWriter:
     finished upload durable has little left to do (on these disks a flush costs about 1 ms
     for each MiB not yet flushed)."""
 
-    def __init__(self, blobs: Blobs, token: bytes) -> None:
+    def __init__(self, blobs: Blobs, token: bytes, digests: bool) -> None:
         self.blobs = blobs
         self.token = token
         self.key = b""  # derived with the first chunk: most bodies are small, sealed inline
@@ -364,12 +370,13 @@ class _ChunkWriter:
         self._busy: deque[asyncio.Future[None]] = deque()
         self._flush: asyncio.Future[None] | None = None
         # For clients that compare digests (rclone's owncloud mode): fed in order.
-        self.md5 = hashlib.md5(usedforsecurity=False)
-        self.sha1 = hashlib.sha1(usedforsecurity=False)
+        self.md5 = hashlib.md5(usedforsecurity=False) if digests else None
+        self.sha1 = hashlib.sha1(usedforsecurity=False) if digests else None
 
     def hash(self, data: bytes) -> None:
-        self.md5.update(data)
-        self.sha1.update(data)
+        if self.md5 is not None and self.sha1 is not None:
+            self.md5.update(data)
+            self.sha1.update(data)
 
     async def put(self, data: bytes, *, last: bool) -> None:
         while len(self._busy) >= 3 * WRITE_AHEAD:  # a chunk's two digests and its write
@@ -380,9 +387,10 @@ class _ChunkWriter:
         index, fd = self.index, self.fd
         self.index += 1
         loop = asyncio.get_running_loop()
-        md5, sha1 = self.blobs.digesters
-        self._busy.append(loop.run_in_executor(md5, self.md5.update, data))
-        self._busy.append(loop.run_in_executor(sha1, self.sha1.update, data))
+        if self.md5 is not None and self.sha1 is not None:
+            md5, sha1 = self.blobs.digesters
+            self._busy.append(loop.run_in_executor(md5, self.md5.update, data))
+            self._busy.append(loop.run_in_executor(sha1, self.sha1.update, data))
         self._busy.append(
             asyncio.ensure_future(asyncio.to_thread(self._write, fd, index, last, data))
         )

@@ -448,6 +448,7 @@ async def put(ex: Exchange) -> None:
             if_match=ex.headers.get("if-match"),
             if_none_match=none_match,
             modified=None if mtime is None else float(mtime),
+            digests=mtime is not None or "oc-checksum" in ex.headers,  # an ownCloud-style client
         )
     except Conflict:
         existing = await ex.store.find(ex.path)

@@ -293,10 +293,12 @@ class FileStore:
         if_none_match: bool = False,
         parents: bool = False,
         modified: float | None = None,
+        digests: bool = False,
     ) -> tuple[Entry, bool]:
         """Store a file's content from a stream; (entry, created). The old content stays whole
         until the new one is complete and committed. ``modified`` keeps the time the file was
-        changed where it came from (a sync client's), instead of now."""
+        changed where it came from (a sync client's), instead of now; ``digests`` keeps the
+        content's MD5 and SHA-1 for clients that compare them (see :meth:`digests`)."""
         path = check_path(path)
         if modified is not None and not 0 <= modified < 2**33:
             raise BadInput(f"a modification time is seconds since 1970, not {modified!r}")
@@ -311,7 +313,8 @@ class FileStore:
         try:
             if self._used is None:
                 self._used = await self.db.fetchval("SELECT bytes FROM files_usage")
-            blob = await self.blobs.receive(body, length, self.room(self._used or 0))
+            room = self.room(self._used or 0)
+            blob = await self.blobs.receive(body, length, room, digests=digests)
 
             def commit(conn: sqlite3.Connection) -> tuple[Entry, bool, list[bytes], int | None]:
                 tree = Tree(self, conn)
@@ -465,7 +468,7 @@ class FileStore:
 
     def digests(self, entry: Entry) -> dict[str, str]:
         """A file's content digests, {"md5": hex, "sha1": hex}, for clients that compare
-        them; {} for a folder."""
+        them; {} for a folder, or a file written without them."""
         return self.blobs.digests(entry.token, entry.digests) if entry.token else {}
 
     # dead properties (WebDAV PROPPATCH)
