@@ -202,3 +202,17 @@ def test_any_name_is_refused_clearly_or_comes_back_the_same(tmp_path: Path, name
             assert got.content == name.encode()
 
     anyio.run(run)
+
+
+@pytest.mark.parametrize("item", ["0", "18446744073709551616", "9" * 40])
+async def test_a_trash_item_id_out_of_range_is_not_found(
+    tw: Running, auth: dict[str, str], item: str
+) -> None:
+    for method, url in (
+        ("POST", f"/api/files/trash/{item}/restore"),
+        ("DELETE", f"/api/files/trash/{item}"),
+    ):
+        answer = await tw.client.request(method, url, headers=auth)
+        assert answer.status_code == 404, answer.text
+        assert "no item" in answer.json()["error"]["message"]
+    await intact(tw, auth)

@@ -555,6 +555,7 @@ class FileStore:
     async def restore(self, item: int) -> Entry:
         """Put a trash item back where it was (renamed if that name is taken now, into the
         root if its folder is gone)."""
+        _trash_item(item)
 
         def restore(tree: Tree) -> Entry:
             row = tree.conn.execute(
@@ -604,6 +605,7 @@ class FileStore:
 
     async def forget(self, item: int) -> None:
         """Delete one trash item for good."""
+        _trash_item(item)
 
         def forget(tree: Tree) -> None:
             if (
@@ -680,6 +682,12 @@ class FileStore:
             return problems
 
         return await asyncio.to_thread(look)
+
+
+def _trash_item(item: int) -> None:
+    """A trash item's id is a node's (a positive 64-bit number); any other is none of them."""
+    if not 0 < item < 2**63:
+        raise NotFound(f"there is no item {item} in the trash")
 
 
 def data_root(data_dir: Path) -> Path:
