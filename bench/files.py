@@ -195,6 +195,7 @@ def _small(wrk: str | None, targets: list[Target], files: int, rounds: int, into
             folder, keys = ("warm", 200) if round_ < 0 else (f"r{round_}", files)
             try:
                 _mkcol(target, f"small/{target.name}-{folder}/")
+                os.sync()  # as before a big transfer: no writeback of earlier rounds meanwhile
                 put, get = walk(target, "PUT", folder, keys), walk(target, "GET", folder, keys)
             except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
                 into.notes.append(f"{target.name}: 4 KB files not measured: {exc}")
