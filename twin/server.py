@@ -80,21 +80,21 @@ class BoundedHttpTools(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """A request httptools cannot parse (raw UTF-8 in the path, a broken header): the
         API's JSON error saying what is wrong, not uvicorn's "Invalid HTTP request"."""
-        self.transport.write(
-            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-            b"connection: close\r\ncontent-length: "
-            + str(len(_UNREADABLE)).encode()
-            + b"\r\n\r\n"
-            + _UNREADABLE
-        )
-        self.transport.close()
+        self._answer_and_close(b"400 Bad Request", _UNREADABLE)
 
     def _refuse(self) -> None:
         self._refused = True
+        self._answer_and_close(b"431 Request Header Fields Too Large", _REFUSAL)
+
+    def _answer_and_close(self, status: bytes, error: bytes) -> None:
+        """Write a JSON error straight to the connection, then close it: for requests that
+        never reach the app."""
         self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            b"content-type: application/json\r\nconnection: close\r\n"
-            b"content-length: " + str(len(_REFUSAL)).encode() + b"\r\n\r\n" + _REFUSAL
+            b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
+            b"connection: close\r\ncontent-length: "
+            + str(len(error)).encode()
+            + b"\r\n\r\n"
+            + error
         )
         self.transport.close()
 

@@ -190,9 +190,9 @@ class Blobs:
             raise
 
     def seal_digests(self, token: bytes, writer: _ChunkWriter) -> bytes | None:
-        if writer.md5 is None or writer.sha1 is None:
+        if not writer.hashes:
             return None
-        text = f"{writer.md5.hexdigest()} {writer.sha1.hexdigest()}"
+        text = " ".join(digest.hexdigest() for digest in writer.hashes)  # "md5 sha1"
         return self.box.seal(text, context=b"digests" + token)
 
     def digests(self, token: bytes, sealed: bytes | None) -> dict[str, str]:
@@ -369,14 +369,17 @@ class _ChunkWriter:
         self.fd: int | None = None
         self._busy: deque[asyncio.Future[None]] = deque()
         self._flush: asyncio.Future[None] | None = None
-        # For clients that compare digests (rclone's owncloud mode): fed in order.
-        self.md5 = hashlib.md5(usedforsecurity=False) if digests else None
-        self.sha1 = hashlib.sha1(usedforsecurity=False) if digests else None
+        # MD5 and SHA-1 (in the order of Blobs.digesters) for clients that compare digests
+        # (rclone's owncloud mode), fed in order; none for the others.
+        self.hashes = (
+            (hashlib.md5(usedforsecurity=False), hashlib.sha1(usedforsecurity=False))
+            if digests
+            else ()
+        )
 
     def hash(self, data: bytes) -> None:
-        if self.md5 is not None and self.sha1 is not None:
-            self.md5.update(data)
-            self.sha1.update(data)
+        for digest in self.hashes:
+            digest.update(data)
 
     async def put(self, data: bytes, *, last: bool) -> None:
         while len(self._busy) >= 3 * WRITE_AHEAD:  # a chunk's two digests and its write
@@ -387,10 +390,8 @@ class _ChunkWriter:
         index, fd = self.index, self.fd
         self.index += 1
         loop = asyncio.get_running_loop()
-        if self.md5 is not None and self.sha1 is not None:
-            md5, sha1 = self.blobs.digesters
-            self._busy.append(loop.run_in_executor(md5, self.md5.update, data))
-            self._busy.append(loop.run_in_executor(sha1, self.sha1.update, data))
+        for digest, thread in zip(self.hashes, self.blobs.digesters, strict=False):
+            self._busy.append(loop.run_in_executor(thread, digest.update, data))
         self._busy.append(
             asyncio.ensure_future(asyncio.to_thread(self._write, fd, index, last, data))
         )
