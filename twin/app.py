@@ -20,9 +20,12 @@ from twin.dispatch import ApiDispatch, ApiRoutes
 from twin.errors import TwinError
 from twin.guards import SecurityHeaders
 from twin.http import (
+    client_address,
     endpoint_handler,
+    error_response,
     http_exception,
     json_response,
+    read_body,
     server_error,
     twin_error,
 )
@@ -41,6 +44,19 @@ def create_app(twin: Twin) -> Starlette:
 
     async def openapi_json(request: Request) -> Response:
         return Response(spec[0], media_type="application/json")
+
+    async def inbox(request: Request) -> Response:
+        raw = await read_body(request, twin.settings.max_body)
+        answer = await twin.peers.inbox.receive(raw, client_address(request))
+        if answer.error is not None:
+            error = error_response(answer.error)
+            reason = {"code": answer.error.code, "message": answer.error.message}
+            return json_response(
+                {**answer.body, "error": reason},
+                error.status_code,
+                headers={k: v for k, v in error.headers.items() if k.lower() == "retry-after"},
+            )
+        return json_response(answer.body, 202 if answer.single else 200)
 
     async def well_known(request: Request) -> Response:
         document = await twin.public_document()  # a TwinError (locked) maps to its status
@@ -83,6 +99,7 @@ def create_app(twin: Twin) -> Starlette:
         routes=[
             Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/.well-known/twin", well_known, methods=["GET"]),
+            Route("/p2p/v1/inbox", inbox, methods=["POST"]),
         ],
         middleware=[Middleware(SecurityHeaders), Middleware(ApiDispatch, routes=api, doors=doors)],
         exception_handlers={

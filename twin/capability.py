@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from twin.db import Database, Migration
     from twin.doors import Door, Mount
     from twin.manifest import Manifest
+    from twin.peers import MessageType, PeerChannel
     from twin.settings import Settings
     from twin.vault import Box, Vault
 
@@ -37,6 +38,8 @@ class Context:
     """Set when the twin begins to stop: long answers (live streams) end then."""
     door: Door | None = None
     """Credentials, rate limits and the access log, for a capability's own ``mounts()``."""
+    peers: PeerChannel | None = None
+    """Other twins: send this capability's message types, read their delivery state."""
 
     def box(self, purpose: str = "data") -> Box:
         """An encryption box with a key derived for this capability and purpose."""
@@ -86,6 +89,10 @@ class Capability:
     def mounts(self) -> Sequence[Mount]:
         """Doors outside ``/api/`` this capability answers itself (``Mount("/dav", app)``);
         the app checks credentials through ``self.context.door``."""
+        return ()
+
+    def messages(self) -> Sequence[MessageType]:
+        """The peer message types this capability sends and handles (``<id>.<name>``)."""
         return ()
 
     async def startup(self) -> None:

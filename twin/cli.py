@@ -217,6 +217,8 @@ def _configure_logging(level: str) -> None:
     )
     # aiosqlite logs every statement with its parameters at debug level: user data
     logging.getLogger("aiosqlite").setLevel(logging.WARNING)
+    # httpx logs each request to a peer, with its address, at info level
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _serve_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -232,6 +234,8 @@ def _serve_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             "storage_quota",
             "files_quota",
             "trash_days",
+            "peer_rate",
+            "peer_backoff",
             "log_level",
         ]
     ):

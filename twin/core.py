@@ -23,6 +23,7 @@ from twin.grants import Grants
 from twin.guards import RateLimiter
 from twin.identity import Identity, KeyFile, read_key_file, write_key_file
 from twin.passkeys import Passkeys
+from twin.peers import Peers
 from twin.registry import Builtin, Registry, Source, find_sources
 from twin.schema import MIGRATIONS
 from twin.scopes import Principal
@@ -79,6 +80,7 @@ class Twin:
         self.limiter = RateLimiter(settings.rate_limit)
         self.door_limiter = RateLimiter(settings.rate_limit * DOOR_RATE_FACTOR)
         self.door = Door(self)
+        self.peers = Peers(db, self.vault, settings, self.require_identity)
         self.started = False
         self.stopping = asyncio.Event()  # set as the twin begins to stop; ends live streams
         self._unlocking = asyncio.Lock()
@@ -147,6 +149,8 @@ class Twin:
         # device names given while it was locked waited in memory for the vault
         await self.sessions.names.flush()
         await self.passkeys.names.flush()
+        if self.started:
+            await self.peers.start()
 
     def require_identity(self) -> Identity:
         if self.identity is None:
@@ -169,12 +173,15 @@ class Twin:
             experience_dirs=experience_dirs(),
             stopping=self.stopping,
             door=self.door,
+            peers=self.peers,
         )
+        await self.peers.start()
         self.started = True
 
     async def stop(self) -> None:
         self.stopping.set()
         if self.started:
+            await self.peers.stop()
             await self.registry.shutdown()
             self.started = False
         self.access.write()

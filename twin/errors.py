@@ -2,7 +2,9 @@
 
 TwinError
  ├── BadInput        input that does not fit (wrong type, too long, malformed)
- │    └── TooLarge   a body or a value over its size limit
+ │    ├── TooLarge   a body or a value over its size limit
+ │    ├── Expired    a signed envelope past its expiry
+ │    └── Misdirected  an envelope addressed to another twin
  ├── Unauthorized    no credentials, or credentials that are not valid
  ├── Forbidden       valid credentials without the scope the request needs
  ├── NotFound
@@ -41,6 +43,14 @@ class Invalid(BadInput):
 
 class TooLarge(BadInput):
     code = "too_large"
+
+
+class Expired(BadInput):
+    code = "expired"
+
+
+class Misdirected(BadInput):
+    code = "not_for_me"
 
 
 class UnsupportedMedia(BadInput):

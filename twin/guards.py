@@ -28,15 +28,16 @@ class RateLimiter:
         if len(self._buckets) >= self.MAX_BUCKETS:  # all busy at once: start afresh
             self._buckets.clear()
 
-    def check(self, key: str) -> None:
+    def check(self, key: str, cost: float = 1.0) -> None:
+        """Take ``cost`` tokens from ``key``'s bucket; RateLimited when it holds too few."""
         if self.rate <= 0:
             return
         now = time.monotonic()
         burst = self.burst
         tokens, last = self._buckets.get(key, (burst, now))
         tokens = min(burst, tokens + (now - last) * self.rate)
-        if tokens < 1:
-            wait = math.ceil((1 - tokens) / self.rate)
+        if tokens < cost:
+            wait = math.ceil((cost - tokens) / self.rate)
             raise RateLimited(
                 f"too many requests from {key}; the limit is {self.rate:g} a "
                 f"second, try again in {wait} s",
@@ -44,7 +45,7 @@ class RateLimiter:
             )
         if key not in self._buckets and len(self._buckets) >= self.MAX_BUCKETS:
             self._forget_full(now)
-        self._buckets[key] = (tokens - 1, now)
+        self._buckets[key] = (tokens - cost, now)
 
 
 SECURITY_HEADERS = [

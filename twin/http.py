@@ -21,6 +21,7 @@ from twin.errors import (
     InUse,
     Invalid,
     InvalidSignature,
+    Misdirected,
     NotFound,
     PluginError,
     PreconditionFailed,
@@ -58,6 +59,7 @@ STATUS: dict[type[TwinError], int] = {
     InUse: 423,
     RateLimited: 429,
     InvalidSignature: 400,
+    Misdirected: 421,
     PluginError: 500,
 }
 _HTTP_CODES = {

@@ -20,6 +20,7 @@ from twin.doors import Door, Mount, check_mounts
 from twin.errors import PluginError, TwinError
 from twin.experiences import Experience, load_experience
 from twin.manifest import MANIFEST_FILE, Manifest, dependency_order, load_manifest
+from twin.peers import Peers
 from twin.settings import Settings
 from twin.vault import Vault
 
@@ -174,6 +175,7 @@ class Registry:
         experience_dirs: Sequence[Path],
         stopping: asyncio.Event | None = None,
         door: Door | None = None,
+        peers: Peers | None = None,
     ) -> None:
         """Read every manifest, then import, migrate and start capabilities in dependency order."""
         manifests: dict[str, tuple[Manifest, Path, Source | None]] = {}
@@ -211,6 +213,7 @@ class Registry:
                     {dep: self.loaded[dep].capability for dep in manifest.requires},
                     stopping or asyncio.Event(),
                     door,
+                    peers.channel(manifest.id) if peers is not None else None,
                 )
                 await _record_permissions(db, manifest)
                 capability = factory(context)
@@ -218,6 +221,8 @@ class Registry:
                 endpoints = _check_routes(manifest, capability.routes())
                 mounts = check_mounts(manifest.id, capability.mounts(), self.doors)
                 await capability.startup()
+                if peers is not None:
+                    peers.register(manifest.id, capability.messages())
             except Exception as exc:  # a broken plugin is logged and skipped, never fatal here
                 reason = (
                     exc.message if isinstance(exc, TwinError) else f"{type(exc).__name__}: {exc}"

@@ -102,4 +102,42 @@ MIGRATIONS = (
         CREATE UNIQUE INDEX twin_sessions_id ON twin_sessions (id);
     """,
     ),
+    Migration(
+        "create peers, outbox and seen envelopes",
+        """
+        CREATE TABLE twin_peers (
+            id TEXT PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            did BLOB NOT NULL,
+            state TEXT NOT NULL,
+            address BLOB,
+            created REAL NOT NULL,
+            last_seen REAL,
+            last_delivered REAL,
+            last_error BLOB,
+            told TEXT
+        );
+        CREATE TABLE twin_outbox (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            peer TEXT NOT NULL,
+            type BLOB NOT NULL,
+            envelope BLOB,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created REAL NOT NULL,
+            expires REAL NOT NULL,
+            done REAL,
+            error BLOB
+        );
+        CREATE INDEX twin_outbox_waiting ON twin_outbox (peer, seq)
+            WHERE state IN ('queued', 'sent');
+        CREATE INDEX twin_outbox_done ON twin_outbox (done) WHERE done IS NOT NULL;
+        CREATE TABLE twin_seen (
+            key TEXT PRIMARY KEY,
+            expires REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX twin_seen_expires ON twin_seen (expires);
+    """,
+    ),
 )

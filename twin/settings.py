@@ -99,6 +99,16 @@ def _rate(text: str) -> float:
     return rate
 
 
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise BadInput(f"seconds must be a number, got {text!r}") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise BadInput(f"seconds must be a positive number, got {text!r}")
+    return seconds
+
+
 def _log_level(text: str) -> str:
     level = text.strip().lower()
     if level not in {"debug", "info", "warning", "error"}:
@@ -161,6 +171,18 @@ SETTINGS: tuple[Setting, ...] = (
         "Days a deleted file stays in the trash before it is deleted for good.",
         _days,
     ),
+    Setting(
+        "peer_rate",
+        1000.0,
+        "Envelopes a second each peer may send this twin, in bursts of four times that.",
+        _rate,
+    ),
+    Setting(
+        "peer_backoff",
+        600.0,
+        "Longest wait, in seconds, between two tries to reach a peer that does not answer.",
+        _seconds,
+    ),
     Setting("log_level", "info", "debug, info, warning or error.", _log_level),
 )
 
@@ -184,6 +206,8 @@ class Settings:
     storage_quota: int = 256 * 1024 * 1024
     files_quota: int = 0
     trash_days: float = 30.0
+    peer_rate: float = 1000.0
+    peer_backoff: float = 600.0
     log_level: str = "info"
 
     @property

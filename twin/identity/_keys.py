@@ -69,11 +69,12 @@ def _b64url_decode_signature(signature: str) -> bytes:
 class Identity:
     """An Ed25519 signing key and the ``did:key`` it answers to."""
 
-    __slots__ = ("_signing_key", "_did")
+    __slots__ = ("_signing_key", "_did", "_exchange")
 
     def __init__(self, signing_key: nacl.signing.SigningKey) -> None:
         self._signing_key = signing_key
         self._did = did_from_public_key(bytes(signing_key.verify_key))
+        self._exchange = bytes(signing_key.to_curve25519_private_key())
 
     @classmethod
     def generate(cls) -> Identity:
@@ -105,6 +106,10 @@ class Identity:
     @property
     def did(self) -> str:
         return self._did
+
+    def exchange_secret(self) -> bytes:
+        """The X25519 secret key derived from the Ed25519 one (what envelopes are opened with)."""
+        return self._exchange
 
     def phrase(self) -> str:
         """The 24-word BIP-39 English recovery phrase that encodes the seed."""

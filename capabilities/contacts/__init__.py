@@ -1,0 +1,306 @@
+"""The ``contacts`` capability: invites, contact requests, the address book (names, notes,
+trust, verified keys), vouches and reputation, over the twin's peer protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from twin import BadInput, Capability, Conflict, Holding, Migration, NotFound
+from twin.api import Endpoint
+from twin.doors import Mount
+from twin.peers import Message, MessageType, PeerChannel
+
+from ..profile import ProfileCapability
+from ._book import (
+    INVITE_DAYS,
+    MAX_NAME,
+    MAX_REQUEST_NOTE,
+    TRUST_LEVELS,
+    Book,
+    Person,
+    clean_text,
+    decode_invite,
+)
+from ._vouches import Vouches
+
+__all__ = ["Contacts", "Person"]
+SHARE_CHUNK = 40  # statements in one contacts.vouches message
+
+
+class Contacts(Capability):
+    """The people this twin talks to, and what they say about others."""
+
+    migrations = (
+        Migration(
+            "create people, invites and vouches",
+            """
+            CREATE TABLE contacts_people (
+                id TEXT PRIMARY KEY,
+                key TEXT NOT NULL UNIQUE,
+                data BLOB NOT NULL,
+                created REAL NOT NULL,
+                updated REAL NOT NULL
+            );
+            CREATE TABLE contacts_invites (
+                id TEXT PRIMARY KEY,
+                token BLOB NOT NULL UNIQUE,
+                label BLOB NOT NULL,
+                created REAL NOT NULL,
+                expires REAL NOT NULL,
+                used REAL
+            );
+            CREATE TABLE contacts_vouches (
+                id TEXT PRIMARY KEY,
+                by_key TEXT NOT NULL,
+                about_key TEXT NOT NULL,
+                data BLOB NOT NULL,
+                issued REAL NOT NULL,
+                revoked REAL
+            );
+            CREATE INDEX contacts_vouches_by ON contacts_vouches (by_key);
+            CREATE INDEX contacts_vouches_about ON contacts_vouches (about_key);
+        """,
+        ),
+    )
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        if context.peers is None:
+            raise BadInput("the contacts capability needs the twin's peers")
+        self.peers: PeerChannel = context.peers
+        self.book = Book(context.db, context.box("people"), self.peers)
+        self.vouches = Vouches(context.db, context.box("vouches"), self.peers, self.book)
+
+    def routes(self) -> Sequence[Endpoint]:
+        from ._http import endpoints
+
+        return endpoints(self)
+
+    def mounts(self) -> Sequence[Mount]:
+        from ._connect import connect_app
+
+        return [Mount("/connect", connect_app(self))]
+
+    def messages(self) -> Sequence[MessageType]:
+        return [
+            MessageType("contacts.request", self._on_request, strangers=True),
+            MessageType("contacts.accept", self._on_accept, max_body=4096),
+            MessageType("contacts.vouches", self._on_vouches),
+        ]
+
+    async def holdings(self) -> Sequence[Holding]:
+        people = [p for p in await self.book.all() if p.status == "connected"]
+        if not people:
+            return []
+        return [Holding("contacts", len(people), 0, None, "contacts")]
+
+    async def my_name(self) -> str:
+        profile = await self.require(ProfileCapability).current()
+        return profile.display_name or "someone"
+
+    # What the owner does ----------------------------------------------------------------
+
+    async def connect(self, text: object, note: object) -> Person:
+        """Use someone's invite: pin their key and send them a contact request."""
+        invite = self.book.check_invite(decode_invite(text))
+        note = clean_text(note, "note", MAX_REQUEST_NOTE, lines=True)
+        did = invite["did"]
+        person = await self.book.by_did(did)
+        if person is not None:
+            if person.status == "connected":
+                raise Conflict(f"{person.name} is already a contact")
+            if person.status == "blocked":
+                raise Conflict(f"you blocked {person.name}: unblock them first")
+            if person.status == "incoming":  # they asked us first: that is an answer
+                return await self.accept(person)
+        await self.peers.pin(did, invite["address"])
+        if person is None:
+            name = clean_text(invite["name"], "name", MAX_NAME) or "someone"
+            person = await self.book.add(did, "requested", name)
+        await self.peers.send(
+            did,
+            "contacts.request",
+            {
+                "name": await self.my_name(),
+                "note": note,
+                "token": invite["token"],
+                "address": self.peers.address(),
+            },
+        )
+        return person
+
+    async def accept(self, person: Person) -> Person:
+        if person.status != "incoming":
+            raise Conflict(f"{person.name} is not asking to connect")
+        await self.peers.pin(person.did, person.hint)
+        person = await self.book.save(replace(person, status="connected", hint=None))
+        await self.peers.send(person.did, "contacts.accept", {"name": await self.my_name()})
+        await self._share_all(person)
+        return person
+
+    async def decline(self, person: Person) -> None:
+        if person.status != "incoming":
+            raise Conflict(f"{person.name} is not asking to connect")
+        await self.book.remove(person)
+
+    async def block(self, person: Person) -> Person:
+        if person.status == "blocked":
+            return person
+        await self.peers.block(person.did)
+        return await self.book.save(replace(person, status="blocked", was=person.status, hint=None))
+
+    async def unblock(self, person: Person) -> Person | None:
+        if person.status != "blocked":
+            raise Conflict(f"{person.name} is not blocked")
+        if person.was == "connected":
+            await self.peers.pin(person.did)
+            return await self.book.save(replace(person, status="connected", was=None))
+        await self.peers.forget(person.did)  # they may ask again
+        await self.book.remove(person)
+        return None
+
+    async def remove(self, person: Person) -> None:
+        try:
+            await self.peers.forget(person.did)
+        except NotFound:
+            pass
+        await self.vouches.forget(person.did)
+        await self.book.remove(person)
+
+    async def edit(self, person: Person, changes: dict[str, Any]) -> Person:
+        if "name" in changes:
+            name = clean_text(changes["name"], "name", MAX_NAME)
+            person = replace(person, name=name or person.their_name or "someone")
+        if "note" in changes:
+            person = replace(person, note=clean_text(changes["note"], "note", 1000, lines=True))
+        if "trust" in changes:
+            trust = changes["trust"]
+            if type(trust) is not int or not 0 <= trust < len(TRUST_LEVELS):
+                raise BadInput(f"trust is 0 to {len(TRUST_LEVELS) - 1}: {', '.join(TRUST_LEVELS)}")
+            person = replace(person, trust=trust)
+        if "verified" in changes:
+            if not isinstance(changes["verified"], bool):
+                raise BadInput("verified is true or false")
+            person = replace(person, verified=changes["verified"])
+        return await self.book.save(person)
+
+    async def vouch(self, person: Person, topic: object, level: object, comment: object) -> Any:
+        if person.status != "connected":
+            raise Conflict("you can vouch only for a connected contact")
+        statement = await self.vouches.make(person.did, topic, level, comment)
+        await self._broadcast([statement])
+        return statement
+
+    async def revoke(self, vouch_id: str) -> Any:
+        revocation = await self.vouches.revoke(vouch_id)
+        await self._broadcast([revocation])
+        return revocation
+
+    async def _broadcast(self, statements: list[dict[str, Any]]) -> None:
+        for person in await self.book.all():
+            if person.status == "connected":
+                await self.peers.send(person.did, "contacts.vouches", {"statements": statements})
+
+    async def _share_all(self, person: Person) -> None:
+        """Send a new contact every vouch (and revocation) this twin has made."""
+        statements = await self.vouches.mine() + await self.vouches.revocations()
+        for start in range(0, len(statements), SHARE_CHUNK):
+            chunk = statements[start : start + SHARE_CHUNK]
+            await self.peers.send(person.did, "contacts.vouches", {"statements": chunk})
+
+    # What other twins send --------------------------------------------------------------
+
+    async def _on_request(self, message: Message) -> None:
+        body = message.body
+        if not isinstance(body, dict):
+            raise BadInput("a contact request is an object")
+        name = clean_text(body.get("name", ""), "name", MAX_NAME)
+        note = clean_text(body.get("note", ""), "note", MAX_REQUEST_NOTE, lines=True)
+        hint = self.peers.check_address(body.get("address"), message.sender)
+        person = await self.book.by_did(message.sender)
+        if person is None:
+            label = await self.book.use_invite(body.get("token"))
+            await self.book.add(
+                message.sender,
+                "incoming",
+                name,
+                request_note=note,
+                invite=label,
+                hint=hint,
+            )
+        elif person.status == "requested":  # we asked each other: that is a yes both ways
+            await self.peers.pin(person.did, hint)
+            person = await self.book.save(replace(person, status="connected", their_name=name))
+            await self.peers.send(person.did, "contacts.accept", {"name": await self.my_name()})
+            await self._share_all(person)
+        elif person.status == "connected":  # they lost us (a new twin from their phrase)
+            await self.peers.pin(person.did, hint)
+            await self.peers.send(person.did, "contacts.accept", {"name": await self.my_name()})
+        elif person.status == "incoming":
+            await self.book.save(replace(person, request_note=note, their_name=name, hint=hint))
+
+    async def _on_accept(self, message: Message) -> None:
+        body = message.body if isinstance(message.body, dict) else {}
+        person = await self.book.by_did(message.sender)
+        if person is None or person.status != "requested":
+            return
+        name = clean_text(body.get("name", ""), "name", MAX_NAME)
+        renamed = person.name if person.name != person.their_name else (name or person.name)
+        person = await self.book.save(
+            replace(person, status="connected", their_name=name or person.their_name, name=renamed)
+        )
+        await self._share_all(person)
+
+    async def _on_vouches(self, message: Message) -> None:
+        person = await self.book.by_did(message.sender)
+        if person is None or person.status != "connected":
+            return
+        statements = message.body.get("statements") if isinstance(message.body, dict) else None
+        if not isinstance(statements, list):
+            raise BadInput("contacts.vouches carries a list of statements")
+        await self.vouches.take(statements, message.sender)
+
+    # Views ------------------------------------------------------------------------------
+
+    async def view(self, person: Person) -> dict[str, Any]:
+        peer = await self.peers.peer(person.did)
+        health = await self.peers.health(peer) if peer is not None else None
+        return {
+            "id": person.id,
+            "did": person.did,
+            "status": person.status,
+            "name": person.name,
+            "their_name": person.their_name,
+            "note": person.note,
+            "trust": person.trust,
+            "trust_label": TRUST_LEVELS[person.trust],
+            "verified": person.verified,
+            "safety_number": self.peers.safety_number(person.did),
+            "request_note": person.request_note,
+            "invite": person.invite,
+            "created": person.created,
+            "last_seen": peer.last_seen if peer else None,
+            "address": list(peer.urls) if peer else [],
+            "delivery": None
+            if health is None
+            else {
+                "queued": health.queued,
+                "sent": health.sent,
+                "failed": health.failed,
+                "last_delivered": health.last_delivered,
+                "last_error": health.last_error,
+                "retry_at": health.retry_at,
+            },
+        }
+
+    def invite_link(self, code: str) -> str:
+        return f"{self.context.settings.url}/connect#{code}"
+
+    @staticmethod
+    def invite_days(value: object) -> float:
+        days = INVITE_DAYS if value is None else value
+        if not isinstance(days, (int, float)) or not 0 < days <= 30:
+            raise BadInput("an invite lasts more than 0 and at most 30 days")
+        return float(days)
