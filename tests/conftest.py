@@ -157,11 +157,15 @@ def start_twin(
     data_dir: Path | None = None,
     env: dict[str, str] | None = None,
     stdin: str | None = None,
+    port: int | None = None,
 ) -> Process:
-    """Start `twin serve` on a free port (its log in ``root``) and wait until it answers."""
-    port = free_port()
+    """Start `twin serve` on a free port (or ``port``; its log in ``root``) and wait until it
+    answers."""
+    port = port or free_port()
     data_dir = data_dir or root / f"twin-{port}"
     log = root / f"serve-{port}.log"
+    if log.exists():  # the same twin started again on its port: keep the earlier log
+        log = root / f"serve-{port}-{time.monotonic_ns()}.log"
     full_env = {**os.environ, "TWIN_RATE_LIMIT": "0", **(env or {})}
     with log.open("w") as handle:
         proc = subprocess.Popen(

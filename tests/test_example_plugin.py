@@ -52,7 +52,12 @@ async def check_api(client: httpx.AsyncClient, make_token: MakeToken) -> None:
     assert guestbook["source"] == "hello-twin"
     assert guestbook["version"] == "1.0.0"
     assert guestbook["permissions"] == [
-        {"name": "sign", "obsolete": False, "description": "Read your guestbook and write in it"}
+        {"name": "sign", "obsolete": False, "description": "Read your guestbook and write in it"},
+        {
+            "name": "send",
+            "obsolete": False,
+            "description": "Write in your contacts' guestbooks, from your twin to theirs",
+        },
     ]
     assert "guestbook" not in {f["id"] for f in overview.json()["failed"]}
 
@@ -186,5 +191,5 @@ async def test_under_twin_serve_the_guestbook_is_mounted_guarded_and_encrypted(s
 @pytest.mark.slow
 def test_twin_check_lists_the_guestbook(tmp_path: Path) -> None:
     output = cli("check", "--data-dir", tmp_path / "twin")
-    assert re.search(r"^ok\s+capability guestbook 1\.0\.0 \(hello-twin, 2 routes\)$", output, re.M)
+    assert re.search(r"^ok\s+capability guestbook 1\.0\.0 \(hello-twin, 4 routes\)$", output, re.M)
     assert re.search(r"^ok\s+experience guestbook \(uses guestbook:sign\)$", output, re.M)

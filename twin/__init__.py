@@ -30,6 +30,7 @@ from twin.errors import (
     WrongPassphrase,
 )
 from twin.manifest import Manifest, Permission
+from twin.peers import Message, MessageType
 
 __all__ = [
     "BadInput",
@@ -45,6 +46,8 @@ __all__ = [
     "Invalid",
     "InvalidSignature",
     "Manifest",
+    "Message",
+    "MessageType",
     "Migration",
     "NotFound",
     "Permission",

@@ -49,13 +49,10 @@ def create_app(twin: Twin) -> Starlette:
         raw = await read_body(request, twin.settings.max_body)
         answer = await twin.peers.inbox.receive(raw, client_address(request))
         if answer.error is not None:
-            error = error_response(answer.error)
-            reason = {"code": answer.error.code, "message": answer.error.message}
-            return json_response(
-                {**answer.body, "error": reason},
-                error.status_code,
-                headers={k: v for k, v in error.headers.items() if k.lower() == "retry-after"},
-            )
+            refusal = error_response(answer.error)
+            retry = refusal.headers.get("retry-after")
+            headers = {"Retry-After": retry} if retry else None
+            return json_response(answer.body, refusal.status_code, headers)
         return json_response(answer.body, 202 if answer.single else 200)
 
     async def well_known(request: Request) -> Response:

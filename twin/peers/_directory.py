@@ -98,8 +98,7 @@ class Directory:
             )
         if peer.state != state:
             await self._db.execute("UPDATE twin_peers SET state = ? WHERE id = ?", (state, peer.id))
-        peer = replace(peer, state=state)  # type: ignore[arg-type]
-        self._keep(peer)
+        peer = self._keep(replace(peer, state=state))  # type: ignore[arg-type]
         if checked is not None:
             peer = await self.take_address(peer, checked)
         return peer
@@ -107,12 +106,12 @@ class Directory:
     async def take_address(self, peer: Peer, hint: dict[str, Any]) -> Peer:
         """Keep a checked hint if it is newer than the one held; the peer as it now stands."""
         held = self._hints.get(peer.id)
-        if held is not None and held["issued"] >= hint["issued"]:
+        if held is not None and held["issued"] > hint["issued"]:
             return peer
         sealed = self._box.seal(json.dumps(hint), context=peer.id)
         await self._db.execute("UPDATE twin_peers SET address = ? WHERE id = ?", (sealed, peer.id))
         self._hints[peer.id] = hint
-        return self._keep(replace(peer, urls=tuple(hint["urls"]), address_expires=hint["expires"]))
+        return self._change(peer, urls=tuple(hint["urls"]), address_expires=hint["expires"])
 
     async def forget(self, did: str) -> Peer:
         """Drop a peer, its address and everything still queued for it."""
@@ -125,23 +124,27 @@ class Directory:
         await self._db.execute("DELETE FROM twin_peers WHERE id = ?", (peer.id,))
         return peer
 
+    def _change(self, peer: Peer, **changes: Any) -> Peer:
+        """The peer as held now (not as a caller read it earlier) with ``changes``."""
+        current = self._by_id.get(peer.id)
+        if current is None:  # forgotten meanwhile
+            return replace(peer, **changes)
+        return self._keep(replace(current, **changes))
+
     def seen(self, peer: Peer, now: float) -> None:
         """Note that an envelope came from ``peer`` (written with the next batch)."""
         if peer.last_seen is None or now - peer.last_seen > 1:
             self._db.enqueue("UPDATE twin_peers SET last_seen = ? WHERE id = ?", (now, peer.id))
-            self._keep(replace(peer, last_seen=now))
+            self._change(peer, last_seen=now)
 
     async def delivered(self, peer: Peer, now: float) -> None:
-        if (
-            peer.last_error is not None
-            or peer.last_delivered is None
-            or now - peer.last_delivered > 1
-        ):
+        last = peer.last_delivered
+        if peer.last_error is not None or last is None or now - last > 1:
             await self._db.execute(
                 "UPDATE twin_peers SET last_delivered = ?, last_error = NULL WHERE id = ?",
                 (now, peer.id),
             )
-            self._keep(replace(peer, last_delivered=now, last_error=None))
+            self._change(peer, last_delivered=now, last_error=None)
 
     async def failed(self, peer: Peer, reason: str) -> None:
         if peer.last_error != reason:
@@ -149,4 +152,4 @@ class Directory:
                 "UPDATE twin_peers SET last_error = ? WHERE id = ?",
                 (self._box.seal(reason, context=peer.id), peer.id),
             )
-            self._keep(replace(peer, last_error=reason))
+            self._change(peer, last_error=reason)

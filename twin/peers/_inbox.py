@@ -104,7 +104,10 @@ class Inbox:
         if not all(isinstance(i, dict) for i in items):
             raise BadInput("every envelope is a JSON object")
         sender = items[0].get("from")
-        if not isinstance(sender, str) or any(i.get("from") != sender for i in items):
+        if not isinstance(sender, str):
+            check_header(items[0], self._identity().did, time.time())  # says what is missing
+            raise BadInput("an envelope's 'from' is the sender's did")
+        if any(i.get("from") != sender for i in items):
             raise BadInput("the envelopes of one request come from one sender")
         # Before any signature is checked: a bucket per address and claimed sender, so neither
         # a flood nor someone claiming a contact's did slows the others down.
@@ -142,7 +145,9 @@ class Inbox:
                 self._directory.seen(peer, now)
                 self._on_arrival(peer)
         body = {"results": results, "receipt": receipt(self._identity(), sender, taken)}
-        return Answer(body, single, errors[0] if single and errors else None)
+        if single and errors:  # one envelope, not taken: its error is the answer's
+            return Answer({**body, **results[0]}, single, errors[0])
+        return Answer(body, single)
 
     async def _already_seen(self, keys: list[str]) -> set[str]:
         marks = ",".join("?" * len(keys))

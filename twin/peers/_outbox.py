@@ -96,16 +96,18 @@ class Outbox:
                 envelope["expires"],
             ),
         )
-        self.wake(peer.id)
+        self.wake(peer.id, early=False)
 
-    def wake(self, peer_id: str) -> None:
-        """Try ``peer_id``'s queue now (something arrived, it came back, it moved)."""
+    def wake(self, peer_id: str, *, early: bool = True) -> None:
+        """Try ``peer_id``'s queue now (something arrived from it, it moved, the owner asked);
+        with ``early`` False (one more envelope queued) a lane waiting out a failure waits on."""
         if self._closing:
             return
         lane = self._lanes.get(peer_id)
         if lane is None:
             lane = self._lanes[peer_id] = _Lane()
-        lane.wake.set()
+        if early or not lane.failures:
+            lane.wake.set()
         if lane.task is None or lane.task.done():
             lane.task = asyncio.get_running_loop().create_task(self._drain(peer_id, lane))
 

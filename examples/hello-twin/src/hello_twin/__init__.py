@@ -1,4 +1,5 @@
-"""A guestbook: the smallest useful twin capability, with one permission and one experience."""
+"""A guestbook: the smallest useful twin capability, with an experience, and a message type that
+lets a contact's twin write in it from afar (the peer protocol, as a plugin uses it)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from twin import BadInput, Call, Capability, Migration, api
+from twin import BadInput, Call, Capability, Message, MessageType, Migration, NotFound, api
 
 MAX_ENTRIES = 500
 
@@ -22,6 +23,18 @@ class Entry(msgspec.Struct):
 class NewEntry(msgspec.Struct, forbid_unknown_fields=True):
     author: Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+
+
+class Note(msgspec.Struct, forbid_unknown_fields=True):
+    to: Annotated[str, msgspec.Meta(max_length=128)]
+    author: Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+
+
+class Sent(msgspec.Struct):
+    id: str
+    state: str
+    error: str | None = None
 
 
 class Guestbook(Capability):
@@ -58,7 +71,47 @@ class Guestbook(Capability):
                 status=201,
                 summary="Write in the guestbook",
             ),
+            api.post(
+                "/send",
+                self.send,
+                permission="send",
+                body=Note,
+                response=Sent,
+                status=202,
+                summary="Write in a contact's guestbook, from this twin to theirs",
+            ),
+            api.get(
+                "/sent/{id}",
+                self.sent,
+                permission="send",
+                response=Sent,
+                summary="Whether a note sent to a contact arrived",
+            ),
         ]
+
+    def messages(self):
+        # The core checks, decrypts and de-duplicates; the handler sees each note once.
+        return [MessageType("guestbook.note", self.on_note, max_body=2048)]
+
+    async def on_note(self, message: Message) -> None:
+        body = message.body
+        if not isinstance(body, dict) or not all(
+            isinstance(body.get(k), str) for k in ("author", "text")
+        ):
+            raise BadInput("a guestbook note has an author and a text")
+        await self.write(body["author"][:60], body["text"][:500])
+
+    async def send(self, call: Call) -> Sent:
+        note: Note = call.body
+        body = {"author": note.author.strip(), "text": note.text.strip()}
+        sent = await self.context.peers.send(note.to, "guestbook.note", body)
+        return Sent(sent, "queued")
+
+    async def sent(self, call: Call) -> Sent:
+        delivery = await self.context.peers.delivery(call.params["id"])
+        if delivery is None:
+            raise NotFound("no note was sent with that id")
+        return Sent(delivery.id, delivery.state, delivery.error)
 
     async def entries(self, call: Call) -> list[Entry]:
         box = self.context.box()
@@ -70,7 +123,10 @@ class Guestbook(Capability):
 
     async def sign(self, call: Call) -> Entry:
         new: NewEntry = call.body
-        author, text = new.author.strip(), new.text.strip()
+        return await self.write(new.author, new.text)
+
+    async def write(self, author: str, text: str) -> Entry:
+        author, text = author.strip(), text.strip()
         if not author or not text:
             raise BadInput("author and text need more than spaces")
         at = time.time()
