@@ -52,9 +52,16 @@ def test_a_door_of_its_own_is_accepted() -> None:
         check_mounts("stranger", ["/photos"], {})
 
 
-async def test_the_files_doors_answer_past_the_shell(tmp_path: Path) -> None:
+async def test_the_capabilities_doors_answer_past_the_shell(tmp_path: Path) -> None:
     async with running_twin(tmp_path / "twin") as tw:
-        assert set(tw.twin.registry.doors) == {"/dav", "/s"}
+        assert set(tw.twin.registry.doors) == {"/dav", "/s", "/connect"}
+        invite = await tw.client.get("/connect")
+        assert invite.status_code == 200 and "invites you to connect" in invite.text
+        assert "connect.js" in invite.text
+        script = await tw.client.get("/connect/connect.js")
+        assert script.status_code == 200 and "twin-invite:" in script.text
+        refused = await tw.client.post("/connect")
+        assert refused.status_code == 405
         dav = await tw.client.request("PROPFIND", "/dav/")
         assert dav.status_code == 401 and dav.headers["www-authenticate"] == 'Basic realm="twin"'
         page = await tw.client.get("/settings")

@@ -17,6 +17,7 @@ TwinError
  ├── InvalidSignature
  ├── WrongPassphrase
  ├── RateLimited
+ ├── Unavailable     it cannot be done right now, but may be later (a peer's handler failed)
  └── PluginError     a capability or experience that cannot be loaded (manifest, dependencies)
 """
 
@@ -113,6 +114,10 @@ class RateLimited(TwinError):
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Unavailable(TwinError):
+    code = "unavailable"
 
 
 class PluginError(TwinError):

@@ -30,6 +30,7 @@ from twin.errors import (
     TooLarge,
     TwinError,
     Unauthorized,
+    Unavailable,
     UnsupportedMedia,
     VaultLocked,
     WrongPassphrase,
@@ -60,6 +61,7 @@ STATUS: dict[type[TwinError], int] = {
     RateLimited: 429,
     InvalidSignature: 400,
     Misdirected: 421,
+    Unavailable: 503,
     PluginError: 500,
 }
 _HTTP_CODES = {

@@ -12,7 +12,16 @@ from typing import Any
 import msgspec
 
 from twin.db import Database
-from twin.errors import BadInput, Forbidden, RateLimited, TooLarge, TwinError, VaultLocked
+from twin.errors import (
+    BadInput,
+    Forbidden,
+    Misdirected,
+    RateLimited,
+    TooLarge,
+    TwinError,
+    Unavailable,
+    VaultLocked,
+)
 from twin.guards import RateLimiter
 from twin.identity import Identity
 from twin.peers._directory import Directory
@@ -40,7 +49,7 @@ class UnknownType(BadInput):
     code = "unknown_type"
 
 
-class _NotTried(TwinError):
+class _NotTried(Unavailable):
     code = "not_tried"
 
 
@@ -56,10 +65,7 @@ class Answer:
 
 def _retry(exc: TwinError) -> bool:
     """Whether the sender should send this envelope again later."""
-    return isinstance(exc, (RateLimited, VaultLocked, UnknownSender, _NotTried)) or exc.code in {
-        "not_for_me",
-        "in_progress",
-    }
+    return isinstance(exc, (RateLimited, VaultLocked, UnknownSender, Unavailable, Misdirected))
 
 
 class Inbox:
@@ -222,7 +228,7 @@ class Inbox:
         return result.rowcount
 
 
-class _InProgress(TwinError):
+class _InProgress(Unavailable):
     code = "in_progress"
 
 

@@ -235,7 +235,7 @@ class Outbox:
             batch.append((row, wire))
             size += len(wire)
         try:
-            taken, refused = await self._post(peer, batch)
+            taken, refused, waiting = await self._post(peer, batch)
         except (_Unreachable, _Retry) as exc:
             await self._backoff(peer, lane, [r for r, _ in batch], exc)
             return True
@@ -246,9 +246,7 @@ class Outbox:
             await self._settle([row], "failed", reason)
         progressed = len(taken) + len(refused)
         if progressed < len(batch):  # the peer stopped at one it could not take yet
-            await self._backoff(
-                peer, lane, [r for r, _ in batch[progressed:]], _Retry("the peer asked to wait")
-            )
+            await self._backoff(peer, lane, [r for r, _ in batch[progressed:]], _Retry(waiting))
             return True
         lane.failures, lane.retry_at = 0, None
         return True
@@ -295,8 +293,9 @@ class Outbox:
 
     async def _post(
         self, peer: Peer, batch: list[tuple[Any, bytes]]
-    ) -> tuple[list[Any], list[tuple[Any, str]]]:
-        """POST a batch; the rows the peer took and those it refused for good (with why)."""
+    ) -> tuple[list[Any], list[tuple[Any, str]], str]:
+        """POST a batch; the rows the peer took, those it refused for good (with why), and why
+        it stopped before the rest."""
         import httpx
 
         if not peer.urls:
@@ -343,7 +342,7 @@ class Outbox:
 
     def _read_answer(
         self, peer: Peer, batch: list[tuple[Any, bytes]], answer: Any
-    ) -> tuple[list[Any], list[tuple[Any, str]]]:
+    ) -> tuple[list[Any], list[tuple[Any, str]], str]:
         try:
             results = answer["results"]
             acked = check_receipt(answer.get("receipt"), peer.did, self._identity().did)
@@ -355,16 +354,17 @@ class Outbox:
             raise _Retry(f"the peer's receipt does not hold: {exc.message}") from None
         taken: list[Any] = []
         refused: list[tuple[Any, str]] = []
+        waiting = "the peer's answer does not cover every envelope"
         for (row, _), result in zip(batch, results, strict=False):
             if not isinstance(result, dict) or result.get("id") != row["id"]:
                 break
             if result.get("ok") is True and row["id"] in acked:
-                if refused:  # keep the order in which states are told
-                    break
                 taken.append(row)
                 continue
             error = result.get("error")
+            message = str(error.get("message", ""))[:300] if isinstance(error, dict) else ""
             if result.get("retry", True) or not isinstance(error, dict):
+                waiting = f"the peer asks to wait: {message}" if message else waiting
                 break
-            refused.append((row, f"refused: {str(error.get('message', ''))[:300]}"))
-        return taken, refused
+            refused.append((row, f"refused: {message}"))
+        return taken, refused, waiting

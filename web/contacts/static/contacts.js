@@ -42,6 +42,7 @@ document.addEventListener("DOMContentLoaded", () => {
     useCancel: $("use-cancel"),
     vouches: $("vouches"), vouchList: $("vouch-list"), vouchesEmpty: $("vouches-empty"),
     lookupForm: $("lookup-form"), lookupDid: $("lookup-did"), lookupMe: $("lookup-me"), lookupError: $("lookup-error"),
+    myDid: $("my-did"), copyMyDid: $("copy-my-did"), myDidCopied: $("my-did-copied"),
     lookupResult: $("lookup-result"), lookupHeading: $("lookup-heading"), lookupTopics: $("lookup-topics"),
     toast: $("toast"), toastText: $("toast-text"), toastClose: $("toast-close"),
     confirmDialog: $("confirm-dialog"), confirmTitle: $("confirm-title"), confirmText: $("confirm-text"),
@@ -560,7 +561,7 @@ document.addEventListener("DOMContentLoaded", () => {
     ui.contactUnblock.hidden = !blocked;
     ui.manageText.textContent = blocked
       ? "You blocked " + person.name + ": what their twin sends is dropped unseen. Unblocking lets a contact reach you again; a blocked request is forgotten instead, so they may ask again."
-      : ""Blocking drops what their twin sends, unseen, and sends them nothing. Removing deletes their key and what they shared; to connect again one of you needs a new invite.";
+      : "Blocking drops what their twin sends, unseen, and sends them nothing. Removing deletes their key and what they shared; to connect again one of you needs a new invite.";
   }
 
   function drawVouchViews() {
@@ -587,7 +588,8 @@ document.addEventListener("DOMContentLoaded", () => {
       const link = about ? make("a", { href: "#contact/" + enc(about.id), textContent: whom }) : make("span", { textContent: whom });
       head.append(make("strong", {}, link), ": ");
     }
-    head.append(make("span", { className: "level", textContent: "you " + MY_WORDS[vouch.level] }), " on ",
+    const words = (withWhom ? "you " : "You ") + MY_WORDS[vouch.level];
+    head.append(make("span", { className: "level", textContent: words }), " on ",
       make("strong", { className: "topic", textContent: vouch.topic }));
     const revoke = make("button", { type: "button", className: "link bad", textContent: "Revoke" });
     revoke.setAttribute("aria-label", "Revoke your vouch on " + vouch.topic + " for " + whom);
@@ -757,6 +759,7 @@ document.addEventListener("DOMContentLoaded", () => {
     ui.meLine.replaceChildren("Your invites show your name, ", make("strong", { textContent: me.name }),
       ", and your twin's address, " + (me.address.join(", ") || "unknown") + ".");
     ui.meNameless.hidden = named;
+    ui.myDid.textContent = me.did;
   }
 
   function drawInvites() {
@@ -951,6 +954,10 @@ document.addEventListener("DOMContentLoaded", () => {
     if (!did) return;
     lookupJson = "";
     showLookup(did);
+  });
+
+  ui.copyMyDid.addEventListener("click", async () => {
+    if (me) ui.myDidCopied.textContent = (await copyText(me.did)) ? "Copied." : "Select it and copy it.";
   });
 
   ui.lookupMe.addEventListener("click", () => {
