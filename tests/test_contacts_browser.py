@@ -223,7 +223,8 @@ def test_two_twins_connect_verify_vouch_and_block(serve: Any) -> None:
         expect(topic.locator(".score")).to_have_text("+2.0 · strongly vouched for")
         expect(topic.locator(".said-item")).to_contain_text("You vouch strongly")
         expect(topic.locator(".comment")).to_have_text("Wrote the first program for my engine.")
-        expect(pc.locator("#contact-vouches")).to_contain_text("You vouch strongly on writes programs")
+        mine = pc.locator("#contact-vouches")
+        expect(mine).to_contain_text("You vouch strongly on writes programs")
         calm(pc)
         screenshot(pc, "contacts-contact")
 
@@ -233,6 +234,7 @@ def test_two_twins_connect_verify_vouch_and_block(serve: Any) -> None:
         pa.get_by_role("button", name="Save", exact=True).click()
         expect(pa.locator("#about-status")).to_have_text("Saved.")
         pa.get_by_role("button", name="Vouches", exact=True).click()
+        expect(pa.locator("#my-did")).to_have_text(ada_did)
         pa.locator("#lookup-did").fill(ada_did)
         pa.get_by_role("button", name="Look up", exact=True).click()
         expect(pa.locator("#lookup-heading")).to_have_text(

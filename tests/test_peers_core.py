@@ -1,0 +1,215 @@
+"""The peer core in process: message types a capability registers (and the mistakes refused),
+a handler that fails and is retried without running twice, status callbacks, expiry in the
+outbox, a locked twin's inbox, and a peer that is unreachable."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from twin import Capability, Message, MessageType, PluginError
+from twin.admin import admin_builtin
+from twin.app import create_app
+from twin.core import Twin, initialize
+from twin.identity import Identity
+from twin.manifest import parse_manifest
+from twin.peers import Peers, address_hint, seal
+from twin.registry import find_sources
+from twin.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+class Relay(Capability):
+    """A test capability: records what arrives and what becomes of what it sent."""
+
+    fail_next = 0
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self.arrived: list[Message] = []
+        self.states: list[tuple[str, str, str | None]] = []
+
+    def messages(self) -> Sequence[MessageType]:
+        return [
+            MessageType("relay.ping", self.on_ping, max_body=1024, on_status=self.on_status),
+            MessageType("relay.short", self.on_ping, ttl=1, on_status=self.on_status),
+        ]
+
+    async def on_ping(self, message: Message) -> None:
+        if Relay.fail_next:
+            Relay.fail_next -= 1
+            raise RuntimeError("the disk hiccuped")
+        self.arrived.append(message)
+
+    async def on_status(self, envelope_id: str, state: str, error: str | None) -> None:
+        self.states.append((envelope_id, state, error))
+
+
+MANIFEST = parse_manifest(
+    {"id": "relay", "name": "Relay", "version": "1.0.0", "permissions": {}}, "test"
+)
+
+
+@asynccontextmanager
+async def twin_with(
+    data_dir: Path, *capabilities: Any, **settings: Any
+) -> AsyncIterator[tuple[Twin, httpx.AsyncClient]]:
+    config = Settings(data_dir=data_dir, rate_limit=0, **settings)
+    if not config.key_path.exists():
+        initialize(config)
+    twin = await Twin.open(config)
+    builtin = [admin_builtin(twin), *capabilities]
+    await twin.start(find_sources(), builtin)
+    transport = httpx.ASGITransport(app=create_app(twin))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+            yield twin, client
+    finally:
+        await twin.stop()
+
+
+def relay_of(twin: Twin) -> Relay:
+    capability = twin.registry.loaded["relay"].capability
+    assert isinstance(capability, Relay)
+    return capability
+
+
+RELAY = (Relay, MANIFEST, Path(__file__).parent)
+
+
+async def test_a_failing_handler_is_retried_and_then_runs_once(tmp_path: Path) -> None:
+    sender = Identity.generate()
+    async with twin_with(tmp_path / "t", RELAY) as (twin, client):
+        await twin.peers.pin(sender.did, address_hint(sender, ["http://127.0.0.1:9"]))
+        envelope = seal(sender, twin.did, "relay.ping", {"n": 1}, ttl=600)
+        Relay.fail_next = 1
+        first = await client.post("/p2p/v1/inbox", json=envelope)
+        assert first.status_code == 503
+        assert first.json()["error"]["code"] == "try_later" and first.json()["retry"] is True
+        assert first.json()["receipt"]["ids"] == []
+        assert relay_of(twin).arrived == []
+        again = await client.post("/p2p/v1/inbox", json=envelope)
+        assert again.status_code == 202
+        third = await client.post("/p2p/v1/inbox", json=[envelope])
+        assert third.json()["results"] == [{"id": envelope["id"], "ok": True}]
+        arrived = relay_of(twin).arrived
+        assert [(m.body, m.sender, m.known) for m in arrived] == [({"n": 1}, sender.did, True)]
+
+
+async def test_a_batch_stops_where_an_envelope_must_wait(tmp_path: Path) -> None:
+    sender = Identity.generate()
+    async with twin_with(tmp_path / "t", RELAY) as (twin, client):
+        await twin.peers.pin(sender.did)
+        batch = [seal(sender, twin.did, "relay.ping", {"n": n}, ttl=600) for n in range(4)]
+        batch[1] = {**batch[1], "sig": batch[0]["sig"]}  # refused for good: order goes on
+        Relay.fail_next = 0
+        answer = await client.post("/p2p/v1/inbox", json=batch[:3])
+        results = answer.json()["results"]
+        assert answer.status_code == 200
+        assert [r.get("ok", r.get("error", {}).get("code")) for r in results] == [
+            True,
+            "invalid_signature",
+            True,
+        ]
+        Relay.fail_next = 1
+        answer = await client.post("/p2p/v1/inbox", json=batch[3:] + batch[2:3])
+        codes = [r.get("ok", r.get("error", {}).get("code")) for r in answer.json()["results"]]
+        assert codes == ["try_later", "not_tried"]  # what follows waits, to keep the order
+        answer = await client.post("/p2p/v1/inbox", json=batch[3:] + batch[2:3])
+        codes = [r.get("ok", r.get("error", {}).get("code")) for r in answer.json()["results"]]
+        assert codes == [True, True]  # batch[2] again: acknowledged, not handled twice
+        assert [m.body["n"] for m in relay_of(twin).arrived] == [0, 2, 3]
+
+
+async def test_types_are_checked_when_a_capability_registers_them(tmp_path: Path) -> None:
+    async with twin_with(tmp_path / "t") as (twin, _):
+        peers: Peers = twin.peers
+
+        async def nothing(message: Message) -> None:
+            return None
+
+        for types, says in (
+            ([MessageType("chat.message", nothing)], "must start with 'relay.'"),
+            ([MessageType("relay", nothing)], "must look like"),
+            ([MessageType("relay.Ping", nothing)], "must look like"),
+            ([MessageType("relay.a", nothing), MessageType("relay.a", nothing)], "twice"),
+            ([MessageType("relay.a", nothing, ttl=40 * 86400)], "ttl"),
+            (["relay.a"], "not a twin.MessageType"),
+        ):
+            with pytest.raises(PluginError, match=says):
+                peers.register("relay", types)  # type: ignore[arg-type]
+        assert not any(name.startswith("relay.") for name in peers.types)
+        channel = peers.channel("relay")
+        with pytest.raises(PluginError, match="only send its own"):
+            await channel.send(twin.did, "contacts.accept", {})
+        with pytest.raises(PluginError, match="only sign statements of its own"):
+            channel.sign({"type": "twin.address"})
+
+
+async def test_what_cannot_be_delivered_waits_then_fails_when_it_expires(tmp_path: Path) -> None:
+    nobody = Identity.generate()  # its address answers nothing: a closed port on loopback
+    async with twin_with(tmp_path / "t", RELAY, peer_backoff=0.2) as (twin, _):
+        relay = relay_of(twin)
+        channel = twin.peers.channel("relay")
+        peer = await channel.pin(nobody.did, address_hint(nobody, ["http://127.0.0.1:9"]))
+        sent = await channel.send(nobody.did, "relay.short", {"hello": "?"})
+        assert (await channel.delivery(sent)).state == "queued"  # type: ignore[union-attr]
+        with anyio.fail_after(10):
+            while (delivery := await channel.delivery(sent)) is None or delivery.state != "failed":
+                await anyio.sleep(0.05)
+        assert delivery.error == "it expired before the peer took it"
+        assert delivery.attempts >= 1
+        assert (sent, "failed", "it expired before the peer took it") in relay.states
+        health = await channel.health((await channel.peer(nobody.did)) or peer)
+        assert health.failed == 1 and health.queued == 0
+        assert "cannot connect to http://127.0.0.1:9" in (health.last_error or "")
+        assert await twin.peers.channel("other").delivery(sent) is None  # not another's to read
+
+
+async def test_a_locked_twin_asks_peers_to_come_back(tmp_path: Path) -> None:
+    config = Settings(data_dir=tmp_path / "t", rate_limit=0)
+    initialize(config, passphrase="correct horse battery")
+    twin = await Twin.open(config)  # sealed and no passphrase: it starts locked
+    await twin.start()
+    try:
+        transport = httpx.ASGITransport(app=create_app(twin))
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+            sender = Identity.generate()
+            envelope = seal(sender, twin.did, "relay.ping", {}, ttl=60)
+            answer = await client.post("/p2p/v1/inbox", json=envelope)
+            assert answer.status_code == 423
+            assert answer.json()["error"]["code"] == "locked"
+    finally:
+        await twin.stop()
+
+
+async def test_an_unknown_type_from_a_contact_is_refused_for_good(tmp_path: Path) -> None:
+    sender = Identity.generate()
+    async with twin_with(tmp_path / "t") as (twin, client):
+        await twin.peers.pin(sender.did)
+        envelope = seal(sender, twin.did, "chess.move", {"move": "e4"}, ttl=60)
+        answer = await client.post("/p2p/v1/inbox", json=envelope)
+        assert answer.status_code == 400
+        assert answer.json()["error"]["code"] == "unknown_type"
+        assert answer.json()["retry"] is False
+        assert "chess.move" in answer.json()["error"]["message"]
+
+
+async def test_the_outbox_is_sealed_at_rest(tmp_path: Path) -> None:
+    nobody = Identity.generate()
+    async with twin_with(tmp_path / "t", RELAY, peer_backoff=60) as (twin, _):
+        channel = twin.peers.channel("relay")
+        await channel.pin(nobody.did, address_hint(nobody, ["http://127.0.0.1:9"]))
+        await channel.send(nobody.did, "relay.ping", {"text": "a secret plan"})
+        await twin.db.flush()
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "t").glob("twin.db*"))
+    assert b"twin_outbox" in raw  # the database is there to be read
+    for needle in (b"a secret plan", nobody.did.encode(), b"relay.ping", b"127.0.0.1:9"):
+        assert needle not in raw
