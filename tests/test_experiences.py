@@ -146,4 +146,4 @@ async def test_a_plugin_cannot_take_a_name_of_the_signed_public_document(tmp_pat
         await twin.stop()
     assert "reserved" in twin.registry.failed["endpoints"]
     assert "reserved" in twin.registry.failed["did"]
-    assert document["did"] == twin.did and set(document["endpoints"]) == {"api", "web"}
+    assert document["did"] == twin.did and set(document["endpoints"]) == {"api", "web", "inbox"}

@@ -224,7 +224,7 @@ class Twin:
             "type": "twin",
             "did": identity.did,
             "version": self.version,
-            "endpoints": {"api": f"{url}/api", "web": url},
+            "endpoints": {"api": f"{url}/api", "web": url, "inbox": f"{url}/p2p/v1/inbox"},
             "issued": int(time.time()),
             "expires": int(time.time()) + DOCUMENT_TTL,
         }
