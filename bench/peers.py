@@ -86,6 +86,12 @@ class Twin:
         found: dict[str, Any] = self.call("GET", "/api/benchpeer/stats?" + "&".join(query))
         return found
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the process has used so far."""
+        assert self.server is not None
+        fields = Path(f"/proc/{self.server.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mib(self) -> float:
         assert self.server is not None
         return self.server.memory_kib()["VmRSS"] / 1024
@@ -101,6 +107,8 @@ class Flow:
     receiver: dict[str, Any]
     outbox: dict[str, Any]
     settled: bool
+    cpu: dict[str, float] = field(default_factory=dict)  # seconds each twin used in the run
+    wall: float = math.nan  # seconds the run took, as the bench saw it
 
     @property
     def began(self) -> float:
@@ -234,6 +242,8 @@ def _flow(label: str, a: Twin, b: Twin, count: int, **options: Any) -> Flow:
     ``b`` handled them all and ``a`` saw them all delivered."""
     a.call("POST", "/api/benchpeer/reset")
     b.call("POST", "/api/benchpeer/reset")
+    cpu = {a.name: a.cpu_seconds(), b.name: b.cpu_seconds()}
+    began = time.monotonic()
     a.call("POST", "/api/benchpeer/runs", {"did": b.did, "count": count, **options})
 
     def done() -> bool:
@@ -245,10 +255,13 @@ def _flow(label: str, a: Twin, b: Twin, count: int, **options: Any) -> Flow:
         )
 
     settled = _until(done, WAIT_LIMIT)
+    wall = time.monotonic() - began
+    used = {a.name: a.cpu_seconds() - cpu[a.name], b.name: b.cpu_seconds() - cpu[b.name]}
     sender = a.stats(b, samples=True)
     receiver = b.stats(samples=True)["receiver"]
     outbox = {k: sender.get(k) for k in ("outbox", "first_id", "last_id")}
-    return Flow(label, sender["sender"]["stored"], sender["sender"], receiver, outbox, settled)
+    stored = sender["sender"]["stored"]
+    return Flow(label, stored, sender["sender"], receiver, outbox, settled, used, wall)
 
 
 def _sampled(twin: Twin, into: list[float], check: Callable[[], bool]) -> Callable[[], bool]:

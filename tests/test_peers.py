@@ -221,6 +221,9 @@ def test_malformed_requests_get_clear_errors(trio: tuple[Peer, Peer, Peer]) -> N
         ([one] * 65, "array of 1 to 64"),
         ([one, crafted(carol.identity(), bob, "two")], "one sender"),
         ({"v": 1}, "lacks"),
+        ({**one, "body": 5}, "base64url text"),
+        ({**one, "body": None, "sig": None}, "base64url text"),
+        (crafted(bob.identity(), bob, "me to me"), "this very twin"),
         (b"\xff\xfe", "not JSON"),
     ]
     for body, says in cases:

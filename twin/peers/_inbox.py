@@ -171,14 +171,18 @@ class Inbox:
     ) -> None:
         """Check and hand over one envelope; one seen before, or from a blocked twin, is taken
         without its handler."""
-        if len(item.get("body", "")) > MAX_ENVELOPE:
+        body = item.get("body")
+        if isinstance(body, str) and len(body) > MAX_ENVELOPE:
             raise TooLarge(f"an envelope's body is at most {MAX_ENVELOPE} characters")
-        envelope = check_header(item, self._identity().did, now)
+        me = self._identity().did
+        envelope = check_header(item, me, now)
+        if envelope["from"] == me:
+            raise BadInput("this envelope claims to come from this very twin")
         kind = self._types.get(envelope["type"])
         if peer is None:
             if kind is None or not kind.strangers:
                 raise UnknownSender("this twin does not know yours: send a contact request first")
-            if len(envelope["body"]) > STRANGER_MAX_BODY * 2:
+            if len(envelope["body"]) > _encoded(STRANGER_MAX_BODY):
                 raise TooLarge(f"a stranger's envelope body is at most {STRANGER_MAX_BODY} bytes")
             self._knocks.check(f"knock {address}")
             self._all_knocks.check("knock")
@@ -191,12 +195,12 @@ class Inbox:
             raise _InProgress("this envelope is being taken right now; try again shortly")
         if kind is None:
             raise UnknownType(f"this twin takes no {envelope['type']!r} messages")
+        limit = kind.max_body if peer is not None else min(kind.max_body, STRANGER_MAX_BODY)
+        if len(envelope["body"]) > _encoded(limit):
+            raise TooLarge(f"a {kind.name} body is at most {limit} bytes")
         self._in_flight.add(key)
         try:
             opened = open_body(self._identity(), envelope)
-            limit = kind.max_body if peer is not None else min(kind.max_body, STRANGER_MAX_BODY)
-            if len(envelope["body"]) > limit * 4 // 3 + 128:
-                raise TooLarge(f"a {kind.name} body is at most {limit} bytes")
             message = Message(
                 opened.id,
                 opened.type,
@@ -226,6 +230,12 @@ class Inbox:
         """Forget seen ids whose envelopes have expired (they would be refused anyway)."""
         result = await self._db.execute("DELETE FROM twin_seen WHERE expires < ?", (now,))
         return result.rowcount
+
+
+def _encoded(size: int) -> int:
+    """The length of a body field holding ``size`` bytes of JSON: base64url of the ephemeral
+    key, the nonce, the ciphertext and its tag."""
+    return -(-(32 + 24 + size + 16) * 4 // 3)
 
 
 class _InProgress(Unavailable):
