@@ -51,13 +51,16 @@ class Twin:
     token: str
     command: list[str]
     env: dict[str, str]
-    log: Path
+    scratch: Path
+    logs: list[Path] = field(default_factory=list)  # one a start
     server: Server | None = None
     did: str = ""
 
     def start(self) -> float:
         """Spawn it and wait for its health answer; seconds that took."""
-        self.server = Server.spawn(self.name, self.command, self.port, self.log, env=self.env)
+        log = self.scratch / f"{self.name}-{len(self.logs)}.log"
+        self.logs.append(log)
+        self.server = Server.spawn(self.name, self.command, self.port, log, env=self.env)
         took = self.server.wait_healthy()
         self.did = json.loads(get(self.port, "/api/health")[1])["did"]
         return took
@@ -208,7 +211,7 @@ def _twin(scratch: Path, name: str, plugin: Path, *extra: str) -> Twin:
         token,
         [*twin_serve(data_dir, port), "--public-url", f"http://{HOST}:{port}", *extra],
         clean_env(TWIN_RATE_LIMIT="0", PYTHONPATH=python_path),
-        scratch / f"{name}.log",
+        scratch,
     )
 
 
@@ -315,6 +318,20 @@ def _offline(a: Twin, b: Twin, count: int, into: Offline) -> None:
     into.rss_drained = a.rss_mib()
 
 
+def _log_notes(twin: Twin) -> list[str]:
+    """What the twin's log says went wrong, or held delivery back, counted by kind."""
+    text = "".join(log.read_text(errors="replace") for log in twin.logs if log.exists())
+    kinds = {
+        "waits after a 429 (the receiver's --peer-rate)": "answered 429",
+        "tries that could not connect (the peer was down)": "cannot connect",
+        "lanes that failed unexpectedly": "failed unexpectedly",
+        "tracebacks": "Traceback (most recent call last)",
+    }
+    counts = {what: text.count(needle) for what, needle in kinds.items()}
+    found = [f"{n:,} {what}" for what, n in counts.items() if n]
+    return [f"{twin.name} log: " + "; ".join(found)] if found else []
+
+
 def measure(scratch: Path, quick: bool = False) -> Result:
     began = time.monotonic()
     result = Result(load_before=_loadavg())
@@ -338,6 +355,12 @@ def measure(scratch: Path, quick: bool = False) -> Result:
         for label, count, options in flows:
             result.flows[label] = _flow(label, a, b, count, **options)
         _offline(a, b, OFFLINE // scale, result.offline)
+        # The same burst with the receiver's per-peer limit off: what the core itself does.
+        b.stop()
+        b.command += ["--peer-rate", "0"]
+        b.start()
+        result.flows["unlimited"] = _flow("unlimited", a, b, BURST // scale)
+        result.flows["unlimited x4"] = _flow("unlimited x4", a, b, BURST // scale, concurrency=4)
     finally:
         a.stop()
         b.stop()
@@ -351,6 +374,7 @@ def measure(scratch: Path, quick: bool = False) -> Result:
                 if side.get(key):
                     result.notes.append(f"{flow.label}: {side[key]} {key.replace('_', ' ')}")
             result.notes += [f"{flow.label}: {error}" for error in side.get("errors", [])]
+    result.notes += _log_notes(a) + _log_notes(b)
     result.load_after = _loadavg()
     result.seconds = time.monotonic() - began
     return result
@@ -359,7 +383,7 @@ def measure(scratch: Path, quick: bool = False) -> Result:
 # the report
 
 
-def _fmt(value: float, digits: int = 0) -> str:
+def _fmt(value: float | None, digits: int = 0) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
 
 
@@ -370,82 +394,121 @@ def _verdict(value: float, target: float, below: bool = False) -> str:
     return "meets" if meets else "MISSES"
 
 
+Row = tuple[str, str, str, str]
+
+
+def _row(
+    title: str, value: float | None, digits: int = 0, more: str = "", verdict: str = ""
+) -> Row:
+    return (title, _fmt(value, digits), more, verdict)
+
+
+def _burst_rows(letter: str, title: str, flow: Flow, target: bool) -> list[Row]:
+    rate = flow.end_to_end
+    cpu_ms = {name: 1000 * used / flow.count for name, used in flow.cpu.items()}
+    batches = flow.sender["batches"]
+    return [
+        _row(f"{letter} {flow.count:,} {title}: handled+acked/s", rate, 0,
+             f">= {TARGET_RATE:,.0f}" if target else "",
+             _verdict(rate, TARGET_RATE) if target else ""),
+        _row("   send() returned (stored)/s", flow.rate(flow.sender["last_stored"])),
+        _row("   handled by the receiver/s", flow.rate(flow.receiver["last"])),
+        _row("   delivered in the sender's outbox/s", flow.rate(flow.sender["last_delivered"])),
+        _row("   send() p50, ms", flow.send_ms(50), 2, f"p99 {_fmt(flow.send_ms(99), 2)}"),
+        _row("   send to handler p50, ms (queueing)", flow.latency(50), 1,
+             f"p99 {_fmt(flow.latency(99), 1)}"),
+        _row("   envelopes a delivered batch, mean", flow.count / max(1, batches), 1),
+        _row("   CPU ms an envelope: sender", cpu_ms.get("sender"), 2,
+             f"receiver {_fmt(cpu_ms.get('receiver'), 2)}"),
+    ]  # fmt: skip
+
+
+def _latency_rows(title: str, flow: Flow) -> list[Row]:
+    p50 = flow.latency(50)
+    return [
+        _row(f"b. {title} ({flow.count:,}): p50, ms", p50, 2, f"< {TARGET_P50_MS:g}",
+             _verdict(p50, TARGET_P50_MS, below=True)),
+        _row("   p99, ms", flow.latency(99), 2, f"max {_fmt(flow.latency(100), 2)}"),
+        _row("   send() p50, ms", flow.send_ms(50), 2),
+    ]  # fmt: skip
+
+
+def _offline_rows(off: Offline) -> list[Row]:
+    rows = [
+        _row(f"c. queue {off.count:,} for a peer that is down, s", off.queue_seconds, 1),
+        _row("   stored/s while it is down", off.count / off.queue_seconds),
+        _row("   sender RSS before queueing, MiB", off.rss_before, 1),
+        _row("   sender RSS peak while queueing, MiB", off.rss_queueing_max, 1),
+        _row("   sender RSS once queued, MiB", off.rss_queued, 1),
+    ]
+    if off.rss_retrying:
+        lo, hi = min(off.rss_retrying), max(off.rss_retrying)
+        rows.append(_row(f"   sender RSS retrying {off.watched:.0f} s, MiB: min", lo, 1,
+                         f"max {hi:.1f}", f"{hi - lo:+.1f} MiB"))  # fmt: skip
+    tries = off.attempts_watched - off.attempts_queued
+    rows += [
+        _row("   tries of the oldest envelope, queued", off.attempts_queued),
+        _row(f"   tries in the {off.watched:.0f} s after", tries),
+    ]
+    drain = off.drain
+    if drain is None:
+        return rows
+    delivered, first = drain.sender["last_delivered"], drain.sender["first_delivered"]
+    span = delivered - off.back_at if delivered else math.nan
+    rows += [
+        _row("   receiver restart to health, s", off.restart_seconds, 2),
+        _row("   drain, envelopes/s from its return", drain.count / span if span else math.nan),
+    ]
+    if first and delivered and delivered > first:
+        rows += [
+            _row("   first delivery after its return, s", first - off.back_at, 2),
+            _row("   drain, envelopes/s from then", drain.count / (delivered - first)),
+        ]
+    rows += [
+        _row("   handled by the receiver", drain.receiver["count"]),
+        _row("   sender RSS after the drain, MiB", off.rss_drained, 1),
+    ]
+    return rows
+
+
 def report(result: Result) -> list[str]:
-    rows: list[tuple[str, str, str, str]] = []
-
-    def row(title: str, value: float, digits: int = 0, goal: str = "", verdict: str = "") -> None:
-        rows.append((title, _fmt(value, digits), goal, verdict))
-
-    burst = result.flows.get("burst")
-    if burst is not None:
-        n = f"{burst.count:,}"
-        rate = burst.end_to_end
-        row(f"a. {n} back to back: handled+acked/s", rate, 0, f">= {TARGET_RATE:,.0f}",
-            _verdict(rate, TARGET_RATE))  # fmt: skip
-        row("   send() returned (stored)/s", burst.rate(burst.sender["last_stored"]))
-        row("   handled by the receiver/s", burst.rate(burst.receiver["last"]))
-        row("   delivered in the sender's outbox/s", burst.rate(burst.sender["last_delivered"]))
-        row("   send() p50 / p99, ms", burst.send_ms(50), 2, f"/ {_fmt(burst.send_ms(99), 2)}")
-        row("   send to handler p50, ms (queueing)", burst.latency(50), 1,
-            f"p99 {_fmt(burst.latency(99), 1)}")  # fmt: skip
+    rows: list[Row] = []
+    flows = result.flows
+    if "burst" in flows:
+        rows += _burst_rows("a.", "back to back", flows["burst"], True)
     for label, title in (("paced", f"paced {PACED_RATE:g}/s"), ("serial", "one at a time")):
-        flow = result.flows.get(label)
-        if flow is None:
-            continue
-        p50 = flow.latency(50)
-        row(f"b. {title} ({flow.count:,}): p50, ms", p50, 2, f"< {TARGET_P50_MS:g}",
-            _verdict(p50, TARGET_P50_MS, below=True))  # fmt: skip
-        row("   p99, ms", flow.latency(99), 2)
-        row("   max, ms", flow.latency(100), 2)
-        row("   send() p50, ms", flow.send_ms(50), 2)
-    off = result.offline
-    if off.count:
-        row(f"c. queue {off.count:,} for a peer that is down, s", off.queue_seconds, 1)
-        row("   stored/s while it is down", off.count / off.queue_seconds)
-        row("   sender RSS before queueing, MiB", off.rss_before, 1)
-        row("   sender RSS peak while queueing, MiB", off.rss_queueing_max, 1)
-        row("   sender RSS once queued, MiB", off.rss_queued, 1)
-        if off.rss_retrying:
-            lo, hi = min(off.rss_retrying), max(off.rss_retrying)
-            row(f"   sender RSS retrying {off.watched:.0f} s, MiB", lo, 1, f"to {hi:.1f}",
-                f"{hi - lo:+.1f} MiB")  # fmt: skip
-        row("   tries of the oldest envelope: queued", off.attempts_queued)
-        row(f"   ... after {off.watched:.0f} s more", off.attempts_watched)
-        drain = off.drain
-        if drain is not None:
-            delivered = drain.sender["last_delivered"]
-            first = drain.sender["first_delivered"]
-            span = (delivered - off.back_at) if delivered else math.nan
-            row("   receiver restart to health, s", off.restart_seconds, 2)
-            row("   drain: envelopes/s from its return", drain.count / span if span else math.nan)
-            if first and delivered and delivered > first:
-                row("   drain: envelopes/s from 1st delivery", drain.count / (delivered - first))
-                row("   wait before the 1st delivery, s", first - off.back_at, 2)
-            row("   handled by the receiver", drain.receiver["count"])
-            row("   sender RSS after the drain, MiB", off.rss_drained, 1)
+        if label in flows:
+            rows += _latency_rows(title, flows[label])
+    if result.offline.count:
+        rows += _offline_rows(result.offline)
+    if "unlimited" in flows:
+        rows += _burst_rows("d.", "back to back, --peer-rate 0", flows["unlimited"], False)
+    if "unlimited x4" in flows:
+        rows += _burst_rows("d.", "by 4 send() loops, --peer-rate 0", flows["unlimited x4"], False)
     width = max(len(r[0]) for r in rows) + 2
-    lines = [f"{'figure':<{width}}{'value':>10}  {'target / more':<16} verdict"]
-    lines += [f"{t:<{width}}{v:>10}  {g:<16} {d}".rstrip() for t, v, g, d in rows]
+    lines = [f"{'figure':<{width}}{'value':>10}  {'more':<16} verdict"]
+    lines += [f"{t:<{width}}{v:>10}  {m:<16} {d}".rstrip() for t, v, m, d in rows]
     outboxes = {
         label: flow.outbox.get("outbox")
-        for label, flow in [*result.flows.items(), ("drain", off.drain)]
+        for label, flow in [*flows.items(), ("drain", result.offline.drain)]
         if flow is not None
     }
     lines += [
         "",
-        "sender's outbox after each run (queued/sent/failed): "
+        "the sender's outbox after each run (queued/sent/failed): "
         + "; ".join(
             f"{label} {o['queued']}/{o['sent']}/{o['failed']}" if o else f"{label} -"
             for label, o in outboxes.items()
         ),
-        f"contacts invite flow (invite, connect, accept, both connected): "
+        "contacts invite flow (invite, connect, accept, both connected): "
         f"{result.connect_seconds:.2f} s",
         "idle RSS after start, MiB: "
         + ", ".join(f"{n} {mib:.1f}" for n, mib in result.rss_idle.items()),
-        "two `twin serve` on 127.0.0.1, TWIN_RATE_LIMIT=0 (the API polling), default "
-        f"--peer-rate; the sender with --peer-backoff {BACKOFF}; envelopes of "
-        "benchpeer.ping (about 100 bytes of body) sent by `context.peers.send` in a loop inside "
-        "the sending twin; latency: the handler's time.time() minus the one taken before send()",
+        "two `twin serve` on 127.0.0.1, TWIN_RATE_LIMIT=0 (for the bench's API polling); the "
+        f"sender with --peer-backoff {BACKOFF}; the receiver on the default --peer-rate (1000 a "
+        "second, bursts of 4000) except in d.; benchpeer.ping envelopes (about 500 bytes on the "
+        "wire) sent by `context.peers.send` in a loop inside the sending twin; latency is the "
+        "handler's time.time() minus the one taken just before send()",
         *result.notes,
         f"load average {result.load_before} before, {result.load_after} after; "
         f"this part took {result.seconds:.0f} s",

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from browser import authenticator, chromium, screenshot
 from conftest import Process, stop_twin, twin_command, wait_for
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Browser, Locator, Page, Response, expect
 from test_browser import create_passkey, setup_link
 
 from twin.account import qr_svg
@@ -76,6 +76,10 @@ def person(page: Page, name: str) -> Locator:
     return page.locator("#people-list li.person").filter(
         has=page.locator("a.name", has_text=re.compile(f"^{re.escape(name)}$"))
     )
+
+
+def invite_made(response: Response) -> bool:
+    return response.request.method == "POST" and response.url.endswith("/contacts/invites")
 
 
 def calm(page: Page) -> None:
@@ -141,7 +145,7 @@ def test_two_twins_connect_verify_vouch_and_block(serve: Any) -> None:
 
         # Ada makes an invite: the link the twin made, with its QR code, listed as open.
         pa.locator("#invite-label").fill("Charles")
-        with pa.expect_response(lambda r: r.url.endswith("/api/contacts/invites")) as made:
+        with pa.expect_response(invite_made) as made:
             pa.get_by_role("button", name="Make an invite").click()
         invite = made.value.json()
         link = pa.locator("#invite-link")

@@ -60,6 +60,8 @@ class ApiRoutes:
             handle = route.methods.get(scope["method"])
             if handle is None:
                 allowed |= route.methods.keys()
+                if not route.convertors:  # a path named in full is that resource alone:
+                    break  # /api/contacts/invites is not one /api/contacts/{id}
                 continue
             scope["path_params"] = {
                 name: route.convertors[name].convert(value)

@@ -49,6 +49,7 @@ class _Sender:
         self.last_stored: float | None = None  # time.time() after the last send() returned
         self.send_ms = array("d")  # how long each send() took
         self.states = dict.fromkeys(("sent", "delivered", "failed"), 0)
+        self.batches = 0  # delivery rounds: groups of "delivered" told without a pause
         self.first_delivered: float | None = None
         self.last_delivered: float | None = None
         self.first_id: str | None = None
@@ -82,6 +83,7 @@ class BenchPeer(Capability):
         self._in = _Receiver()
         self._task: asyncio.Task[None] | None = None
         self._waiting: tuple[str, asyncio.Event] | None = None
+        self._in_batch = False
 
     def messages(self) -> Sequence[MessageType]:
         return [MessageType(PING, self._on_ping, on_status=self._on_status)]
@@ -127,12 +129,21 @@ class BenchPeer(Capability):
         if state in out.states:
             out.states[state] += 1
         if state == "delivered":
+            if not self._in_batch:
+                # The outbox tells a batch's rows one after the other without yielding to the
+                # loop, so this runs once the whole batch has been told.
+                self._in_batch = True
+                out.batches += 1
+                asyncio.get_running_loop().call_soon(self._end_batch)
             out.last_delivered = time.time()
             out.first_delivered = out.first_delivered or out.last_delivered
             if self._waiting is not None and self._waiting[0] == envelope_id:
                 self._waiting[1].set()
         if error and len(out.errors) < MAX_ERRORS:
             out.errors.append(f"{state}: {error}")
+
+    def _end_batch(self) -> None:
+        self._in_batch = False
 
     async def start(self, call: Call) -> dict[str, Any]:
         run: Run = call.body
@@ -205,6 +216,7 @@ class BenchPeer(Capability):
                 "first_send": out.first_send,
                 "last_stored": out.last_stored,
                 "states": out.states,
+                "batches": out.batches,
                 "first_delivered": out.first_delivered,
                 "last_delivered": out.last_delivered,
                 "errors": out.errors,

@@ -88,6 +88,50 @@ class InviteList(msgspec.Struct):
     invites: list[InviteInfo]
 
 
+class Statement(msgspec.Struct):
+    """A signed vouch (``contacts.vouch``) or revocation (``contacts.revoke``)."""
+
+    v: int
+    type: str
+    id: str
+    by: str
+    issued: int
+    sig: str
+    about: str | None = None
+    topic: str | None = None
+    level: int | None = None
+    comment: str | None = None
+    vouch: str | None = None
+
+
+class VouchList(msgspec.Struct):
+    vouches: list[Statement]
+
+
+class Said(msgspec.Struct):
+    id: str
+    by: str
+    voucher: str
+    trust: int | None
+    weight: float
+    level: int
+    says: str
+    comment: str
+    issued: int
+
+
+class Topic(msgspec.Struct):
+    topic: str
+    score: float | None
+    weight: float
+    vouches: list[Said]
+
+
+class Reputation(msgspec.Struct):
+    did: str
+    topics: list[Topic]
+
+
 class Me(msgspec.Struct):
     did: str
     name: str
@@ -222,18 +266,24 @@ def endpoints(cap: Contacts) -> list[Endpoint]:
             summary="Use someone's invite: send them a contact request",
         ),
         api.get(
-            "/vouches", my_vouches, permission="read", summary="Your vouches, as signed statements"
+            "/vouches",
+            my_vouches,
+            permission="read",
+            response=VouchList,
+            summary="Your vouches, as signed statements",
         ),
         api.delete(
             "/vouches/{id}",
             revoke,
             permission="vouch",
+            response=Statement,
             summary="Revoke one of your vouches (your contacts are told)",
         ),
         api.get(
             "/reputation/{did}",
             reputation,
             permission="read",
+            response=Reputation,
             summary="What you and the people you trust say about a twin",
         ),
         api.get("/{id}", one, permission="read", response=ContactInfo, summary="One contact"),
@@ -275,6 +325,8 @@ def endpoints(cap: Contacts) -> list[Endpoint]:
             "/{id}/unblock",
             unblock,
             permission="write",
+            response=ContactInfo,
+            other_statuses=(204,),
             summary="Unblock a twin (a blocked request is forgotten, so it may ask again)",
         ),
         api.post(
@@ -290,6 +342,7 @@ def endpoints(cap: Contacts) -> list[Endpoint]:
             permission="vouch",
             body=NewVouch,
             status=201,
+            response=Statement,
             summary="Vouch for a contact on a topic, with a level from -2 to 2 and a comment",
         ),
     ]
