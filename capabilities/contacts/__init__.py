@@ -3,9 +3,11 @@ trust, verified keys), vouches and reputation, over the twin's peer protocol."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from twin import BadInput, Capability, Conflict, Holding, Migration, NotFound
 from twin.api import Endpoint
@@ -27,6 +29,24 @@ from ._vouches import Vouches
 
 __all__ = ["Contacts", "Person"]
 SHARE_CHUNK = 40  # statements in one contacts.vouches message
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _one_at_a_time(
+    method: Callable[P, Awaitable[T]],
+) -> Callable[P, Awaitable[T]]:
+    """Run a change of the address book alone: the owner's answer to a request and the
+    other twin's next message must not interleave (two records for one twin)."""
+
+    @functools.wraps(method)
+    async def serialized(*args: P.args, **kwargs: P.kwargs) -> T:
+        contacts = args[0]
+        assert isinstance(contacts, Contacts)
+        async with contacts.changing:
+            return await method(*args, **kwargs)
+
+    return serialized
 
 
 class Contacts(Capability):
@@ -72,6 +92,7 @@ class Contacts(Capability):
         self.peers: PeerChannel = context.peers
         self.book = Book(context.db, context.box("people"), self.peers)
         self.vouches = Vouches(context.db, context.box("vouches"), self.peers, self.book)
+        self.changing = asyncio.Lock()
 
     def routes(self) -> Sequence[Endpoint]:
         from ._http import endpoints
@@ -102,6 +123,7 @@ class Contacts(Capability):
 
     # What the owner does ----------------------------------------------------------------
 
+    @_one_at_a_time
     async def connect(self, text: object, note: object) -> Person:
         """Use someone's invite: pin their key and send them a contact request."""
         invite = self.book.check_invite(decode_invite(text))
@@ -114,7 +136,7 @@ class Contacts(Capability):
             if person.status == "blocked":
                 raise Conflict(f"you blocked {person.name}: unblock them first")
             if person.status == "incoming":  # they asked us first: that is an answer
-                return await self.accept(person)
+                return await self._accept(person)
         await self.peers.pin(did, invite["address"])
         if person is None:
             name = clean_text(invite["name"], "name", MAX_NAME) or "someone"
@@ -131,7 +153,12 @@ class Contacts(Capability):
         )
         return person
 
+    @_one_at_a_time
     async def accept(self, person: Person) -> Person:
+        return await self._accept(person)
+
+    async def _accept(self, person: Person) -> Person:
+        person = await self.book.get(person.id)  # as it is now, not as the caller read it
         if person.status != "incoming":
             raise Conflict(f"{person.name} is not asking to connect")
         await self.peers.pin(person.did, person.hint)
@@ -140,18 +167,24 @@ class Contacts(Capability):
         await self._share_all(person)
         return person
 
+    @_one_at_a_time
     async def decline(self, person: Person) -> None:
+        person = await self.book.get(person.id)
         if person.status != "incoming":
             raise Conflict(f"{person.name} is not asking to connect")
         await self.book.remove(person)
 
+    @_one_at_a_time
     async def block(self, person: Person) -> Person:
+        person = await self.book.get(person.id)
         if person.status == "blocked":
             return person
         await self.peers.block(person.did)
         return await self.book.save(replace(person, status="blocked", was=person.status, hint=None))
 
+    @_one_at_a_time
     async def unblock(self, person: Person) -> Person | None:
+        person = await self.book.get(person.id)
         if person.status != "blocked":
             raise Conflict(f"{person.name} is not blocked")
         if person.was == "connected":
@@ -161,7 +194,9 @@ class Contacts(Capability):
         await self.book.remove(person)
         return None
 
+    @_one_at_a_time
     async def remove(self, person: Person) -> None:
+        person = await self.book.get(person.id)
         try:
             await self.peers.forget(person.did)
         except NotFound:
@@ -169,7 +204,9 @@ class Contacts(Capability):
         await self.vouches.forget(person.did)
         await self.book.remove(person)
 
+    @_one_at_a_time
     async def edit(self, person: Person, changes: dict[str, Any]) -> Person:
+        person = await self.book.get(person.id)
         if "name" in changes:
             name = clean_text(changes["name"], "name", MAX_NAME)
             person = replace(person, name=name or person.their_name or "someone")
@@ -212,6 +249,7 @@ class Contacts(Capability):
 
     # What other twins send --------------------------------------------------------------
 
+    @_one_at_a_time
     async def _on_request(self, message: Message) -> None:
         body = message.body
         if not isinstance(body, dict):
@@ -241,6 +279,7 @@ class Contacts(Capability):
         elif person.status == "incoming":
             await self.book.save(replace(person, request_note=note, their_name=name, hint=hint))
 
+    @_one_at_a_time
     async def _on_accept(self, message: Message) -> None:
         body = message.body if isinstance(message.body, dict) else {}
         person = await self.book.by_did(message.sender)
@@ -253,6 +292,7 @@ class Contacts(Capability):
         )
         await self._share_all(person)
 
+    @_one_at_a_time
     async def _on_vouches(self, message: Message) -> None:
         person = await self.book.by_did(message.sender)
         if person is None or person.status != "connected":

@@ -144,6 +144,8 @@ class Book:
                 person.updated,
             ),
         )
+        for other in [p for p in people.values() if p.did == person.did and p.id != person.id]:
+            del people[other.id]  # the row it replaced (one twin, one record)
         people[person.id] = person
         return person
 
