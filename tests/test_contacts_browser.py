@@ -53,13 +53,18 @@ def name_twin(process: Process, name: str) -> None:
     assert named.is_success, named.text
 
 
-def open_contacts(browser: Browser, process: Process, errors: list[str], who: str) -> Page:
-    """A browser of its own for the owner of ``process``: a passkey, then Contacts allowed."""
+def open_contacts(
+    browser: Browser, process: Process, errors: list[str], who: str, *, allow: bool = True
+) -> Page:
+    """A browser of its own for the owner of ``process``: a passkey, then Contacts allowed
+    (unless ``allow`` is False: then it is allowed on the way, following an invite)."""
     context = browser.new_context(viewport={"width": 1100, "height": 820})
     page = context.new_page()
     page.on("pageerror", lambda error: errors.append(f"{who}: {error}"))
     authenticator(page)
     create_passkey(page, setup_link(process.output()))
+    if not allow:
+        return page
     page.goto(local(process) + "/x/contacts/")
     expect(page.get_by_role("heading", name="Allow Contacts?")).to_be_visible()
     page.get_by_role("button", name="Allow").click()
@@ -132,7 +137,7 @@ def test_two_twins_connect_verify_vouch_and_block(serve: Any) -> None:
 
     with chromium() as browser:
         pa = open_contacts(browser, ada, errors, "ada")
-        pc = open_contacts(browser, charles, errors, "charles")
+        pc = open_contacts(browser, charles, errors, "charles", allow=False)
 
         # Without a display name, an invite would say "someone": the page says so.
         pa.get_by_role("button", name="Invite", exact=True).click()
@@ -169,6 +174,9 @@ def test_two_twins_connect_verify_vouch_and_block(serve: Any) -> None:
         expect(pc.get_by_role("heading", name="Ada Lovelace invites you")).to_be_visible()
         pc.locator("#twin").fill(local(charles))
         pc.get_by_role("button", name="Open in my twin").click()
+        # Contacts was never allowed on his twin: it asks first, and the invite survives that
+        expect(pc.get_by_role("heading", name="Allow Contacts?")).to_be_visible()
+        pc.get_by_role("button", name="Allow").click()
         pc.wait_for_url(re.compile(re.escape(local(charles)) + r"/x/contacts/#invite="))
         expect(pc.locator("#use-who")).to_have_text("Connect with Ada Lovelace?")
         expect(pc.locator("#use-from")).to_contain_text(local(ada))

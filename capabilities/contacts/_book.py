@@ -204,6 +204,10 @@ class Book:
         return {"id": invite_id, "label": label, "code": code, "created": now, "expires": expires}
 
     async def invites(self) -> list[dict[str, Any]]:
+        """The invites made, newest first; those a week past their end are forgotten."""
+        await self._db.execute(
+            "DELETE FROM contacts_invites WHERE expires < ?", (time.time() - 7 * 86400,)
+        )
         rows = await self._db.fetchall(
             "SELECT id, label, created, expires, used FROM contacts_invites ORDER BY created DESC"
         )

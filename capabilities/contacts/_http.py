@@ -112,6 +112,7 @@ class Said(msgspec.Struct):
     id: str
     by: str
     voucher: str
+    mine: bool
     trust: int | None
     weight: float
     level: int

@@ -202,6 +202,7 @@ class Vouches:
                     "id": statement["id"],
                     "by": by,
                     "voucher": voucher,
+                    "mine": by == me,
                     "trust": trust,
                     "weight": weight,
                     "level": statement["level"],

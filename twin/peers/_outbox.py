@@ -149,9 +149,11 @@ class Outbox:
         return None if row is None else self._delivery(row)
 
     async def health(self, peer: Peer) -> Health:
+        # failures before the last delivery are history, not the health of the lane now
         rows = await self._db.fetchall(
-            "SELECT state, count(*) AS n FROM twin_outbox WHERE peer = ? GROUP BY state",
-            (peer.id,),
+            "SELECT state, count(*) AS n FROM twin_outbox WHERE peer = ? "
+            "AND (state != 'failed' OR done >= ?) GROUP BY state",
+            (peer.id, peer.last_delivered or 0),
         )
         counts = {row["state"]: row["n"] for row in rows}
         lane = self._lanes.get(peer.id)

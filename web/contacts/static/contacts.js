@@ -649,7 +649,7 @@ document.addEventListener("DOMContentLoaded", () => {
   function saidItem(said) {
     const li = make("li", { className: "said-item" });
     li.dataset.level = String(said.level);
-    const mine = said.trust === null;
+    const mine = said.mine;
     const who = make("strong", { className: "voucher", textContent: mine ? "You" : said.voucher });
     const words = mine ? MY_WORDS[said.level] : said.says;
     const trust = mine ? "counts fully"
