@@ -7,9 +7,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.metadata
+import json
 import re
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -19,7 +21,8 @@ import httpx
 import pytest
 from conftest import Process, process_session, twin_command
 
-from twin.identity import read_key_file
+from twin.identity import Identity, read_key_file
+from twin.peers import address_hint, seal
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +43,11 @@ COVERED = {
     ("POST", "/api/files/move"),
     ("POST", "/api/files/copy"),
     ("POST", "/api/files/shares"),
+    ("POST", "/api/contacts/invites"),
+    ("POST", "/api/contacts/connect"),
+    ("PATCH", "/api/contacts/{id}"),
+    ("POST", "/api/contacts/{id}/vouches"),
+    ("POST", "/api/guestbook/send"),
 }
 
 
@@ -113,6 +121,64 @@ def _sign_in(process: Process, device_name: str) -> str:
     return process_session(process, links[-1], device_name)
 
 
+def contacts_everywhere(
+    api: httpx.Client, process: Process, guestbook: bool
+) -> dict[str, str | bytes]:
+    """Markers through contacts (an invite's label; someone's invite, with a note; a contact's
+    name and note; a vouch) and the peer outbox; the contact is a twin this test plays itself,
+    at an address that answers nothing."""
+    label = _marker()
+    assert api.post("/api/contacts/invites", json={"label": label}).status_code == 201
+    stranger = Identity.generate()
+    their_name, place = _marker(), _marker()
+    invite = {
+        "v": 1,
+        "type": "contacts.invite",
+        "did": stranger.did,
+        "name": their_name,
+        "token": _marker(),
+        "address": address_hint(stranger, [f"http://127.0.0.1:9/{place}"]),
+        "expires": int(time.time()) + 3600,
+    }
+    signed = {**invite, "sig": stranger.sign(invite)}
+    code = "twin-invite:" + base64.urlsafe_b64encode(json.dumps(signed).encode()).decode()
+    note = _marker()
+    asked = api.post("/api/contacts/connect", json={"invite": code.rstrip("="), "note": note})
+    assert asked.status_code == 201, asked.text
+    # their twin accepts: an envelope this test makes with their key
+    me = api.get("/api/health").json()["did"]
+    accept = seal(stranger, me, "contacts.accept", {"name": their_name}, ttl=600)
+    assert httpx.post(f"{process.url}/p2p/v1/inbox", json=accept).status_code == 202
+    person = asked.json()["id"]
+    renamed, about = _marker(), _marker()
+    changed = api.patch(f"/api/contacts/{person}", json={"name": renamed, "note": about})
+    assert changed.status_code == 200 and changed.json()["status"] == "connected"
+    topic, comment = _marker().lower(), _marker()
+    vouched = api.post(
+        f"/api/contacts/{person}/vouches", json={"topic": topic, "level": 2, "comment": comment}
+    )
+    assert vouched.status_code == 201, vouched.text
+    found = {
+        "invite label": label,
+        "contact's did": stranger.did,
+        "contact's own name": their_name,
+        "contact's address": place,
+        "request note": note,
+        "contact's name": renamed,
+        "contact's note": about,
+        "vouch topic": topic,
+        "vouch comment": comment,
+    }
+    if guestbook:
+        words = _marker()
+        sent = api.post(
+            "/api/guestbook/send", json={"to": stranger.did, "author": "me", "text": words}
+        )
+        assert sent.status_code == 202, sent.text
+        found["guestbook note sent"] = words
+    return found
+
+
 def write_everywhere(process: Process, *cli_extra: str) -> dict[str, str | bytes]:
     """Send a marker through every write API, read each back, and return the markers together
     with every secret this made (token secrets, the session, an experience's token)."""
@@ -181,6 +247,8 @@ def write_everywhere(process: Process, *cli_extra: str) -> dict[str, str | bytes
             entries = api.get("/api/guestbook/entries").json()
             assert (entries[0]["author"], entries[0]["text"]) == (author, words)
             secrets |= {"guestbook author": author, "guestbook text": words}
+
+        secrets |= contacts_everywhere(api, process, _guestbook_installed())
 
         # Storage: keys (the folder names in them too) and bodies, by PUT and by batch.
         folder, leaf, body = _marker(), _marker(), _marker()

@@ -64,14 +64,21 @@ def _size_or_zero(text: str) -> int:
     return 0 if text.strip() == "0" else _size(text)
 
 
-def _days(text: str) -> float:
-    try:
-        days = float(text)
-    except ValueError:
-        raise BadInput(f"days must be a number, got {text!r}") from None
-    if not math.isfinite(days) or days <= 0:
-        raise BadInput(f"days must be a positive number, got {text!r}")
-    return days
+def _positive(unit: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise BadInput(f"{unit} must be a number, got {text!r}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise BadInput(f"{unit} must be a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
+_days = _positive("days")
+_seconds = _positive("seconds")
 
 
 def human_size(count: int) -> str:
@@ -97,16 +104,6 @@ def _rate(text: str) -> float:
     if not math.isfinite(rate) or rate < 0:
         raise BadInput(f"rate limit must be a finite number, 0 (off) or more, got {text!r}")
     return rate
-
-
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise BadInput(f"seconds must be a number, got {text!r}") from None
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise BadInput(f"seconds must be a positive number, got {text!r}")
-    return seconds
 
 
 def _log_level(text: str) -> str:

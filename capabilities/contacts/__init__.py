@@ -323,16 +323,7 @@ class Contacts(Capability):
             "created": person.created,
             "last_seen": peer.last_seen if peer else None,
             "address": list(peer.urls) if peer else [],
-            "delivery": None
-            if health is None
-            else {
-                "queued": health.queued,
-                "sent": health.sent,
-                "failed": health.failed,
-                "last_delivered": health.last_delivered,
-                "last_error": health.last_error,
-                "retry_at": health.retry_at,
-            },
+            "delivery": health,
         }
 
     def invite_link(self, code: str) -> str:

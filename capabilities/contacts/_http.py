@@ -9,6 +9,7 @@ import msgspec
 from twin import BadInput, Call, api
 from twin.api import Endpoint
 from twin.identity import public_key_from_did
+from twin.peers import Health
 
 from ._vouches import LEVELS
 
@@ -41,15 +42,6 @@ class NewVouch(msgspec.Struct, forbid_unknown_fields=True):
     comment: Annotated[str, msgspec.Meta(max_length=500)] = ""
 
 
-class Delivery(msgspec.Struct):
-    queued: int
-    sent: int
-    failed: int
-    last_delivered: float | None
-    last_error: str | None
-    retry_at: float | None
-
-
 class ContactInfo(msgspec.Struct):
     id: str
     did: str
@@ -66,7 +58,7 @@ class ContactInfo(msgspec.Struct):
     created: float
     last_seen: float | None
     address: list[str]
-    delivery: Delivery | None
+    delivery: Health | None
 
 
 class ContactList(msgspec.Struct):

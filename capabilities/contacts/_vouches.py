@@ -63,6 +63,11 @@ class Vouches:
         self._peers = peers
         self._book = book
 
+    def _signed(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """A new statement of ``kind`` by this twin, signed."""
+        statement = {"v": 1, "type": kind, "id": os.urandom(12).hex(), "by": self._peers.did}
+        return self._peers.sign({**statement, **fields, "issued": int(time.time())})
+
     def _row_id(self, by: str, statement_id: str) -> str:
         return self._box.blind(f"{by} {statement_id}")
 
@@ -71,18 +76,12 @@ class Vouches:
     ) -> dict[str, Any]:
         if level not in LEVELS or type(level) is not int:
             raise BadInput(f"level is one of {sorted(LEVELS)}: {LEVELS}")
-        statement = self._peers.sign(
-            {
-                "v": 1,
-                "type": "contacts.vouch",
-                "id": os.urandom(12).hex(),
-                "by": self._peers.did,
-                "about": about,
-                "topic": topic_of(topic),
-                "level": level,
-                "comment": clean_text(comment, "comment", MAX_COMMENT, lines=True),
-                "issued": int(time.time()),
-            }
+        statement = self._signed(
+            "contacts.vouch",
+            about=about,
+            topic=topic_of(topic),
+            level=level,
+            comment=clean_text(comment, "comment", MAX_COMMENT, lines=True),
         )
         await self._keep(statement)
         return statement
@@ -91,16 +90,7 @@ class Vouches:
         mine = [v for v in await self.mine() if v["id"] == vouch_id]
         if not mine:
             raise NotFound("no such vouch of yours (it may be revoked already)")
-        revocation = self._peers.sign(
-            {
-                "v": 1,
-                "type": "contacts.revoke",
-                "id": os.urandom(12).hex(),
-                "by": self._peers.did,
-                "vouch": vouch_id,
-                "issued": int(time.time()),
-            }
-        )
+        revocation = self._signed("contacts.revoke", vouch=vouch_id)
         await self._revoke(revocation)
         return revocation
 

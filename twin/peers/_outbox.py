@@ -274,7 +274,9 @@ class Outbox:
         if isinstance(exc, _Retry):
             delay = max(delay, min(exc.after, self._max_backoff))
         lane.retry_at = time.time() + delay
-        log.info("delivery to %s waits %.1f s: %s", peer.id, delay, reason)
+        # the reason names the peer's address: it goes to the sealed last_error, not the log
+        why = "it cannot be reached" if isinstance(exc, _Unreachable) else "it did not take them"
+        log.info("delivery to peer %s waits %.1f s: %s", peer.id, delay, why)
         try:
             await asyncio.wait_for(lane.wake.wait(), delay)
         except TimeoutError:
