@@ -14,7 +14,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from twin import openapi
 from twin.core import Twin
 from twin.dispatch import ApiDispatch, ApiRoutes
 from twin.errors import TwinError
@@ -43,6 +42,20 @@ def create_app(twin: Twin) -> Starlette:
         )
 
     async def openapi_json(request: Request) -> Response:
+        if not spec:  # built on the first request: most twins are never asked, and idle smaller
+            from twin import openapi
+
+            spec.append(
+                msgspec.json.encode(
+                    openapi.build(
+                        (
+                            (cap_id, item.manifest.name, item.endpoints)
+                            for cap_id, item in twin.registry.loaded.items()
+                        ),
+                        twin.version,
+                    )
+                )
+            )
         return Response(spec[0], media_type="application/json")
 
     async def inbox(request: Request) -> Response:
@@ -59,7 +72,7 @@ def create_app(twin: Twin) -> Starlette:
         document = await twin.public_document()  # a TwinError (locked) maps to its status
         return json_response(document, headers={"Cache-Control": "max-age=300"})
 
-    spec: list[bytes] = [b"{}"]  # encoded once, when the capabilities are mounted
+    spec: list[bytes] = []  # encoded once, when first asked for
     api = ApiRoutes()
     doors: dict[str, ASGIApp] = {}
 
@@ -72,15 +85,6 @@ def create_app(twin: Twin) -> Starlette:
                 )
             doors.update((m.path, m.app) for m in item.mounts)
         app.router.routes.extend(shell_routes(twin))
-        spec[0] = msgspec.json.encode(
-            openapi.build(
-                (
-                    (cap_id, item.manifest.name, item.endpoints)
-                    for cap_id, item in twin.registry.loaded.items()
-                ),
-                twin.version,
-            )
-        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
