@@ -106,10 +106,11 @@ class Outbox:
         lane = self._lanes.get(peer_id)
         if lane is None:
             lane = self._lanes[peer_id] = _Lane()
-        if early or not lane.failures:
-            lane.wake.set()
         if lane.task is None or lane.task.done():
+            lane.wake.set()
             lane.task = asyncio.get_running_loop().create_task(self._drain(peer_id, lane))
+        elif early or not lane.failures:
+            lane.wake.set()
 
     async def resume(self) -> None:
         """Start a lane for every peer with envelopes waiting (after a start or an unlock)."""
@@ -196,7 +197,9 @@ class Outbox:
         try:
             while not self._closing:
                 lane.wake.clear()
-                if not await self._round(peer_id, lane):
+                if await self._round(peer_id, lane):
+                    continue
+                if not lane.wake.is_set():  # nothing queued since the round looked
                     break
         except asyncio.CancelledError:
             raise
@@ -205,7 +208,7 @@ class Outbox:
                 "delivery to peer %s failed unexpectedly; it resumes at the next wake", peer_id
             )
         finally:
-            if self._lanes.get(peer_id) is lane and not lane.wake.is_set():
+            if self._lanes.get(peer_id) is lane:
                 del self._lanes[peer_id]
 
     async def _round(self, peer_id: str, lane: _Lane) -> bool:
