@@ -1,6 +1,6 @@
 """Run twin's benchmarks and print their figures; it never fails on timing (see bench/README.md).
 
-python bench/run.py [--quick] [--only memory,start,load,storage,files] [--no-wrk] [--no-solid]
+python bench/run.py [--quick] [--only memory,start,load,storage,files,peers] [--no-wrk] [--no-solid]
                     [--no-nginx] [--no-wsgidav] [--no-rclone]
 """
 
@@ -17,10 +17,11 @@ from pathlib import Path
 import cold_start
 import files
 import idle_memory
+import peers
 import storage
 import throughput
 
-PARTS = ("memory", "start", "load", "storage", "files")
+PARTS = ("memory", "start", "load", "storage", "files", "peers")
 
 
 def _machine() -> list[str]:
@@ -94,6 +95,8 @@ def main() -> int:
             skip = tuple(p for p in ("nginx", "wsgidav", "rclone") if getattr(args, f"no_{p}"))
             measured = files.measure(scratch, args.quick, use_wrk=not args.no_wrk, skip=skip)
             _section("e. files, next to nginx, wsgidav and rclone", files.report(measured))
+        if "peers" in parts:
+            _section("f. between two twins", peers.report(peers.measure(scratch, args.quick)))
     print(
         f"\ndone in {time.monotonic() - began:.0f} s; load average now "
         f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}"
