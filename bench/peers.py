@@ -307,7 +307,7 @@ def _offline(a: Twin, b: Twin, count: int, into: Offline) -> None:
 
     def drained() -> bool:
         sender = a.stats()["sender"]
-        return sender["states"]["delivered"] + sender["states"]["failed"] >= into.count
+        return bool(sender["states"]["delivered"] + sender["states"]["failed"] >= into.count)
 
     settled = _until(drained, WAIT_LIMIT)
     _until(lambda: b.stats()["receiver"]["count"] >= into.count, 5)
@@ -347,7 +347,7 @@ def measure(scratch: Path, quick: bool = False) -> Result:
             result.rss_idle[twin.name] = twin.rss_mib()
         result.connect_seconds = _connect(a, b)
         _flow("warm-up", a, b, WARM_UP)
-        flows = [
+        flows: list[tuple[str, int, dict[str, Any]]] = [
             ("burst", BURST // scale, {}),
             ("paced", int(PACED_RATE * PACED_SECONDS / scale), {"rate": PACED_RATE}),
             ("serial", SERIAL // scale, {"serial": True}),

@@ -166,7 +166,7 @@ class BenchPeer(Capability):
             sent_at = time.time()
             out.first_send = out.first_send or sent_at
             body = {"run": number, "i": index, "t": sent_at, "pad": filler}
-            envelope_id = await self.peers.send(run.did, PING, body)
+            envelope_id: str = await self.peers.send(run.did, PING, body)
             done = time.time()
             out.send_ms.append((done - sent_at) * 1000)
             out.stored += 1

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, ParamSpec, TypeVar
 
-from twin import BadInput, Capability, Conflict, Holding, Migration, NotFound
+from twin import BadInput, Capability, Conflict, Holding, Migration, NotFound, Unavailable
 from twin.api import Endpoint
 from twin.doors import Mount
 from twin.peers import Message, MessageType, PeerChannel
@@ -259,7 +259,11 @@ class Contacts(Capability):
         hint = self.peers.check_address(body.get("address"), message.sender)
         person = await self.book.by_did(message.sender)
         if person is None:
-            label = await self.book.use_invite(body.get("token"))
+            token = body.get("token")
+            if not await self.book.holds_invite(token) and not await self.book.room_for_a_request():
+                # not "never": the sender's twin tries again once the owner has answered some
+                raise Unavailable("too many requests are waiting for an answer; try later")
+            label = await self.book.use_invite(token)
             await self.book.add(
                 message.sender,
                 "incoming",

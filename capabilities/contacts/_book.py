@@ -168,11 +168,12 @@ class Book:
             updated=now,
             **fields,
         )
-        if status == "incoming":
-            waiting = [p for p in (await self._load()).values() if p.status == "incoming"]
-            if len(waiting) >= MAX_INCOMING:
-                raise BadInput(f"{MAX_INCOMING} requests are already waiting for an answer")
         return await self.save(person)
+
+    async def room_for_a_request(self) -> bool:
+        """Whether a request without an invite may wait for the owner (at most 200 do)."""
+        waiting = [p for p in (await self._load()).values() if p.status == "incoming"]
+        return len(waiting) < MAX_INCOMING
 
     # Invites ----------------------------------------------------------------------------
 
@@ -227,15 +228,25 @@ class Book:
         if result.rowcount == 0:
             raise NotFound("no such invite")
 
-    async def use_invite(self, token: object) -> str | None:
-        """The label of the open invite ``token`` belongs to, now used; None if there is none."""
-        if not isinstance(token, str) or not token:
+    async def _open_invite(self, token: object) -> Any:
+        if not isinstance(token, str) or not token or len(token) > 64:
             return None
         row = await self._db.fetchone(
             "SELECT id, label, expires, used FROM contacts_invites WHERE token = ?",
             (_token_hash(token),),
         )
         if row is None or row["used"] is not None or row["expires"] < time.time():
+            return None
+        return row
+
+    async def holds_invite(self, token: object) -> bool:
+        """Whether ``token`` is that of an open invite (without using it)."""
+        return await self._open_invite(token) is not None
+
+    async def use_invite(self, token: object) -> str | None:
+        """The label of the open invite ``token`` belongs to, now used; None if there is none."""
+        row = await self._open_invite(token)
+        if row is None:
             return None
         result = await self._db.execute(
             "UPDATE contacts_invites SET used = ? WHERE id = ? AND used IS NULL",

@@ -25,6 +25,7 @@ def connect_app(capability: Contacts) -> ASGIApp:
     """The ASGI app answering ``/connect`` and its script."""
     door = capability.context.door
     url = capability.context.settings.url
+    did = capability.context.did
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
@@ -35,7 +36,7 @@ def connect_app(capability: Contacts) -> ASGIApp:
             if door is not None:
                 client = scope.get("client")
                 door.check_rate(f"address {client[0] if client else 'unknown'}")
-            html = _templates.get_template("connect.html").render(url=url)
+            html = _templates.get_template("connect.html").render(url=url, did=did)
             response = HTMLResponse(html, headers={"Cache-Control": "no-store"})
         elif path == "/connect/connect.js":
             response = FileResponse(_HERE / "static" / "connect.js", media_type="text/javascript")

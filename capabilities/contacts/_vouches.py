@@ -42,16 +42,30 @@ def check_statement(statement: object, sender: str) -> dict[str, Any]:
         raise BadInput("a statement is a contacts.vouch or contacts.revoke with its fields")
     if statement["v"] != 1 or statement["by"] != sender:
         raise BadInput("a statement is version 1 and made by the twin that sends it")
-    if type(statement["issued"]) is not int or not isinstance(statement["id"], str):
-        raise BadInput("a statement has a text id and whole seconds in issued")
+    if type(statement["issued"]) is not int or not _is_id(statement["id"]):
+        raise BadInput("a statement has an id of 1 to 64 characters and whole seconds in issued")
+    if kind == "contacts.revoke" and not _is_id(statement["vouch"]):
+        raise BadInput("a revocation names the id of a vouch")
     if kind == "contacts.vouch":
         public_key_from_did(statement["about"])
-        topic_of(statement["topic"])
+        if statement["about"] == sender:
+            raise BadInput("a twin does not vouch for itself")
+        if (
+            not isinstance(statement["topic"], str)
+            or topic_of(statement["topic"]) != statement["topic"]
+        ):
+            raise BadInput(
+                "a vouch's topic is written as twins write it: lower case, single spaces"
+            )
         if statement["level"] not in LEVELS or type(statement["level"]) is not int:
             raise BadInput(f"a vouch's level is one of {sorted(LEVELS)}")
         clean_text(statement["comment"], "comment", MAX_COMMENT, lines=True)
     verify(sender, {k: v for k, v in statement.items() if k != "sig"}, statement["sig"])
     return statement
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64
 
 
 class Vouches:
@@ -119,9 +133,12 @@ class Vouches:
                 statement = check_statement(raw, sender)
             except (BadInput, InvalidSignature):
                 continue  # one bad statement does not spoil the others
+            if held + kept >= MAX_FROM_ONE:  # revocations count too: each is a row
+                break
             if statement["type"] == "contacts.revoke":
                 await self._revoke(statement)
-            elif held + kept < MAX_FROM_ONE and await self._keep(statement):
+                kept += 1
+            elif await self._keep(statement):
                 kept += 1
         return kept
 

@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,6 +215,13 @@ def check_urls(urls: object) -> list[str]:
             raise BadInput(
                 f"address {str(url)[:80]!r} is not an http(s) URL without user, query or fragment"
             )
+        try:
+            parts = urllib.parse.urlsplit(url)
+            usable = bool(parts.hostname) and (parts.port is None or parts.port > 0)
+        except ValueError:
+            usable = False
+        if not usable:
+            raise BadInput(f"address {url[:80]!r} has no usable host and port")
     return [url.rstrip("/") for url in urls]
 
 
@@ -256,32 +264,40 @@ def check_address(hint: object, did: str) -> dict[str, Any]:
 
 
 def receipt(
-    identity: Identity, sender: str, ids: list[str], *, now: int | None = None
+    identity: Identity,
+    sender: str,
+    ids: list[str],
+    refused: list[str] | None = None,
+    *,
+    now: int | None = None,
 ) -> dict[str, Any]:
-    """Our signed acknowledgement to ``sender`` that the envelopes ``ids`` were taken."""
+    """Our signed answer to ``sender``: the envelopes ``ids`` were taken, and those in
+    ``refused`` (each signed by the sender) never will be."""
     body = {
         "v": VERSION,
         "type": "twin.receipt",
         "by": identity.did,
         "to": sender,
         "ids": ids,
+        "refused": refused or [],
         "at": int(time.time()) if now is None else now,
     }
     return {**body, "sig": identity.sign(body)}
 
 
-def check_receipt(value: object, recipient: str, me: str) -> set[str]:
-    """The ids a receipt acknowledges, once it is signed by the twin we sent them to."""
-    fields = ("v", "type", "by", "to", "ids", "at", "sig")
+def check_receipt(value: object, recipient: str, me: str) -> tuple[set[str], set[str]]:
+    """The ids a receipt says were taken, and those refused for good, once it is signed by
+    the twin we sent them to and addressed to us."""
+    fields = ("v", "type", "by", "to", "ids", "refused", "at", "sig")
     if not isinstance(value, dict) or sorted(value) != sorted(fields):
         raise BadInput("the answer's receipt is not a twin.receipt")
     if value["by"] != recipient or value["to"] != me or value["type"] != "twin.receipt":
         raise InvalidSignature("the receipt is not from the twin the envelopes were sent to")
-    ids = value["ids"]
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise BadInput("a receipt's ids are a list of envelope ids")
+    for name in ("ids", "refused"):
+        if not isinstance(value[name], list) or not all(isinstance(i, str) for i in value[name]):
+            raise BadInput(f"a receipt's {name} are a list of envelope ids")
     verify(recipient, {k: v for k, v in value.items() if k != "sig"}, value["sig"])
-    return set(ids)
+    return set(value["ids"]), set(value["refused"])
 
 
 def safety_number(did_a: str, did_b: str) -> str:

@@ -3,6 +3,7 @@ before anything else, hands it to its type's handler once, and answers with a si
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -23,7 +24,7 @@ from twin.errors import (
     VaultLocked,
 )
 from twin.guards import RateLimiter
-from twin.identity import Identity
+from twin.identity import Identity, public_key_from_did
 from twin.peers._directory import Directory
 from twin.peers._envelope import (
     MAX_ENVELOPE,
@@ -113,44 +114,56 @@ class Inbox:
         if not isinstance(sender, str):
             check_header(items[0], self._identity().did, time.time())  # says what is missing
             raise BadInput("an envelope's 'from' is the sender's did")
+        public_key_from_did(sender)  # a did, before anything is counted or signed for it
         if any(i.get("from") != sender for i in items):
             raise BadInput("the envelopes of one request come from one sender")
         # Before any signature is checked: a bucket per address and claimed sender, so neither
         # a flood nor someone claiming a contact's did slows the others down.
         cost = min(len(items), self._peer_limit.burst)
-        self._peer_limit.check(f"{address} {sender[:80]}", cost)
+        self._peer_limit.check(f"{address} {sender}", cost)
         peer = await self._directory.get(sender)
         results: list[dict[str, Any]] = []
         taken: list[str] = []
+        refused: list[str] = []  # refused for good, once their signature held
+        verified: set[str] = set()
+        held: set[str] = set()  # taken here: in flight until what their handlers wrote is on disk
         stop: TwinError | None = None
         errors: list[TwinError] = []
         keys = [self._seen.blind(f"{sender} {item.get('id')}") for item in items]
         seen = await self._already_seen(keys)
         now = time.time()
-        for item, key in zip(items, keys, strict=True):
-            try:
-                if stop is not None:
-                    raise _NotTried("not tried: an earlier envelope has to be taken first")
-                await self._take(item, key, key in seen, peer, address, now)
-            except TwinError as exc:
-                stop = stop or (exc if _retry(exc) else None)
-                errors.append(exc)
-                results.append(
-                    {
-                        "id": item.get("id") if isinstance(item.get("id"), str) else None,
-                        "error": {"code": exc.code, "message": exc.message},
-                        "retry": _retry(exc),
-                    }
-                )
-            else:
-                taken.append(item["id"])
-                results.append({"id": item["id"], "ok": True})
-        if taken:
-            await self._db.flush()  # what the handlers wrote, and the seen ids, are on disk
-            if peer is not None and peer.state == "pinned":
-                self._directory.seen(peer, now)
-                self._on_arrival(peer)
-        body = {"results": results, "receipt": receipt(self._identity(), sender, taken)}
+        try:
+            for item, key in zip(items, keys, strict=True):
+                envelope_id = item.get("id") if isinstance(item.get("id"), str) else None
+                try:
+                    if stop is not None:
+                        raise _NotTried("not tried: an earlier envelope has to be taken first")
+                    await self._take(item, key, seen, held, verified, peer, address, now)
+                except TwinError as exc:
+                    retry = _retry(exc)
+                    stop = stop or (exc if retry else None)
+                    if not retry and envelope_id in verified:
+                        refused.append(envelope_id)
+                    errors.append(exc)
+                    results.append(
+                        {
+                            "id": envelope_id,
+                            "error": {"code": exc.code, "message": exc.message},
+                            "retry": retry,
+                        }
+                    )
+                else:
+                    taken.append(item["id"])
+                    results.append({"id": item["id"], "ok": True})
+            if taken:
+                await self._db.flush()  # what the handlers wrote, and the taken ids, are on disk
+                if peer is not None and peer.state == "pinned":
+                    self._directory.seen(peer, now)
+                    self._on_arrival(peer)
+        finally:
+            self._in_flight.difference_update(held)
+        signed = receipt(self._identity(), sender, taken, refused)
+        body = {"results": results, "receipt": signed}
         if single and errors:  # one envelope, not taken: its error is the answer's
             return Answer({**body, **results[0]}, single, errors[0])
         return Answer(body, single)
@@ -164,13 +177,17 @@ class Inbox:
         self,
         item: dict[str, Any],
         key: str,
-        seen: bool,
+        seen: set[str],
+        held: set[str],
+        verified: set[str],
         peer: Peer | None,
         address: str,
         now: float,
     ) -> None:
-        """Check and hand over one envelope; one seen before, or from a blocked twin, is taken
-        without its handler."""
+        """Check and hand over one envelope. One taken before (here, or by another request
+        whose writes are not on disk yet: that one says to wait), or from a blocked twin, is
+        taken without its handler; a blocked twin's envelope goes through every other check
+        first, so the answer tells it nothing."""
         body = item.get("body")
         if isinstance(body, str) and len(body) > MAX_ENVELOPE:
             raise TooLarge(f"an envelope's body is at most {MAX_ENVELOPE} characters")
@@ -184,20 +201,22 @@ class Inbox:
                 raise UnknownSender("this twin does not know yours: send a contact request first")
             if len(envelope["body"]) > _encoded(STRANGER_MAX_BODY):
                 raise TooLarge(f"a stranger's envelope body is at most {STRANGER_MAX_BODY} bytes")
-            self._knocks.check(f"knock {address}")
-            self._all_knocks.check("knock")
+            self._knocks.check(f"knock {_network(address)}")
         check_signature(envelope)
-        if peer is not None and peer.state == "blocked":
-            return  # taken and dropped: the answer is the same as for any envelope
-        if seen:
-            return
-        if key in self._in_flight:
-            raise _InProgress("this envelope is being taken right now; try again shortly")
+        verified.add(envelope["id"])
+        if peer is None:  # counted once signed: forged knocks do not use up everyone's turn
+            self._all_knocks.check("knock")
         if kind is None:
             raise UnknownType(f"this twin takes no {envelope['type']!r} messages")
         limit = kind.max_body if peer is not None else min(kind.max_body, STRANGER_MAX_BODY)
         if len(envelope["body"]) > _encoded(limit):
             raise TooLarge(f"a {kind.name} body is at most {limit} bytes")
+        if peer is not None and peer.state == "blocked":
+            return  # taken and dropped: the answer is the same as for any envelope
+        if key in seen:
+            return
+        if key in self._in_flight:
+            raise _InProgress("this envelope is being taken right now; try again shortly")
         self._in_flight.add(key)
         try:
             opened = open_body(self._identity(), envelope)
@@ -214,22 +233,43 @@ class Inbox:
                 await kind.handler(message)
             except TwinError:
                 raise
-            except Exception:
-                log.exception("the %s handler failed; the sender will try again", kind.name)
+            except Exception as exc:
+                # the traceback may quote what the envelope said: only at debug level
+                log.error(
+                    "the %s handler failed (%s); the sender will try again",
+                    kind.name,
+                    type(exc).__name__,
+                )
+                log.debug("the %s handler's failure", kind.name, exc_info=True)
                 raise _HandlerFailed(
                     "this twin could not take it just now; try again later"
                 ) from None
-            self._db.enqueue(
-                "INSERT OR IGNORE INTO twin_seen (key, expires) VALUES (?, ?)",
-                (key, envelope["expires"]),
-            )
-        finally:
+        except BaseException:
             self._in_flight.discard(key)
+            raise
+        self._db.enqueue(
+            "INSERT OR IGNORE INTO twin_seen (key, expires) VALUES (?, ?)",
+            (key, envelope["expires"]),
+        )
+        seen.add(key)  # a second copy in this request is a repeat
+        held.add(key)  # and in another request, in progress until the writes are on disk
 
     async def purge(self, now: float) -> int:
         """Forget seen ids whose envelopes have expired (they would be refused anyway)."""
         result = await self._db.execute("DELETE FROM twin_seen WHERE expires < ?", (now,))
         return result.rowcount
+
+
+def _network(address: str) -> str:
+    """The address a knock is counted against: an IPv6 client by its /64 (one host commonly
+    holds all of it), anything else as it is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address
 
 
 def _encoded(size: int) -> int:

@@ -40,19 +40,22 @@ class _Unreachable(Exception):
 class _Retry(Exception):
     """The peer got the request but did not take the envelopes; try again later."""
 
-    def __init__(self, reason: str, after: float = 0) -> None:
+    def __init__(self, reason: str, after: float = 0, status: int = 0) -> None:
         super().__init__(reason)
         self.after = after
+        self.status = status
 
 
 class _Lane:
-    __slots__ = ("wake", "task", "failures", "retry_at")
+    __slots__ = ("wake", "task", "failures", "retry_at", "queued", "batch")
 
     def __init__(self) -> None:
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.failures = 0
         self.retry_at: float | None = None
+        self.queued = False  # something was put since the lane's last look
+        self.batch = BATCH  # smaller after the peer found a request too large
 
 
 StatusCallback = Callable[[str, str, State, str | None], Awaitable[None]]
@@ -106,6 +109,7 @@ class Outbox:
         lane = self._lanes.get(peer_id)
         if lane is None:
             lane = self._lanes[peer_id] = _Lane()
+        lane.queued = True
         if lane.task is None or lane.task.done():
             lane.wake.set()
             lane.task = asyncio.get_running_loop().create_task(self._drain(peer_id, lane))
@@ -144,6 +148,10 @@ class Outbox:
             done=row["done"],
             error=self._box.open_text(error, context=row["id"]) if error else None,
         )
+
+    async def peer_of(self, envelope_id: str) -> str | None:
+        row = await self._db.fetchone("SELECT peer FROM twin_outbox WHERE id = ?", (envelope_id,))
+        return None if row is None else str(row["peer"])
 
     async def delivery(self, envelope_id: str) -> Delivery | None:
         row = await self._db.fetchone("SELECT * FROM twin_outbox WHERE id = ?", (envelope_id,))
@@ -197,16 +205,22 @@ class Outbox:
         try:
             while not self._closing:
                 lane.wake.clear()
+                lane.queued = False
                 if await self._round(peer_id, lane):
                     continue
-                if not lane.wake.is_set():  # nothing queued since the round looked
+                if not lane.queued:  # nothing was put since the round looked
                     break
         except asyncio.CancelledError:
             raise
-        except Exception:  # a lane must never die silently with envelopes in it
-            log.exception(
-                "delivery to peer %s failed unexpectedly; it resumes at the next wake", peer_id
+        except Exception as exc:  # a lane must never stop for good with envelopes in it
+            log.error(
+                "delivery to peer %s failed unexpectedly (%s); it tries again in %.0f s",
+                peer_id,
+                type(exc).__name__,
+                self._max_backoff,
             )
+            log.debug("the failure of delivery to peer %s", peer_id, exc_info=True)
+            asyncio.get_running_loop().call_later(self._max_backoff, self.wake, peer_id)
         finally:
             if self._lanes.get(peer_id) is lane:
                 del self._lanes[peer_id]
@@ -216,7 +230,7 @@ class Outbox:
         rows = await self._db.fetchall(
             "SELECT id, type, envelope, state, expires FROM twin_outbox "
             "WHERE peer = ? AND state IN ('queued', 'sent') ORDER BY seq LIMIT ?",
-            (peer_id, BATCH),
+            (peer_id, lane.batch),
         )
         if not rows:
             return False
@@ -241,7 +255,16 @@ class Outbox:
             size += len(wire)
         try:
             taken, refused, waiting = await self._post(peer, batch)
-        except (_Unreachable, _Retry) as exc:
+        except _Retry as exc:
+            if exc.status == 413:  # the peer takes smaller requests: halve, down to one
+                if len(batch) > 1:
+                    lane.batch = max(1, len(batch) // 2)
+                    return True
+                await self._settle([batch[0][0]], "failed", "it is larger than the peer takes")
+                return True
+            await self._backoff(peer, lane, [r for r, _ in batch], exc)
+            return True
+        except _Unreachable as exc:
             await self._backoff(peer, lane, [r for r, _ in batch], exc)
             return True
         if taken:
@@ -272,7 +295,7 @@ class Outbox:
             for row in rows:
                 if row["state"] == "queued":
                     await self._on_status(self._type(row), row["id"], "sent", None)
-        delay = min(self._max_backoff, FIRST_RETRY * 2 ** (lane.failures - 1))
+        delay = min(self._max_backoff, FIRST_RETRY * 2 ** min(lane.failures - 1, 30))
         delay = delay / 2 + random.uniform(0, delay / 2)  # jitter, so peers do not retry in step
         if isinstance(exc, _Retry):
             delay = max(delay, min(exc.after, self._max_backoff))
@@ -314,7 +337,7 @@ class Outbox:
             try:
                 async with client.stream(
                     "POST",
-                    url + "/p2p/v1/inbox",
+                    url.rstrip("/") + "/p2p/v1/inbox",
                     content=body,
                     headers={"Content-Type": "application/json"},
                 ) as response:
@@ -331,6 +354,9 @@ class Outbox:
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 last = f"cannot connect to {url}: {exc or type(exc).__name__}"
                 continue
+            except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError):
+                last = f"the address {url} cannot be used"
+                continue
             except httpx.HTTPError as exc:
                 raise _Retry(f"{url} did not answer: {exc or type(exc).__name__}") from None
         else:
@@ -344,7 +370,7 @@ class Outbox:
             if isinstance(decoded, dict) and isinstance(decoded.get("error"), dict):
                 message = str(decoded["error"].get("message", ""))[:200]
             after = float(retry_after) if retry_after.isdigit() else 0
-            raise _Retry(f"the peer answered {status} {message}".strip(), after)
+            raise _Retry(f"the peer answered {status} {message}".strip(), after, status)
         return self._read_answer(peer, batch, decoded)
 
     def _read_answer(
@@ -352,7 +378,7 @@ class Outbox:
     ) -> tuple[list[Any], list[tuple[Any, str]], str]:
         try:
             results = answer["results"]
-            acked = check_receipt(answer.get("receipt"), peer.did, self._identity().did)
+            acked, refusals = check_receipt(answer.get("receipt"), peer.did, self._identity().did)
             if not isinstance(results, list):
                 raise TypeError
         except (KeyError, TypeError, AttributeError):
@@ -365,12 +391,12 @@ class Outbox:
         for (row, _), result in zip(batch, results, strict=False):
             if not isinstance(result, dict) or result.get("id") != row["id"]:
                 break
-            if result.get("ok") is True and row["id"] in acked:
+            if row["id"] in acked:
                 taken.append(row)
                 continue
             error = result.get("error")
             message = str(error.get("message", ""))[:300] if isinstance(error, dict) else ""
-            if result.get("retry", True) or not isinstance(error, dict):
+            if row["id"] not in refusals:  # only a signed refusal is for good
                 waiting = f"the peer asks to wait: {message}" if message else waiting
                 break
             refused.append((row, f"refused: {message}"))

@@ -10,8 +10,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import msgspec
+
 from twin.db import Database
-from twin.errors import BadInput, Conflict, NotFound, PluginError
+from twin.errors import BadInput, Conflict, NotFound, PluginError, TooLarge
 from twin.identity import Identity
 from twin.peers._directory import Directory
 from twin.peers._envelope import (
@@ -46,7 +48,13 @@ class Peers:
         self._identity = identity
         self.directory = Directory(db, vault)
         self.types: dict[str, MessageType] = {
-            ADDRESS_TYPE: MessageType(ADDRESS_TYPE, self._on_address, max_body=4096, ttl=7 * 86400)
+            ADDRESS_TYPE: MessageType(
+                ADDRESS_TYPE,
+                self._on_address,
+                max_body=4096,
+                ttl=7 * 86400,
+                on_status=self._address_status,
+            )
         }
         self.outbox = Outbox(
             db, vault, self.directory, identity, self._status, settings.peer_backoff
@@ -86,6 +94,9 @@ class Peers:
             return
         self._running = True
         await self.outbox.resume()
+        now = time.time()
+        await self.outbox.purge(now)
+        await self.inbox.purge(now)
         await self.announce()
         self._janitor = asyncio.get_running_loop().create_task(self._sweep())
 
@@ -122,6 +133,12 @@ class Peers:
             await self._db.execute("UPDATE twin_peers SET told = ? WHERE id = ?", (told, peer.id))
         return len(rows)
 
+    async def _address_status(self, envelope_id: str, state: State, error: str | None) -> None:
+        if state == "failed":  # never told: tell it again at the next announce
+            peer_id = await self.outbox.peer_of(envelope_id)
+            if peer_id is not None:
+                await self._db.execute("UPDATE twin_peers SET told = NULL WHERE id = ?", (peer_id,))
+
     async def _on_address(self, message: Message) -> None:
         peer = await self.directory.get(message.sender)
         if peer is not None:
@@ -154,14 +171,17 @@ class Peers:
             log.exception("the %s status handler failed", type_)
 
     async def _sweep(self) -> None:
+        """Every hour: forget settled envelopes and expired ids, and tell contacts our address
+        if it changed or an earlier telling failed."""
         while True:
+            await asyncio.sleep(JANITOR_EVERY)
             now = time.time()
             try:
                 await self.outbox.purge(now)
                 await self.inbox.purge(now)
-            except Exception:
-                log.exception("clearing old envelopes failed; it is tried again in an hour")
-            await asyncio.sleep(JANITOR_EVERY)
+                await self.announce()
+            except Exception as exc:
+                log.error("the peers' upkeep failed (%s); it runs again in an hour", exc)
 
 
 class PeerChannel:
@@ -187,6 +207,12 @@ class PeerChannel:
         kind = self._peers.types.get(type_)
         if kind is None:
             raise PluginError(f"{type_} is not a registered message type")
+        try:
+            size = len(msgspec.json.encode(body))
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise BadInput(f"a message body is JSON: {exc}") from None
+        if size > kind.max_body:
+            raise TooLarge(f"a {type_} body is at most {kind.max_body} bytes; this one is {size}")
         peer = await self._peers.directory.get(did)
         if peer is None:
             raise NotFound("that twin is not a contact: pin it before sending to it")

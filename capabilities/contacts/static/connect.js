@@ -20,6 +20,13 @@
     document.getElementById("good").hidden = true;
     return;
   }
+  // The page is this twin's: an invite made by another twin, shown here, would borrow its name.
+  if (invite.did !== document.getElementById("page").dataset.did) {
+    who.textContent = "An invite that is not from this twin";
+    document.getElementById("foreign").hidden = false;
+    document.getElementById("good").hidden = true;
+    return;
+  }
   who.textContent = (invite.name || "Someone") + " invites you to connect your twins";
   document.getElementById("code").value = code;
   const field = document.getElementById("twin");
