@@ -15,8 +15,9 @@ import pytest
 from conftest import Running, start_twin, stop_twin, wait_for
 from twins import Peer, arrives, befriend
 
+from twin import Unavailable
 from twin.identity import Identity, verify
-from twin.peers import address_hint
+from twin.peers import Message, address_hint
 
 pytestmark = pytest.mark.anyio
 
@@ -251,3 +252,69 @@ async def test_invites_are_limited_and_revocable(tw: Running, tmp_path: Path) ->
     assert again.status_code == 404
     me = await tw.client.get("/api/contacts/me", headers=auth)
     assert me.json()["did"] == tw.twin.did and me.json()["address"] == [tw.settings.url]
+
+
+async def test_a_flood_of_requests_waits_and_an_invite_still_gets_in(tw: Running) -> None:
+    contacts = tw.twin.registry.loaded["contacts"].capability
+    auth = await tw.auth("contacts:*")
+    made = await tw.client.post("/api/contacts/invites", json={"label": "for Dana"}, headers=auth)
+    code = made.json()["code"]
+    token = json.loads(base64.urlsafe_b64decode(code[12:] + "=" * (-len(code[12:]) % 4)))["token"]
+
+    def request(who: Identity, token: str = "") -> Message:
+        body = {
+            "name": "x",
+            "note": "",
+            "token": token,
+            "address": address_hint(who, ["http://127.0.0.1:9"]),
+        }
+        now = int(time.time())
+        return Message(
+            f"id-{who.did[-8:]}", "contacts.request", who.did, now, now + 60, body, False
+        )
+
+    for _ in range(200):
+        await contacts._on_request(request(Identity.generate()))
+    with pytest.raises(Unavailable, match="try later"):  # the sender's twin tries again
+        await contacts._on_request(request(Identity.generate(), token="not-an-invite"))
+    invites = (await tw.client.get("/api/contacts/invites", headers=auth)).json()["invites"]
+    assert invites[0]["used"] is None  # nothing used up by the refusal
+    dana = Identity.generate()
+    await contacts._on_request(request(dana, token))  # an invite holder is expected: let in
+    listed = (await tw.client.get("/api/contacts/", headers=auth)).json()["contacts"]
+    assert len(listed) == 201
+    assert [p["invite"] for p in listed if p["did"] == dana.did] == ["for Dana"]
+
+
+async def test_vouches_a_contact_shares_are_checked(tw: Running) -> None:
+    contacts = tw.twin.registry.loaded["contacts"].capability
+    ben, cat = Identity.generate(), Identity.generate()
+
+    def vouch(**changes: Any) -> dict[str, Any]:
+        statement = {
+            "v": 1,
+            "type": "contacts.vouch",
+            "id": "v1",
+            "by": ben.did,
+            "about": cat.did,
+            "topic": "knows python",
+            "level": 2,
+            "comment": "",
+            "issued": int(time.time()),
+        }
+        statement.update(changes)
+        return {**statement, "sig": ben.sign(statement)}
+
+    kept = await contacts.vouches.take(
+        [
+            vouch(),
+            vouch(id="v2", about=ben.did),  # about himself
+            vouch(id="v3", topic="Knows  Python"),  # not written as twins write topics
+            {**vouch(id="v4"), "level": -2},  # changed after signing
+            vouch(id="v5", by=cat.did),  # in someone else's name
+            "not a statement",
+        ],
+        ben.did,
+    )
+    assert kept == 1
+    assert [v["id"] for v in await contacts.vouches.about(cat.did)] == ["v1"]

@@ -306,3 +306,27 @@ def test_strangers_may_only_knock_and_only_a_few_times(tmp_path: Path) -> None:
     finally:
         dana.client.close()
         stop_twin(process)
+
+
+def test_a_peer_that_takes_smaller_requests_still_gets_everything(tmp_path: Path) -> None:
+    """Bob's twin takes bodies of at most 32 KiB: Alice's full batches are refused with 413,
+    and her lane halves them until they fit."""
+    alice = Peer(start_twin(tmp_path, "--peer-backoff", "1"), "Alice")
+    bob = Peer(start_twin(tmp_path, "--max-body", "32k"), "Bob")
+    try:
+        befriend(alice, bob)
+        port = int(bob.url.rsplit(":", 1)[1])
+        stop_twin(bob.process)
+        sent = [alice.note(bob, f"{i:02d} " + "x" * 480) for i in range(64)]  # 60 KiB in all
+        bob.process = start_twin(
+            tmp_path, "--max-body", "32k", data_dir=bob.process.data_dir, port=port
+        )
+        bob.connect()
+        wait_for(lambda: all(alice.state(s) == "delivered" for s in sent), 30, "all 64 delivered")
+        notes = [t[:2] for t in bob.entries() if t.endswith("x" * 480)]
+        assert notes == [f"{i:02d}" for i in range(64)]
+        assert alice.contact(bob)["delivery"]["failed"] == 0  # type: ignore[index]
+    finally:
+        for peer in (alice, bob):
+            peer.client.close()
+            stop_twin(peer.process)

@@ -4,6 +4,7 @@ outbox, a locked twin's inbox, and a peer that is unreachable."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ import anyio
 import httpx
 import pytest
 
-from twin import Capability, Message, MessageType, PluginError
+from twin import BadInput, Capability, Message, MessageType, PluginError, TooLarge
 from twin.admin import admin_builtin
 from twin.app import create_app
 from twin.core import Twin, initialize
@@ -213,3 +214,98 @@ async def test_the_outbox_is_sealed_at_rest(tmp_path: Path) -> None:
     assert b"twin_outbox" in raw  # the database is there to be read
     for needle in (b"a secret plan", nobody.did.encode(), b"relay.ping", b"127.0.0.1:9"):
         assert needle not in raw
+
+
+class Slow(Relay):
+    """A relay whose handler waits until the test lets it go: two copies can then overlap."""
+
+    release: asyncio.Event | None = None
+
+    async def on_ping(self, message: Message) -> None:
+        if Slow.release is not None:
+            await Slow.release.wait()
+        self.arrived.append(message)
+
+
+async def test_copies_of_one_envelope_are_handled_once_even_at_once(tmp_path: Path) -> None:
+    sender = Identity.generate()
+    Slow.release = asyncio.Event()
+    Relay.fail_next = 0
+    async with twin_with(tmp_path / "t", (Slow, MANIFEST, Path(__file__).parent)) as (twin, client):
+        await twin.peers.pin(sender.did)
+        envelope = seal(sender, twin.did, "relay.ping", {"n": 1}, ttl=600)
+        first = asyncio.ensure_future(client.post("/p2p/v1/inbox", json=[envelope]))
+        while not twin.peers.inbox._in_flight:  # the first copy is in its handler
+            await asyncio.sleep(0.01)
+        second = await client.post("/p2p/v1/inbox", json=envelope)
+        assert second.status_code == 503 and second.json()["error"]["code"] == "in_progress"
+        Slow.release.set()
+        assert (await first).json()["results"] == [{"id": envelope["id"], "ok": True}]
+        again = await client.post("/p2p/v1/inbox", json=[envelope, envelope, envelope])
+        assert [r.get("ok") for r in again.json()["results"]] == [True, True, True]
+        assert len(relay_of(twin).arrived) == 1
+    Slow.release = None
+
+
+async def test_only_a_signed_refusal_is_for_good(tmp_path: Path) -> None:
+    """The receipt lists the refusals of envelopes whose signature held: an answer made up by
+    someone else, or a receipt obtained with junk in a contact's name, fails nothing."""
+    alice, mallory = Identity.generate(), Identity.generate()
+    async with twin_with(tmp_path / "t", RELAY) as (twin, client):
+        await twin.peers.pin(alice.did)
+        genuine = seal(alice, twin.did, "chess.move", {"move": "e4"}, ttl=60)
+        forged = seal(mallory, twin.did, "relay.ping", {}, ttl=60)
+        forged = {**forged, "from": alice.did}
+        answer = (await client.post("/p2p/v1/inbox", json=[genuine, forged])).json()
+        codes = [r["error"]["code"] for r in answer["results"]]
+        assert codes == ["unknown_type", "invalid_signature"]
+        assert answer["receipt"]["refused"] == [genuine["id"]]
+        assert answer["receipt"]["ids"] == []
+        huge = await client.post("/p2p/v1/inbox", json={**forged, "from": "did:key:z" + "1" * 900})
+        assert huge.status_code == 400 and "too long" in huge.json()["error"]["message"]
+        assert "receipt" not in huge.json()  # nothing is signed for a did that is not one
+
+
+async def test_a_blocked_twin_gets_the_same_answers_as_a_contact(tmp_path: Path) -> None:
+    friend, foe = Identity.generate(), Identity.generate()
+    async with twin_with(tmp_path / "t", RELAY) as (twin, client):
+        await twin.peers.pin(friend.did)
+        await twin.peers.channel("contacts").block(foe.did)
+        for made in (
+            lambda who: seal(who, twin.did, "nosuch.type", {}, ttl=60),
+            lambda who: seal(who, twin.did, "relay.ping", {"pad": "x" * 3000}, ttl=60),
+        ):
+            answers = [await client.post("/p2p/v1/inbox", json=made(w)) for w in (friend, foe)]
+            assert answers[0].status_code == answers[1].status_code >= 400
+            assert answers[0].json()["error"]["code"] == answers[1].json()["error"]["code"]
+        quiet = await client.post(
+            "/p2p/v1/inbox", json=seal(foe, twin.did, "relay.ping", {}, ttl=60)
+        )
+        assert quiet.status_code == 202 and relay_of(twin).arrived == []
+
+
+async def test_days_of_failures_do_not_stop_the_retries(tmp_path: Path) -> None:
+    nobody = Identity.generate()
+    async with twin_with(tmp_path / "t", RELAY, peer_backoff=0.05) as (twin, _):
+        channel = twin.peers.channel("relay")
+        peer = await channel.pin(nobody.did, address_hint(nobody, ["http://127.0.0.1:9"]))
+        sent = await channel.send(nobody.did, "relay.ping", {})
+        with anyio.fail_after(10):
+            while (lane := twin.peers.outbox._lanes.get(peer.id)) is None or not lane.failures:
+                await anyio.sleep(0.02)
+            lane.failures = 5000  # about three weeks of tries at the default ten minutes
+            tries = (await channel.delivery(sent)).attempts  # type: ignore[union-attr]
+            while (await channel.delivery(sent)).attempts < tries + 3:  # type: ignore[union-attr]
+                await anyio.sleep(0.02)
+        assert (await channel.delivery(sent)).state == "queued"  # type: ignore[union-attr]
+
+
+async def test_a_body_over_its_type_is_refused_when_sent(tmp_path: Path) -> None:
+    nobody = Identity.generate()
+    async with twin_with(tmp_path / "t", RELAY) as (twin, _):
+        channel = twin.peers.channel("relay")
+        await channel.pin(nobody.did)
+        with pytest.raises(TooLarge, match="at most 1024 bytes"):
+            await channel.send(nobody.did, "relay.ping", {"text": "x" * 2000})
+        with pytest.raises(BadInput, match="JSON"):
+            await channel.send(nobody.did, "relay.ping", {"when": object()})
