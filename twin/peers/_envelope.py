@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import os
 import re
@@ -78,6 +79,7 @@ class Opened:
     body: Any
 
 
+@functools.lru_cache(maxsize=1024)
 def _exchange_public(did: str) -> bytes:
     try:
         return nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(public_key_from_did(did))
@@ -183,7 +185,7 @@ def open_body(identity: Identity, envelope: dict[str, Any]) -> Opened:
         raise BadInput("the envelope body is too short to hold a key, a nonce and a tag")
     ephemeral, nonce, ciphertext = raw[:32], raw[32 : 32 + _NONCE], raw[32 + _NONCE :]
     secret = identity.exchange_secret()
-    public = nacl.bindings.crypto_scalarmult_base(secret)
+    public = _exchange_public(identity.did)
     key = _body_key(nacl.bindings.crypto_scalarmult(secret, ephemeral), ephemeral, public)
     header = {name: envelope[name] for name in HEADER_FIELDS}
     try:
