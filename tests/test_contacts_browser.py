@@ -340,4 +340,13 @@ def test_two_twins_connect_verify_vouch_and_block(serve: Any) -> None:
             assert phone.evaluate("document.documentElement.scrollWidth") <= 390
             screenshot(phone, "contacts-phone")
 
+            # Signed out, an invite link still arrives: the login returns to Contacts, with it.
+            pc.goto(local(charles) + "/")
+            pc.get_by_role("button", name="Sign out").click()
+            pc.goto(local(charles) + "/x/contacts/#invite=" + invite["code"])
+            pc.wait_for_url(re.compile(r"/login\?next=/x/contacts/#invite="))
+            pc.get_by_role("button", name="Sign in with a passkey").click()
+            pc.wait_for_url(re.compile(re.escape(local(charles)) + r"/x/contacts/#invite="))
+            expect(pc.locator("#use-invite")).to_have_value(invite["code"])
+
     assert not errors, errors

@@ -260,8 +260,24 @@ async def test_a_cross_site_navigation_without_the_cookie_is_asked_again_from_th
     assert "Opening…" in installed.text and 'href="/x/profile/open"' in installed.text
     assert installed.text.replace("profile", "nope") == unknown.text
     plain = await tw.client.get("/x/profile/")
-    assert plain.status_code == 303 and plain.headers["location"] == "/"
+    assert plain.status_code == 303 and plain.headers["location"] == "/?next=/x/profile/"
     again = await tw.client.get("/x/profile/open?note=1")
     assert again.status_code == 303 and again.headers["location"] == "/x/profile/?note=1"
     odd = await tw.client.get("/x/No%20Such/open")
     assert odd.status_code == 303 and odd.headers["location"] == "/"
+
+
+async def test_signing_in_returns_to_the_experience_that_sent_you_and_nowhere_else(
+    tw: Running,
+) -> None:
+    await tw.sign_in()  # a passkey exists: the signed-out home is the login
+    tw.client.cookies.clear()
+    home = await tw.client.get("/?next=/x/contacts/")
+    assert home.status_code == 303 and home.headers["location"] == "/login?next=/x/contacts/"
+    login = await tw.client.get("/login?next=/x/contacts/")
+    assert 'data-next="/x/contacts/"' in login.text
+    for hostile in ("https://evil.example/", "//evil.example/x/a/", "/x/../settings/", "/x/a/b/"):
+        sent = await tw.client.get("/", params={"next": hostile})
+        assert sent.headers["location"] == "/login", hostile
+        page = await tw.client.get("/login", params={"next": hostile})
+        assert "data-next" not in page.text, hostile

@@ -60,7 +60,7 @@ async def json_object(request: Request) -> dict[str, Any]:
 
 def login_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
     from twin.account import CONFIRM
-    from twin.shell import COOKIE, same_origin
+    from twin.shell import COOKIE, after_login, same_origin
 
     # Ceremonies started from one address: twenty at once, then one every two seconds. Only
     # starting counts: the answer needs a ceremony, and each is used once.
@@ -76,7 +76,9 @@ def login_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
             return RedirectResponse("/", status_code=303)
         if not await twin.passkeys.count():
             return pages.render("welcome.html")
-        return pages.render("login.html", origin=twin.passkeys.rp.origin)
+        return pages.render(
+            "login.html", origin=twin.passkeys.rp.origin, next=after_login(request) or ""
+        )
 
     async def link_page(request: Request) -> Response:
         if (moved := pages.elsewhere(request)) is not None:

@@ -4,9 +4,10 @@ experience's page and static files under ``/x/<id>/``; sign-in and settings live
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -111,6 +112,21 @@ class Pages:
         return RedirectResponse(target, status_code=307)
 
 
+_RETURN = re.compile(rf"/x/{ID_PATTERN.pattern}/")
+
+
+def return_path(request: Request) -> str:
+    """Where an experience's page is, to come back to after signing in."""
+    return f"/x/{request.path_params['exp']}/"
+
+
+def after_login(request: Request) -> str | None:
+    """The experience page a sign-in returns to (``?next=``), if it is one; anything else is
+    ignored, so the parameter can send nobody to another site."""
+    target = request.query_params.get("next", "")
+    return target if _RETURN.fullmatch(target) else None
+
+
 def shell_routes(twin: Twin) -> list[BaseRoute]:
     """The shell's routes (with sign-in and settings) plus one page route and one static mount
     per experience."""
@@ -143,7 +159,9 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
             return moved
         if not await signed_in(request):
             if await twin.passkeys.count():
-                return RedirectResponse("/login", status_code=303)
+                target = after_login(request)
+                query = f"?next={quote(target)}" if target else ""
+                return RedirectResponse(f"/login{query}", status_code=303)
             return page("welcome.html")
         if twin.vault.locked:
             return locked()
@@ -185,7 +203,8 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
                 # this origin, where it is sent. Without a session, that ends at the login.
                 # named from the address, installed or not: this tells a stranger nothing
                 return page("again.html", exp=request.path_params["exp"])
-            return RedirectResponse("/", status_code=303)
+            # back here after signing in (with the link's #fragment, which the browser keeps)
+            return RedirectResponse(f"/?next={quote(return_path(request))}", status_code=303)
         try:
             exp = find(request)
         except NotFound as missing:

@@ -123,7 +123,9 @@
     say("Checking…");
     try {
       const done = await post("/auth/login", { ceremony: start.ceremony, credential: credentialJSON(credential) });
-      location.assign(element.dataset.next || done.next);
+      // back to the experience the visitor was sent here from, with its link's #fragment
+      const back = element.dataset.next ? element.dataset.next + location.hash : "";
+      location.assign(back || done.next);
     } catch (error) {
       // A passkey removed in Settings: ask the device to stop offering it (where supported).
       if (error.code === "unknown_passkey" && PublicKeyCredential.signalUnknownCredential) {
