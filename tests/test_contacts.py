@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -318,3 +319,24 @@ async def test_vouches_a_contact_shares_are_checked(tw: Running) -> None:
     )
     assert kept == 1
     assert [v["id"] for v in await contacts.vouches.about(cat.did)] == ["v1"]
+
+
+def test_a_contact_can_be_asked_for_its_vouches_again(group: dict[str, Peer]) -> None:
+    """A vouch is a signed statement contacts can fetch: Ann lost what Cat said (here: her
+    copy is deleted), asks Cat's twin, and has it again."""
+    ann, cat = group["Ann"], group["Cat"]
+    made = cat.call(
+        "POST",
+        f"/api/contacts/{person(cat, ann)['id']}/vouches",
+        json={"topic": "bakes bread", "level": 1, "comment": "Sourdough."},
+    )
+    assert made.status_code == 201, made.text
+    wait_for(lambda: topic(reputation(ann, ann), "bakes bread"), 15, "Cat's vouch at Ann's")
+    db = sqlite3.connect(ann.process.data_dir / "twin.db")
+    with db:
+        db.execute("DELETE FROM contacts_vouches")  # as if Ann's copy were lost
+    db.close()
+    asked = ann.call("POST", f"/api/contacts/{person(ann, cat)['id']}/ask")
+    assert asked.status_code == 200, asked.text
+    said = wait_for(lambda: topic(reputation(ann, ann), "bakes bread"), 15, "the vouch again")
+    assert [(v["voucher"], v["comment"]) for v in said["vouches"]] == [("Cat", "Sourdough.")]

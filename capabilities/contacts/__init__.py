@@ -109,6 +109,7 @@ class Contacts(Capability):
             MessageType("contacts.request", self._on_request, strangers=True),
             MessageType("contacts.accept", self._on_accept, max_body=4096),
             MessageType("contacts.vouches", self._on_vouches),
+            MessageType("contacts.ask", self._on_ask, max_body=256, ttl=86400),
         ]
 
     async def holdings(self) -> Sequence[Holding]:
@@ -230,6 +231,13 @@ class Contacts(Capability):
         await self._broadcast([statement])
         return statement
 
+    async def ask_vouches(self, person: Person) -> None:
+        """Ask a contact's twin for every vouch it made again (its answer replaces nothing
+        but adds what is missing here)."""
+        if person.status != "connected":
+            raise Conflict(f"{person.name} is not a connected contact")
+        await self.peers.send(person.did, "contacts.ask", {"what": "vouches"})
+
     async def revoke(self, vouch_id: str) -> Any:
         revocation = await self.vouches.revoke(vouch_id)
         await self._broadcast([revocation])
@@ -295,6 +303,11 @@ class Contacts(Capability):
             replace(person, status="connected", their_name=name or person.their_name, name=renamed)
         )
         await self._share_all(person)
+
+    async def _on_ask(self, message: Message) -> None:
+        person = await self.book.by_did(message.sender)
+        if person is not None and person.status == "connected":
+            await self._share_all(person)
 
     @_one_at_a_time
     async def _on_vouches(self, message: Message) -> None:

@@ -201,6 +201,11 @@ def endpoints(cap: Contacts) -> list[Endpoint]:
         person = await book.get(call.params["id"])
         return await cap.vouch(person, body.topic, body.level, body.comment)
 
+    async def ask(call: Call) -> dict[str, Any]:
+        person = await book.get(call.params["id"])
+        await cap.ask_vouches(person)
+        return await cap.view(person)
+
     async def my_vouches(call: Call) -> dict[str, Any]:
         return {"vouches": await cap.vouches.mine()}
 
@@ -328,6 +333,13 @@ def endpoints(cap: Contacts) -> list[Endpoint]:
             permission="write",
             response=ContactInfo,
             summary="Try to deliver what waits for this contact now",
+        ),
+        api.post(
+            "/{id}/ask",
+            ask,
+            permission="read",
+            response=ContactInfo,
+            summary="Ask a contact's twin to send all its vouches again",
         ),
         api.post(
             "/{id}/vouches",

@@ -25,7 +25,7 @@ document.addEventListener("DOMContentLoaded", () => {
     safetyNumber: $("safety-number"), safetyState: $("safety-state"), markVerified: $("mark-verified"),
     copyDid: $("copy-did"), safetyStatus: $("safety-status"),
     deliveryCard: $("delivery-card"), deliveryState: $("delivery-state"), deliveryDetail: $("delivery-detail"),
-    contactRetry: $("contact-retry"), contactAddress: $("contact-address"),
+    contactRetry: $("contact-retry"), contactAddress: $("contact-address"), contactAsk: $("contact-ask"),
     vouchCard: $("vouch-card"), vouchTitle: $("vouch-title"), vouchForm: $("vouch-form"), vouchTopic: $("vouch-topic"),
     vouchTopics: $("vouch-topics"), vouchLevel: $("vouch-level"), vouchComment: $("vouch-comment"),
     vouchSend: $("vouch-send"), vouchStatus: $("vouch-status"), contactVouches: $("contact-vouches"),
@@ -481,6 +481,13 @@ document.addEventListener("DOMContentLoaded", () => {
     toast("Trying to reach " + done.name + "'s twin now.");
   }
 
+  async function askVouches(person, button) {
+    const done = await act(button, () => twin.api(API + "/" + enc(person.id) + "/ask", { method: "POST" }), "Could not ask.");
+    if (!done) return;
+    hurry();
+    toast("Asked " + done.name + "'s twin for its vouches; they appear here as they arrive.");
+  }
+
   const enc = encodeURIComponent;
 
   // ---- one contact -------------------------------------------------------------------------
@@ -554,6 +561,7 @@ document.addEventListener("DOMContentLoaded", () => {
 
     const connected = person.status === "connected";
     ui.vouchCard.hidden = !connected;
+    ui.contactAsk.hidden = !connected;
     ui.vouchTitle.textContent = "Vouch for " + person.name;
 
     const blocked = person.status === "blocked";
@@ -699,6 +707,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
 
   ui.contactRetry.addEventListener("click", () => { const p = byId(current); if (p) retryPerson(p, ui.contactRetry); });
+  ui.contactAsk.addEventListener("click", () => { const p = byId(current); if (p) askVouches(p, ui.contactAsk); });
   ui.contactBlock.addEventListener("click", () => { const p = byId(current); if (p) blockPerson(p, ui.contactBlock); });
   ui.contactUnblock.addEventListener("click", () => { const p = byId(current); if (p) unblockPerson(p, ui.contactUnblock); });
   ui.contactRemove.addEventListener("click", () => { const p = byId(current); if (p) removePerson(p, ui.contactRemove); });
