@@ -11,7 +11,6 @@ import os
 import re
 import time
 import urllib.parse
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -20,6 +19,7 @@ import nacl.exceptions
 
 from twin.errors import BadInput, Expired, InvalidSignature, Misdirected
 from twin.identity import Identity, canonical_json, public_key_from_did, verify
+from twin.peers._types import Message
 
 VERSION = 1
 ID_BYTES = 16
@@ -65,18 +65,6 @@ def check_type(name: object) -> str:
             "a name, in lower case letters, digits and underscores"
         )
     return name
-
-
-@dataclass(frozen=True)
-class Opened:
-    """An envelope whose signature, recipient and dates were checked, with its body decrypted."""
-
-    id: str
-    type: str
-    sender: str
-    created: int
-    expires: int
-    body: Any
 
 
 @functools.lru_cache(maxsize=1024)
@@ -178,7 +166,7 @@ def check_signature(envelope: dict[str, Any]) -> None:
     verify(envelope["from"], unsigned, envelope["sig"])
 
 
-def open_body(identity: Identity, envelope: dict[str, Any]) -> Opened:
+def open_body(identity: Identity, envelope: dict[str, Any]) -> Message:
     """The envelope's body, decrypted with our key (after the header and signature checks)."""
     raw = unb64url(envelope["body"], "body")
     if len(raw) < 32 + _NONCE + 16:
@@ -198,7 +186,7 @@ def open_body(identity: Identity, envelope: dict[str, Any]) -> Opened:
         body = msgspec.json.decode(plaintext)
     except msgspec.DecodeError:
         raise BadInput("the envelope body is not JSON") from None
-    return Opened(
+    return Message(
         envelope["id"],
         envelope["type"],
         envelope["from"],

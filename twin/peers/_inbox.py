@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
@@ -33,7 +33,7 @@ from twin.peers._envelope import (
     open_body,
     receipt,
 )
-from twin.peers._types import STRANGER_MAX_BODY, Message, MessageType, Peer
+from twin.peers._types import STRANGER_MAX_BODY, MessageType, Peer
 from twin.vault import Vault
 
 log = logging.getLogger("twin.peers")
@@ -219,16 +219,7 @@ class Inbox:
             raise _InProgress("this envelope is being taken right now; try again shortly")
         self._in_flight.add(key)
         try:
-            opened = open_body(self._identity(), envelope)
-            message = Message(
-                opened.id,
-                opened.type,
-                opened.sender,
-                opened.created,
-                opened.expires,
-                opened.body,
-                known=peer is not None,
-            )
+            message = replace(open_body(self._identity(), envelope), known=peer is not None)
             try:
                 await kind.handler(message)
             except TwinError:
