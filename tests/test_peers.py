@@ -14,9 +14,9 @@ import pytest
 from conftest import start_twin, stop_twin, wait_for
 from twins import Peer, arrives, befriend
 
-from twin.identity import Identity
+from twin.identity import Identity, b64url
 from twin.peers import seal
-from twin.peers._envelope import b64url, unb64url
+from twin.peers._envelope import unb64url
 
 
 @pytest.fixture(scope="module")

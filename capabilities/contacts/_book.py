@@ -107,12 +107,13 @@ class Book:
         self._people: dict[str, Person] | None = None
 
     async def _load(self) -> dict[str, Person]:
+        """The people by did: one twin, one record (the table's key column holds the same)."""
         if self._people is None:
             rows = await self._db.fetchall("SELECT id, data FROM contacts_people")
             people = {}
             for row in rows:
-                data = self._box.open_json(row["data"], context=row["id"])
-                people[row["id"]] = Person(**data)
+                person = Person(**self._box.open_json(row["data"], context=row["id"]))
+                people[person.did] = person
             self._people = people
         return self._people
 
@@ -120,17 +121,17 @@ class Book:
         return sorted((await self._load()).values(), key=lambda p: (p.name.lower(), p.created))
 
     async def get(self, person_id: str) -> Person:
-        person = (await self._load()).get(person_id)
+        person = next((p for p in (await self._load()).values() if p.id == person_id), None)
         if person is None:
             raise NotFound("no such contact: it was removed, or the id is mistyped")
         return person
 
     async def by_did(self, did: str) -> Person | None:
-        return next((p for p in (await self._load()).values() if p.did == did), None)
+        return (await self._load()).get(did)
 
     async def save(self, person: Person) -> Person:
         people = await self._load()
-        if person.id not in people and len(people) >= MAX_PEOPLE:
+        if person.did not in people and len(people) >= MAX_PEOPLE:
             raise BadInput(f"the address book holds at most {MAX_PEOPLE} people")
         person = replace(person, updated=time.time())
         await self._db.execute(
@@ -144,14 +145,12 @@ class Book:
                 person.updated,
             ),
         )
-        for other in [p for p in people.values() if p.did == person.did and p.id != person.id]:
-            del people[other.id]  # the row it replaced (one twin, one record)
-        people[person.id] = person
+        people[person.did] = person  # a row of another id for this did was replaced too
         return person
 
     async def remove(self, person: Person) -> None:
         await self._db.execute("DELETE FROM contacts_people WHERE id = ?", (person.id,))
-        (await self._load()).pop(person.id, None)
+        (await self._load()).pop(person.did, None)
 
     async def add(self, did: str, status: Status, their_name: str, **fields: Any) -> Person:
         now = time.time()

@@ -11,6 +11,7 @@ from twin.api import Endpoint
 from twin.identity import public_key_from_did
 from twin.peers import Health
 
+from ._book import clean_text
 from ._vouches import LEVELS
 
 if TYPE_CHECKING:
@@ -176,7 +177,7 @@ def endpoints(cap: Contacts) -> list[Endpoint]:
 
         body: NewInvite = call.body
         invite = await book.create_invite(
-            cap_text(body.label), cap.invite_days(body.days), await cap.my_name()
+            clean_text(body.label, "label", 64), cap.invite_days(body.days), await cap.my_name()
         )
         link = cap.invite_link(invite["code"])
         return {**invite, "link": link, "qr": qr_svg(link)}
@@ -351,9 +352,3 @@ def endpoints(cap: Contacts) -> list[Endpoint]:
             summary="Vouch for a contact on a topic, with a level from -2 to 2 and a comment",
         ),
     ]
-
-
-def cap_text(label: str) -> str:
-    from ._book import clean_text
-
-    return clean_text(label, "label", 64)

@@ -6,13 +6,14 @@ from twin.identity._base58 import b58decode, b58encode
 from twin.identity._canonical import canonical_json
 from twin.identity._did import did_from_public_key, public_key_from_did
 from twin.identity._keyfile import KeyFile, key_file_permissions_ok, read_key_file, write_key_file
-from twin.identity._keys import Identity, verify
+from twin.identity._keys import Identity, b64url, verify
 
 __all__ = [
     "Identity",
     "KeyFile",
     "b58decode",
     "b58encode",
+    "b64url",
     "canonical_json",
     "did_from_public_key",
     "key_file_permissions_ok",

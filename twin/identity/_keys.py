@@ -46,7 +46,8 @@ def _entropy_from_phrase(phrase: str) -> bytes:
     return entropy
 
 
-def _b64url_encode(data: bytes) -> str:
+def b64url(data: bytes) -> str:
+    """``data`` as base64url without padding, as signatures and envelopes write bytes."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
@@ -61,7 +62,7 @@ def _b64url_decode_signature(signature: str) -> bytes:
     if len(raw) != _SIGNATURE_SIZE:
         raise BadInput(f"signature is {len(raw)} bytes; an Ed25519 signature is {_SIGNATURE_SIZE}")
     # One signature, one spelling: stray low bits would let a replayed envelope look new.
-    if _b64url_encode(raw) != unpadded:
+    if b64url(raw) != unpadded:
         raise BadInput("signature is not canonical base64url")
     return raw
 
@@ -117,7 +118,7 @@ class Identity:
 
     def sign(self, payload: object) -> str:
         """The Ed25519 signature over the payload's canonical JSON, base64url without padding."""
-        return _b64url_encode(self.sign_bytes(canonical_json(payload)))
+        return b64url(self.sign_bytes(canonical_json(payload)))
 
     def sign_bytes(self, data: bytes) -> bytes:
         """The raw 64-byte Ed25519 signature over ``data``."""

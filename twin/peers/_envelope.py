@@ -18,7 +18,7 @@ import nacl.bindings
 import nacl.exceptions
 
 from twin.errors import BadInput, Expired, InvalidSignature, Misdirected
-from twin.identity import Identity, canonical_json, public_key_from_did, verify
+from twin.identity import Identity, b64url, canonical_json, public_key_from_did, verify
 from twin.peers._types import Message
 
 VERSION = 1
@@ -37,10 +37,6 @@ _ID = re.compile(r"[A-Za-z0-9_-]{22}")
 _URL = re.compile(r"https?://[^\s/?#@]+(/[^\s?#]*)?")
 HEADER_FIELDS = ("v", "id", "type", "from", "to", "created", "expires")
 ENVELOPE_FIELDS = (*HEADER_FIELDS, "body", "sig")
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def unb64url(text: str, what: str) -> bytes:
