@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -68,6 +68,11 @@ def create_app(twin: Twin) -> Starlette:
             return json_response(answer.body, refusal.status_code, headers)
         return json_response(answer.body, 202 if answer.single else 200)
 
+    async def fetch(request: Request) -> Response:
+        raw = await read_body(request, twin.settings.max_body)
+        content = await twin.peers.inbox.ask(raw, client_address(request))
+        return StreamingResponse(content, media_type="application/octet-stream")
+
     async def well_known(request: Request) -> Response:
         document = await twin.public_document()  # a TwinError (locked) maps to its status
         return json_response(document, headers={"Cache-Control": "max-age=300"})
@@ -101,6 +106,7 @@ def create_app(twin: Twin) -> Starlette:
             Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/.well-known/twin", well_known, methods=["GET"]),
             Route("/p2p/v1/inbox", inbox, methods=["POST"]),
+            Route("/p2p/v1/fetch", fetch, methods=["POST"]),
         ],
         middleware=[Middleware(SecurityHeaders), Middleware(ApiDispatch, routes=api, doors=doors)],
         exception_handlers={

@@ -3,20 +3,18 @@ live change stream (server-sent events)."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import anyio
 import msgspec
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
 from twin import BadInput, Call, Forbidden, NotFound, RateLimited, api
 from twin.api import Endpoint
 from twin.scopes import Principal
+from twin.streams import EventStream, first_of
 
 from ._names import MAX_DOCUMENT, MAX_KEY, check_namespace
 from ._store import (
@@ -413,7 +411,7 @@ class Routes:
             if not ready:
                 ready = True
                 yield b'event: ready\ndata: {"last_seq": %d}\n\n' % since
-            woke = await _first(next_change, stopping, timeout=KEEP_ALIVE)
+            woke = await first_of(next_change, stopping, timeout=KEEP_ALIVE)
             if not woke:
                 yield b": keep-alive\n\n"
 
@@ -429,57 +427,3 @@ def _event(change: Change) -> bytes:
     # it becomes a data: line, and the client joins them with \n again
     lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
     return b"id: %d\n" % change.seq + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
-
-
-async def _first(*events: asyncio.Event, timeout: float) -> bool:
-    """Wait until one of ``events`` is set (True) or ``timeout`` passes (False)."""
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when="FIRST_COMPLETED")
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-    return bool(done)
-
-
-class EventStream(Response):
-    """A ``text/event-stream`` answer that ends as soon as the client goes away (not at the next
-    write, as a plain streaming answer would) and then calls ``closed``."""
-
-    media_type = "text/event-stream"
-
-    def __init__(self, events: AsyncIterator[bytes], closed: Callable[[], None]) -> None:
-        super().__init__(
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            media_type=self.media_type,
-        )
-        self.events = events
-        self.closed = closed
-        del self.headers["content-length"]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            async with anyio.create_task_group() as group:
-
-                async def watch() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    group.cancel_scope.cancel()
-
-                group.start_soon(watch)
-                try:
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 200,
-                            "headers": self.raw_headers,
-                        }
-                    )
-                    async for chunk in self.events:
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                except OSError:  # the client went away mid-write
-                    pass
-                group.cancel_scope.cancel()
-        finally:
-            self.closed()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,6 +17,7 @@ from twin.errors import (
     BadInput,
     Forbidden,
     Misdirected,
+    NotFound,
     RateLimited,
     TooLarge,
     TwinError,
@@ -39,6 +40,7 @@ from twin.vault import Vault
 log = logging.getLogger("twin.peers")
 
 MAX_BATCH = 64
+MAX_ASK_LIFE = 900  # seconds a fetch request may live: it is asked at once, never queued
 KNOCKS_PER_MINUTE = 10  # contact requests from one address (and a twin overall: 6 times that)
 
 
@@ -168,6 +170,40 @@ class Inbox:
             return Answer({**body, **results[0]}, single, errors[0])
         return Answer(body, single)
 
+    async def ask(self, raw: bytes, address: str) -> AsyncIterator[bytes]:
+        """Check a request envelope (``POST /p2p/v1/fetch``) as the inbox checks any, and
+        the bytes its type's ``answer`` gives. Only a pinned contact may ask; a blocked one
+        is told there is nothing there."""
+        if self._vault.locked:
+            raise VaultLocked("this twin is locked; its owner has to unlock it, try later")
+        if len(raw) > MAX_ENVELOPE:
+            raise TooLarge(f"a request envelope is at most {MAX_ENVELOPE} bytes")
+        try:
+            item = msgspec.json.decode(raw)
+        except (msgspec.DecodeError, RecursionError):
+            raise BadInput("the body is not one JSON envelope") from None
+        if not isinstance(item, dict) or not isinstance(item.get("from"), str):
+            raise BadInput("send one envelope, an object with the sender's did in 'from'")
+        sender = item["from"]
+        public_key_from_did(sender)
+        self._peer_limit.check(f"{address} {sender}")
+        envelope = check_header(item, self._identity().did, time.time())
+        if envelope["expires"] - envelope["created"] > MAX_ASK_LIFE:
+            raise BadInput(f"a request lives at most {MAX_ASK_LIFE} seconds")
+        peer = await self._directory.get(sender)
+        if peer is None:
+            raise UnknownSender("this twin does not know yours: only contacts may ask it")
+        check_signature(envelope)
+        kind = self._types.get(envelope["type"])
+        if kind is None or kind.answer is None:
+            raise UnknownType(f"this twin answers no {envelope['type']!r} requests")
+        if len(envelope["body"]) > _encoded(kind.max_body):
+            raise TooLarge(f"a {kind.name} body is at most {kind.max_body} bytes")
+        if peer.state == "blocked":
+            raise NotFound("there is nothing here for that request")
+        self._directory.seen(peer, time.time())
+        return await kind.answer(open_body(self._identity(), envelope))
+
     async def _already_seen(self, keys: list[str]) -> set[str]:
         marks = ",".join("?" * len(keys))
         rows = await self._db.fetchall(f"SELECT key FROM twin_seen WHERE key IN ({marks})", keys)
@@ -208,6 +244,8 @@ class Inbox:
             self._all_knocks.check("knock")
         if kind is None:
             raise UnknownType(f"this twin takes no {envelope['type']!r} messages")
+        if kind.answer is not None:
+            raise UnknownType(f"{kind.name} is a request: ask it at /p2p/v1/fetch")
         limit = kind.max_body if peer is not None else min(kind.max_body, STRANGER_MAX_BODY)
         if len(envelope["body"]) > _encoded(limit):
             raise TooLarge(f"a {kind.name} body is at most {limit} bytes")

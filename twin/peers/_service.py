@@ -7,13 +7,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import msgspec
 
 from twin.db import Database
-from twin.errors import BadInput, Conflict, NotFound, PluginError, TooLarge
+from twin.errors import (
+    BadInput,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PluginError,
+    TooLarge,
+    TwinError,
+    Unavailable,
+)
 from twin.identity import Identity
 from twin.peers._directory import Directory
 from twin.peers._envelope import (
@@ -220,6 +229,56 @@ class PeerChannel:
             raise Conflict("that twin is blocked: unblock it before sending to it")
         return await self._peers._send(peer, type_, body, ttl or kind.ttl)
 
+    async def fetch(
+        self, did: str, type_: str, body: object, *, limit: int
+    ) -> AsyncIterator[bytes]:
+        """Ask the pinned twin ``did`` a request of this capability's (a type with ``answer``)
+        and stream the bytes it answers with, at most ``limit``. Unavailable when it cannot
+        be reached now; the error it answered with otherwise."""
+        import httpx
+
+        kind = self._peers.types.get(type_)
+        if not type_.startswith(self._capability + ".") or kind is None or kind.answer is None:
+            raise PluginError(f"{type_} is not a request type of {self._capability}")
+        peer = await self._peers.directory.get(did)
+        if peer is None or peer.state == "blocked":
+            raise NotFound("that twin is not a contact (or is blocked): nothing to ask it")
+        if not peer.urls:
+            raise Unavailable("no address is known for that twin yet")
+        envelope = seal(self._peers._identity(), did, type_, body, ttl=600)
+        wire = msgspec.json.encode(envelope)
+        client = await self._peers.outbox._http()
+        for url in peer.urls:
+            try:
+                async with client.stream(
+                    "POST",
+                    url.rstrip("/") + "/p2p/v1/fetch",
+                    content=wire,
+                    headers={"Content-Type": "application/json"},
+                    timeout=httpx.Timeout(60.0, connect=5.0),
+                ) as response:
+                    if response.status_code != 200:
+                        raise _refusal(response.status_code, await response.aread())
+                    size = 0
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > limit:
+                            raise TooLarge(f"the answer is over {limit} bytes")
+                        yield chunk
+                    return
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                continue
+            except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError):
+                continue
+            except httpx.HTTPError as exc:
+                raise Unavailable(f"that twin stopped answering: {type(exc).__name__}") from None
+        raise Unavailable("that twin cannot be reached now")
+
+    async def hint(self, did: str) -> dict[str, Any] | None:
+        """The signed address hint held for ``did`` (to pass on to others who need it)."""
+        peer = await self._peers.directory.get(did)
+        return None if peer is None else self._peers.directory.hint(peer.id)
+
     async def delivery(self, envelope_id: str) -> Delivery | None:
         delivery = await self._peers.outbox.delivery(envelope_id)
         if delivery is None or not delivery.type.startswith(self._capability + "."):
@@ -268,3 +327,23 @@ class PeerChannel:
 
     def safety_number(self, did: str) -> str:
         return safety_number(self.did, did)
+
+
+def _refusal(status: int, raw: bytes) -> TwinError:
+    """The error a peer answered a request with, as this twin's own kind of error."""
+    message = ""
+    try:
+        decoded = msgspec.json.decode(raw[:4096])
+        message = str(decoded["error"]["message"])[:300]
+    except (msgspec.DecodeError, KeyError, TypeError):
+        pass
+    said = f"the other twin answered {status}" + (f": {message}" if message else "")
+    if status == 404:
+        return NotFound(said)
+    if status == 413:
+        return TooLarge(said)
+    if status in (401, 403):
+        return Forbidden(said)
+    if 400 <= status < 500 and status not in (408, 429):
+        return BadInput(said)
+    return Unavailable(said)

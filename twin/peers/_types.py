@@ -3,7 +3,7 @@ handlers get, the peers they talk to and the delivery state of what they sent.""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,6 +33,7 @@ class Message:
 
 Handler = Callable[[Message], Awaitable[None]]
 StatusHandler = Callable[[str, State, str | None], Awaitable[None]]
+Answerer = Callable[[Message], Awaitable[AsyncIterator[bytes]]]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,10 @@ class MessageType:
     other exception makes the sender retry. ``strangers`` lets twins that are not contacts send
     it (a contact request): such bodies are held to ``STRANGER_MAX_BODY`` and a tight rate.
     ``on_status`` hears each change of a sent envelope's delivery state.
+
+    A type with ``answer`` is a request instead: ``PeerChannel.fetch()`` sends it straight to
+    the peer's ``/p2p/v1/fetch`` (never through the outbox), and the peer's ``answer`` gives
+    the bytes it answers with (a file, encrypted by the capability to a key both sides hold).
     """
 
     name: str
@@ -52,6 +57,7 @@ class MessageType:
     ttl: int = DEFAULT_TTL
     strangers: bool = False
     on_status: StatusHandler | None = None
+    answer: Answerer | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,817 @@
+"""The ``chat`` capability: direct and group conversations between twins, each message sent
+by its author's twin straight to every member's, with edits, deletes, reactions, read marks,
+attachments, search over the sealed history and a live stream."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from twin import BadInput, Capability, Conflict, Forbidden, Holding, NotFound
+from twin.api import Endpoint
+from twin.identity import b64url, public_key_from_did
+from twin.peers import Message as Envelope
+from twin.peers import MessageType, PeerChannel, State
+
+from ..contacts import Contacts
+from ..profile import ProfileCapability
+from . import _groups
+from ._store import MIGRATIONS, Conversation, Message, Store
+from ._text import check_emoji, check_name, check_text
+
+__all__ = ["Chat", "Conversation", "Message"]
+
+MAX_ATTACHMENTS = 10
+MAX_REACTIONS = 20  # distinct emoji one member puts on one message
+MAX_JUMP = 1_000_000  # how far past the highest counter seen a message may claim to be
+GROUP_BODY = 192 * 1024
+HINTS_PER_MESSAGE = 200
+WAIT_DAYS = 14
+
+Listener = Callable[[str, Any], None]
+
+
+def direct_id(a: str, b: str) -> str:
+    """The id both twins give their direct conversation."""
+    low, high = sorted((a, b))
+    return "d" + hashlib.sha256(f"twin chat direct {low} {high}".encode()).hexdigest()[:31]
+
+
+class Chat(Capability):
+    """Conversations with other twins, for the Chat experience and any other that may send."""
+
+    migrations = MIGRATIONS
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        if context.peers is None:
+            raise BadInput("the chat capability needs the twin's peers")
+        self.peers: PeerChannel = context.peers
+        self.store = Store(context.db, context.box("messages"), context.box("search"))
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._listeners: list[Listener] = []
+        self.attachments: Any = None  # built at start-up (it needs files)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def me(self) -> str:
+        return self.peers.did
+
+    def routes(self) -> Sequence[Endpoint]:
+        from ._http import endpoints
+
+        return endpoints(self)
+
+    def messages(self) -> Sequence[MessageType]:
+        return [
+            MessageType(
+                "chat.message", self._on_message, max_body=48 * 1024, on_status=self.on_delivery
+            ),
+            MessageType("chat.edit", self._on_edit, max_body=32 * 1024),
+            MessageType("chat.delete", self._on_delete, max_body=1024),
+            MessageType("chat.react", self._on_react, max_body=1024),
+            MessageType("chat.read", self._on_read, max_body=1024, ttl=3 * 86400),
+            MessageType("chat.group", self._on_group, max_body=GROUP_BODY),
+            MessageType(
+                "chat.fetch", self._on_fetch_message, max_body=1024, ttl=600, answer=self._answer
+            ),
+        ]
+
+    async def startup(self) -> None:
+        from ._attach import Attachments
+
+        files = self.require_files()
+        self.attachments = Attachments(self, files)
+        self._spawn(self._upkeep())
+
+    async def shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self.attachments is not None:
+            await self.attachments.close()
+
+    def require_files(self) -> Any:
+        from ..files import Files
+
+        return self.require(Files)
+
+    async def holdings(self) -> Sequence[Holding]:
+        convs = await self.store.conversations()
+        if not convs:
+            return []
+        count = await self.db.fetchval("SELECT count(*) FROM chat_messages")
+        return [Holding("chat", int(count), 0, None, "messages")]
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _upkeep(self) -> None:
+        """Now and then: forget messages that waited too long for their group, and fetch the
+        attachments that failed before."""
+        while True:
+            try:
+                await self.store.purge_waiting(time.time() - WAIT_DAYS * 86400)
+                await self.attachments.resume()
+            except Exception:  # the next round tries again
+                self.context.log.exception("chat upkeep failed")
+            await asyncio.sleep(300)
+
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(kind, item)`` for each new or changed message ("message") and
+        conversation ("conversation") of this twin; returns a function that stops it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _tell(self, kind: str, item: Any) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(kind, item)
+            except Exception:
+                self.context.log.exception("a chat listener failed")
+
+    # who is who ---------------------------------------------------------------------------
+
+    @property
+    def contacts(self) -> Contacts:
+        return self.require(Contacts)
+
+    async def my_name(self) -> str:
+        profile = await self.require(ProfileCapability).current()
+        return profile.display_name or "someone"
+
+    async def contact(self, did: object) -> Any:
+        """The connected contact ``did``; BadInput naming what is wrong otherwise."""
+        if not isinstance(did, str):
+            raise BadInput("a member is named by their twin's did")
+        public_key_from_did(did)
+        person = await self.contacts.book.by_did(did)
+        if person is None or person.status not in ("connected", "blocked"):
+            raise BadInput("that twin is not one of your contacts: connect in Contacts first")
+        if person.status == "blocked":
+            raise BadInput(f"you blocked {person.name}: unblock them first")
+        return person
+
+    async def name_of(self, conv: Conversation | None, did: str) -> str:
+        if did == self.me:
+            return await self.my_name()
+        person = await self.contacts.book.by_did(did)
+        if person is not None:
+            return person.name
+        if conv is not None and did in conv.names:
+            return conv.names[did]
+        return "someone"
+
+    async def title(self, conv: Conversation) -> str:
+        """What a conversation is called: a group's name, or the other person's."""
+        if conv.kind == "group":
+            return conv.name
+        return await self.name_of(conv, self._other(conv))
+
+    async def blocked(self, did: str) -> bool:
+        peer = await self.peers.peer(did)
+        return peer is not None and peer.state == "blocked"
+
+    # conversations ------------------------------------------------------------------------
+
+    async def direct(self, did: object) -> tuple[Conversation, bool]:
+        """The direct conversation with a contact; (it, whether it is new)."""
+        person = await self.contact(did)
+        conv_id = direct_id(self.me, person.did)
+        found = await self.store.find(conv_id)
+        if found is not None:
+            return found, False
+        return await self._new_direct(person.did), True
+
+    async def _new_direct(self, did: str) -> Conversation:
+        now = time.time()
+        conv = Conversation(direct_id(self.me, did), "direct", "", [self.me, did], [], now, now)
+        return await self.store.save(conv)
+
+    async def new_group(self, name: object, members: object) -> Conversation:
+        name = check_name(name)
+        if not isinstance(members, list) or len(members) > _groups.MAX_MEMBERS - 1:
+            raise BadInput(f"a group lists up to {_groups.MAX_MEMBERS - 1} other members")
+        people = []
+        for did in dict.fromkeys(members):
+            if did == self.me:
+                continue
+            people.append(await self.contact(did))
+        conv_id = "g" + os.urandom(12).hex()
+        event = self.peers.sign(
+            _groups.new_event(
+                conv_id, 1, self.me, "create", name=name, members=[p.did for p in people]
+            )
+        )
+        log, state = _groups.take(conv_id, [], [event])
+        now = time.time()
+        conv = Conversation(conv_id, "group", name, [self.me], [self.me], now, now, names={})
+        async with self._locks[conv_id]:
+            conv = await self._apply_group(conv, log, state, [event])
+        await self._send_group(conv, log, [p.did for p in people])
+        return conv
+
+    async def change_group(self, conv: Conversation, action: str, **fields: Any) -> Conversation:
+        """An admin's change (add, remove, admin, unadmin, rename) or this twin leaving."""
+        if conv.kind != "group":
+            raise BadInput("only a group has members to change")
+        if not conv.active:
+            raise Conflict("you are no longer in this group")
+        target = fields.get("did")
+        if action == "add":
+            await self.contact(target)
+            if target in conv.members:
+                raise Conflict("they are in the group already")
+            fields["name"] = None
+        elif action in ("remove", "admin", "unadmin"):
+            if target not in conv.members:
+                raise BadInput("they are not in this group")
+            if target == self.me and action == "remove":
+                raise BadInput("to leave a group, leave it")
+        if action != "leave" and self.me not in conv.admins:
+            raise Forbidden("only the group's admins change its members and name")
+        async with self._locks[conv.id]:
+            conv = await self.store.conversation(conv.id)
+            before = list(conv.members)
+            event = self.peers.sign(
+                _groups.new_event(conv.id, conv.n + 1, self.me, action, **fields)
+            )
+            log, state = _groups.take(conv.id, await self.store.group_log(conv.id), [event])
+            conv = await self._apply_group(conv, log, state, [event])
+        told = set(before) | set(conv.members)
+        told.discard(self.me)
+        # the rights a change rests on travel with it, so no member finds it unfounded
+        rights = [e for e in log if e["action"] in ("admin", "unadmin", "remove", "leave")]
+        shared = [e for e in rights if e["id"] != event["id"]] + [event]
+        for did in told:
+            if action == "add" and did == target:
+                await self._send_group(conv, log, [did])
+            else:
+                await self._send_group(conv, shared, [did], hints=False)
+        return conv
+
+    async def _send_group(
+        self, conv: Conversation, events: list[dict[str, Any]], to: list[str], *, hints: bool = True
+    ) -> None:
+        """Send group changes (and, to new members, every member's signed address)."""
+        held: dict[str, Any] = {}
+        if hints:
+            for did in conv.members:
+                if did == self.me:
+                    held[did] = self.peers.address()
+                else:
+                    hint = await self.peers.hint(did)
+                    if hint is not None:
+                        held[did] = hint
+        names = {self.me: await self.my_name()}
+        chunks: list[dict[str, Any]] = [{"c": conv.id, "events": events, "names": names}]
+        items = list(held.items())
+        for start in range(0, len(items), HINTS_PER_MESSAGE):
+            piece = dict(items[start : start + HINTS_PER_MESSAGE])
+            if start == 0:
+                chunks[0]["hints"] = piece
+            else:
+                chunks.append({"c": conv.id, "events": [], "hints": piece})
+        for did in to:
+            if await self.blocked(did):
+                continue
+            for body in chunks:
+                await self.peers.send(did, "chat.group", body)
+
+    async def _apply_group(
+        self,
+        conv: Conversation,
+        log: list[dict[str, Any]],
+        state: _groups.Group,
+        new: list[dict[str, Any]],
+    ) -> Conversation:
+        """Keep a group's log and what it folds into; show each new change in the
+        conversation."""
+        await self.store.keep_log(conv.id, log)
+        was_member = self.me in conv.members and conv.active
+        conv = replace(
+            conv,
+            name=state.name,
+            members=sorted(state.members),
+            admins=sorted(state.admins),
+            n=max(conv.n, state.n),
+            updated=time.time(),
+        )
+        if self.me not in state.members:
+            conv.active = False
+        elif not was_member and not conv.active:
+            conv.active = True  # added again
+        for event in sorted(new, key=lambda e: (e["n"], e["id"])):
+            await self._show_change(conv, event)
+        return await self.store.save(conv)
+
+    async def _show_change(self, conv: Conversation, event: dict[str, Any]) -> None:
+        by = event["by"]
+        about = {
+            "create": f"created the group “{event.get('name', '')}”",
+            "add": "added {target}",
+            "remove": "removed {target}",
+            "admin": "made {target} an admin",
+            "unadmin": "made {target} no longer an admin",
+            "rename": f"renamed the group “{event.get('name', '')}”",
+            "leave": "left the group",
+        }[event["action"]]
+        target = event.get("did")
+        if target is not None:
+            about = about.format(target=await self.name_of(conv, target))
+        now = time.time()
+        message = Message(
+            conv.id, event["id"], event["n"], by, by == self.me, now, now, about, kind="event"
+        )
+        await self.store.add(message)
+        self._tell("message", message)
+
+    # posting ------------------------------------------------------------------------------
+
+    async def post(
+        self,
+        conv: Conversation,
+        text: object,
+        *,
+        reply_to: object = None,
+        attachments: object = None,
+    ) -> Message:
+        """Send a message into ``conv`` from this twin (what ``chat:send`` allows)."""
+        files = await self._attachments_for(conv, attachments)
+        text = check_text(text, empty=bool(files))
+        if reply_to is not None:
+            if not isinstance(reply_to, str):
+                raise BadInput("reply_to is a message id")
+            await self.store.message(conv.id, reply_to)
+        async with self._locks[conv.id]:
+            conv = await self._postable(conv)
+            now = time.time()
+            message = Message(
+                conv.id,
+                b64url(os.urandom(12)),
+                conv.n + 1,
+                self.me,
+                True,
+                now,
+                now,
+                text,
+                reply_to=reply_to,
+                attachments=[a.public() for a in files],
+            )
+            message = await self.store.add(message)
+            conv = await self.store.save(replace(conv, n=message.n, updated=now), sealed=False)
+            if files:
+                await self.attachments.attached(files, message)
+        body: dict[str, Any] = {
+            "c": conv.id,
+            "id": message.id,
+            "n": message.n,
+            "sent": round(now, 3),
+            "text": text,
+            "name": await self.my_name(),
+        }
+        if reply_to is not None:
+            body["reply"] = reply_to
+        if files:
+            body["att"] = [a.offer() for a in files]
+        await self._fan_out(conv, "chat.message", body, message)
+        self._tell("message", message)
+        return message
+
+    async def _postable(self, conv: Conversation) -> Conversation:
+        conv = await self.store.conversation(conv.id)
+        if not conv.active:
+            raise Conflict("you are no longer in this group: nothing can be posted into it")
+        if conv.kind == "direct":
+            other = self._other(conv)
+            if await self.blocked(other):
+                raise Conflict("you blocked this contact: unblock them to write to them")
+            if await self.peers.peer(other) is None:
+                raise Conflict("they are no longer your contact: connect again to write to them")
+        return conv
+
+    def _other(self, conv: Conversation) -> str:
+        return next((m for m in conv.members if m != self.me), self.me)
+
+    async def _fan_out(
+        self, conv: Conversation, type_: str, body: dict[str, Any], message: Message | None
+    ) -> None:
+        """Send to each member's twin directly; for a message, note each envelope's delivery."""
+        sent = []
+        for did in conv.members:
+            if did == self.me:
+                continue
+            try:
+                envelope = await self.peers.send(did, type_, body)
+            except (Conflict, NotFound):  # blocked, or not (yet) pinned: nothing to send to
+                continue
+            if message is not None:
+                sent.append((envelope, conv.id, message.id))
+        if sent:
+            await self.store.sent(sent)
+
+    async def _attachments_for(self, conv: Conversation, ids: object) -> list[Any]:
+        if ids is None or ids == []:
+            return []
+        if not isinstance(ids, list) or len(ids) > MAX_ATTACHMENTS:
+            raise BadInput(f"a message carries up to {MAX_ATTACHMENTS} attachments")
+        return [await self.attachments.uploaded(conv, i) for i in dict.fromkeys(ids)]
+
+    async def mine(self, conv: Conversation, message_id: str) -> Message:
+        message = await self.store.message(conv.id, message_id)
+        if not message.mine or message.kind != "text":
+            raise Forbidden("only its author can change a message")
+        if message.deleted:
+            raise Conflict("that message was deleted")
+        return message
+
+    async def edit(self, conv: Conversation, message_id: str, text: object) -> Message:
+        async with self._locks[conv.id]:
+            conv = await self._postable(conv)
+            message = await self.mine(conv, message_id)
+            text = check_text(text, empty=bool(message.attachments))
+            message = await self.store.update(
+                replace(message, text=text, edited=time.time()), text_changed=True
+            )
+            conv = await self.store.save(replace(conv, n=conv.n + 1), sealed=False)
+        await self._fan_out(
+            conv, "chat.edit", {"c": conv.id, "id": message.id, "text": text, "n": conv.n}, None
+        )
+        self._tell("message", message)
+        return message
+
+    async def delete(self, conv: Conversation, message_id: str) -> Message:
+        async with self._locks[conv.id]:
+            conv = await self.store.conversation(conv.id)
+            message = await self.mine(conv, message_id)
+            message = await self._tombstone(message)
+        if conv.active:
+            await self._fan_out(conv, "chat.delete", {"c": conv.id, "id": message.id}, None)
+        return message
+
+    async def _tombstone(self, message: Message) -> Message:
+        if message.attachments:
+            await self.attachments.dropped(message)
+        message = await self.store.update(
+            replace(message, text="", attachments=[], deleted=True, edited=None), text_changed=True
+        )
+        self._tell("message", message)
+        return message
+
+    async def react(self, conv: Conversation, message_id: str, emoji: object, on: bool) -> Message:
+        emoji = check_emoji(emoji)
+        async with self._locks[conv.id]:
+            conv = await self._postable(conv)
+            message = await self.store.message(conv.id, message_id)
+            if message.deleted or message.kind != "text":
+                raise Conflict("a deleted message (or a group change) takes no reactions")
+            await self._set_reaction(conv, message.id, self.me, emoji, on)
+        await self._fan_out(
+            conv, "chat.react", {"c": conv.id, "id": message.id, "emoji": emoji, "on": on}, None
+        )
+        return await self.store.message(conv.id, message.id)
+
+    async def _set_reaction(
+        self, conv: Conversation, message_id: str, who: str, emoji: str, on: bool
+    ) -> None:
+        found = (await self.store.reactions(conv.id, [message_id])).get(message_id, {})
+        holders = found.setdefault(emoji, [])
+        if on and who not in holders:
+            if sum(who in dids for dids in found.values()) >= MAX_REACTIONS:
+                raise BadInput(f"one person puts at most {MAX_REACTIONS} reactions on a message")
+            if len(found) > 100:
+                raise BadInput("a message holds at most 100 different reactions")
+            holders.append(who)
+        elif not on and who in holders:
+            holders.remove(who)
+        found = {e: dids for e, dids in found.items() if dids}
+        await self.store.keep_reactions(conv.id, message_id, found)
+        await self.store.touch(conv.id, [message_id])
+
+    async def mark_read(self, conv: Conversation, message_id: str) -> Conversation:
+        message = await self.store.message(conv.id, message_id)
+        async with self._locks[conv.id]:
+            conv = await self.store.conversation(conv.id)
+            if message.n <= conv.read_n:
+                return conv
+            conv = await self.store.save(replace(conv, read_n=message.n), sealed=False)
+        if conv.active:
+            await self._fan_out(conv, "chat.read", {"c": conv.id, "n": message.n}, None)
+        self._tell("conversation", conv)
+        return conv
+
+    async def set_muted(self, conv: Conversation, muted: bool) -> Conversation:
+        async with self._locks[conv.id]:
+            conv = await self.store.conversation(conv.id)
+            return await self.store.save(replace(conv, muted=muted))
+
+    async def block(self, did: object) -> None:
+        if not isinstance(did, str):
+            raise BadInput("name the twin to block by its did")
+        public_key_from_did(did)
+        if did == self.me:
+            raise BadInput("you cannot block your own twin")
+        person = await self.contacts.book.by_did(did)
+        if person is not None:
+            await self.contacts.block(person)
+        else:
+            await self.peers.block(did)
+        await self._touch_sender(did)
+
+    async def unblock(self, did: str) -> None:
+        person = await self.contacts.book.by_did(did)
+        if person is not None and person.status == "blocked":
+            await self.contacts.unblock(person)
+        else:
+            peer = await self.peers.peer(did)
+            if peer is None or peer.state != "blocked":
+                raise NotFound("that twin is not blocked")
+            await self.peers.pin(did)
+        await self._touch_sender(did)
+
+    async def _touch_sender(self, did: str) -> None:
+        """Show every conversation with ``did`` again (its blocked marks changed)."""
+        for conv in await self.store.conversations():
+            if did in conv.members:
+                await self.store.save(conv, sealed=False)
+
+    # what other twins send -----------------------------------------------------------------
+
+    async def _member_conversation(
+        self, message: Envelope, item: dict[str, Any]
+    ) -> Conversation | None:
+        """The conversation an incoming item belongs to, once its sender may post in it; None
+        when it must wait for its group (kept until it arrives)."""
+        conv_id = item["c"]
+        conv = await self.store.find(conv_id)
+        if conv_id.startswith("d"):
+            if conv_id != direct_id(self.me, message.sender):
+                raise BadInput("that direct conversation is not between your twin and this one")
+            if conv is None:
+                person = await self.contacts.book.by_did(message.sender)
+                if person is None or person.status != "connected":
+                    raise Forbidden("only contacts start a direct conversation")
+                conv = await self._new_direct(message.sender)
+            return conv
+        if conv is None or message.sender not in conv.members:
+            if conv is not None and not conv.active:
+                return None  # we left or were removed: what comes now is not ours
+            await self.store.wait(
+                conv_id,
+                {
+                    "type": message.type,
+                    "from": message.sender,
+                    "id": message.id,
+                    "created": message.created,
+                    "body": message.body,
+                },
+            )
+            return None
+        if not conv.active:
+            return None
+        return conv
+
+    def _item(self, message: Envelope) -> dict[str, Any]:
+        body = message.body
+        if not isinstance(body, dict):
+            raise BadInput(f"a {message.type} body is an object")
+        conv_id = body.get("c")
+        if not isinstance(conv_id, str) or not 2 <= len(conv_id) <= 64 or conv_id[0] not in "dg":
+            raise BadInput("a chat message names its conversation")
+        target = body.get("id")
+        if message.type != "chat.read" and message.type != "chat.group":
+            if not isinstance(target, str) or not 1 <= len(target) <= 64:
+                raise BadInput("a chat message names its message id")
+        return body
+
+    def _counter(self, conv: Conversation, n: object) -> int:
+        if type(n) is not int or not 1 <= n <= conv.n + MAX_JUMP:
+            raise BadInput("a message's counter is a whole number not far past the others'")
+        return n
+
+    async def _on_message(self, envelope: Envelope) -> None:
+        item = self._item(envelope)
+        async with self._locks[item["c"]]:
+            conv = await self._member_conversation(envelope, item)
+            if conv is None:
+                return
+            await self._take_message(conv, envelope.sender, item)
+
+    async def _take_message(self, conv: Conversation, sender: str, item: dict[str, Any]) -> None:
+        n = self._counter(conv, item.get("n"))
+        offers = item.get("att") or []
+        if not isinstance(offers, list) or len(offers) > MAX_ATTACHMENTS:
+            raise BadInput(f"a message carries up to {MAX_ATTACHMENTS} attachments")
+        text = check_text(item.get("text", ""), empty=bool(offers))
+        reply = item.get("reply")
+        if reply is not None and (not isinstance(reply, str) or len(reply) > 64):
+            raise BadInput("a reply names a message id")
+        sent = item.get("sent")
+        now = time.time()
+        if not isinstance(sent, (int, float)) or isinstance(sent, bool):
+            raise BadInput("a message says when it was sent")
+        held = await self.store.find_message(conv.id, item["id"])
+        if held is not None:
+            if held.sender != sender:
+                raise BadInput("that message id is taken by another member's message")
+            return
+        offered = self.attachments.check_offers(offers) if offers else []
+        attachments = [{k: v for k, v in o.items() if k != "key"} for o in offered]
+        message = Message(
+            conv.id,
+            item["id"],
+            n,
+            sender,
+            False,
+            min(float(sent), now),  # a clock ahead of ours is not believed
+            now,
+            text,
+            reply_to=reply,
+            attachments=attachments,
+        )
+        message = await self.store.add(message)
+        name = item.get("name")
+        sealed = False
+        if isinstance(name, str) and conv.names.get(sender) != name:
+            try:
+                conv.names[sender] = check_name(name, "a name", 64)
+                sealed = True
+            except BadInput:
+                pass
+        conv = await self.store.save(replace(conv, n=max(conv.n, n), updated=now), sealed=sealed)
+        if offered:
+            await self.attachments.receive(message, offered)
+        self._tell("message", message)
+
+    async def _on_edit(self, envelope: Envelope) -> None:
+        item = self._item(envelope)
+        async with self._locks[item["c"]]:
+            conv = await self._member_conversation(envelope, item)
+            if conv is None:
+                return
+            message = await self._theirs(conv, envelope.sender, item["id"])
+            if message.deleted:
+                return
+            text = check_text(item.get("text"), empty=bool(message.attachments))
+            message = await self.store.update(
+                replace(message, text=text, edited=time.time()), text_changed=True
+            )
+            n = item.get("n")
+            if type(n) is int and conv.n < n <= conv.n + MAX_JUMP:
+                await self.store.save(replace(conv, n=n), sealed=False)
+        self._tell("message", message)
+
+    async def _theirs(self, conv: Conversation, sender: str, message_id: str) -> Message:
+        message = await self.store.find_message(conv.id, message_id)
+        if message is None:
+            raise BadInput("there is no such message to change")
+        if message.sender != sender or message.kind != "text":
+            raise Forbidden("only its author can change a message")
+        return message
+
+    async def _on_delete(self, envelope: Envelope) -> None:
+        item = self._item(envelope)
+        async with self._locks[item["c"]]:
+            conv = await self._member_conversation(envelope, item)
+            if conv is None:
+                return
+            message = await self._theirs(conv, envelope.sender, item["id"])
+            if not message.deleted:
+                await self._tombstone(message)
+            await self.store.save(conv, sealed=False)
+
+    async def _on_react(self, envelope: Envelope) -> None:
+        item = self._item(envelope)
+        emoji = check_emoji(item.get("emoji"))
+        on = item.get("on")
+        if not isinstance(on, bool):
+            raise BadInput("a reaction is put on (true) or taken back (false)")
+        async with self._locks[item["c"]]:
+            conv = await self._member_conversation(envelope, item)
+            if conv is None:
+                return
+            await self._set_reaction(conv, item["id"], envelope.sender, emoji, on)
+
+    async def _on_read(self, envelope: Envelope) -> None:
+        item = self._item(envelope)
+        async with self._locks[item["c"]]:
+            conv = await self._member_conversation(envelope, item)
+            if conv is None:
+                return
+            n = item.get("n")
+            if type(n) is not int or not 0 <= n <= conv.n + MAX_JUMP:
+                raise BadInput("a read mark is a message's counter")
+            before = (await self.store.reads(conv.id)).get(envelope.sender, 0)
+            if n <= before:
+                return
+            await self.store.keep_read(conv.id, envelope.sender, n)
+            await self.store.touch(conv.id, await self.store.mine_between(conv.id, before, n))
+
+    async def _on_group(self, envelope: Envelope) -> None:
+        item = self._item(envelope)
+        conv_id = item["c"]
+        if not conv_id.startswith("g"):
+            raise BadInput("only a group has members")
+        async with self._locks[conv_id]:
+            await self._take_group(envelope.sender, item)
+        await self._replay(conv_id)
+
+    async def _take_group(self, sender: str, item: dict[str, Any]) -> None:
+        conv_id = item["c"]
+        conv = await self.store.find(conv_id)
+        held = await self.store.group_log(conv_id) if conv is not None else []
+        events = item.get("events")
+        if events == [] and conv is not None:  # addresses only
+            await self._pin_members(conv, item)
+            return
+        if conv is None:
+            person = await self.contacts.book.by_did(sender)
+            if person is None or person.status != "connected":
+                raise Forbidden("only a contact can add you to a group")
+        elif sender not in conv.members and not any(
+            isinstance(e, dict) and e.get("action") == "remove" and e.get("did") == sender
+            for e in held
+        ):
+            raise Forbidden("only a group's members tell it about changes")
+        log, state = _groups.take(conv_id, held, events)
+        if conv is None:
+            if self.me not in state.members:
+                raise BadInput("that group does not have you in it")
+            now = time.time()
+            conv = Conversation(conv_id, "group", state.name, [], [], now, now)
+        new_ids = {e["id"] for e in log} - {e["id"] for e in held}
+        new = [e for e in log if e["id"] in new_ids]
+        names = item.get("names")
+        if isinstance(names, dict) and isinstance(names.get(sender), str):
+            try:
+                conv.names[sender] = check_name(names[sender], "a name", 64)
+            except BadInput:
+                pass
+        conv = await self._apply_group(conv, log, state, new)
+        await self._pin_members(conv, item)
+
+    async def _pin_members(self, conv: Conversation, item: dict[str, Any]) -> None:
+        """Pin the group's members this twin did not know, so their messages are taken: their
+        keys come from changes signed by the group's admins."""
+        given = item.get("hints")
+        hints: dict[str, Any] = given if isinstance(given, dict) else {}
+        for did in conv.members:
+            if did == self.me:
+                continue
+            peer = await self.peers.peer(did)
+            hint = hints.get(did)
+            if peer is not None and (hint is None or peer.state == "blocked"):
+                continue
+            try:
+                await self.peers.pin(did, hint)
+            except BadInput:
+                if peer is None:
+                    await self.peers.pin(did)
+
+    async def _replay(self, conv_id: str) -> None:
+        """Take what waited for this group, now that its members are known."""
+        for row_id, held in await self.store.waiting(conv_id):
+            conv = await self.store.find(conv_id)
+            if conv is None:
+                return
+            if held["from"] not in conv.members and conv.active:
+                continue
+            await self.store.done_waiting(row_id)
+            if not conv.active:
+                continue
+            handler = {
+                "chat.message": self._on_message,
+                "chat.edit": self._on_edit,
+                "chat.delete": self._on_delete,
+                "chat.react": self._on_react,
+                "chat.read": self._on_read,
+            }.get(held["type"])
+            if handler is None:
+                continue
+            envelope = Envelope(
+                held["id"], held["type"], held["from"], held["created"], 0, held["body"]
+            )
+            try:
+                await handler(envelope)
+            except (BadInput, Forbidden, Conflict, NotFound) as exc:
+                self.context.log.info("a waiting chat message was refused: %s", exc)
+
+    async def on_delivery(self, envelope_id: str, state: State, error: str | None) -> None:
+        changed = await self.store.delivery_changed(envelope_id, state)
+        if changed is not None:
+            await self.store.touch(*changed[:1], [changed[1]])
+
+    # attachments over the peer protocol ------------------------------------------------------
+
+    async def _on_fetch_message(self, envelope: Envelope) -> None:
+        """Never called: the inbox refuses a request type (it is asked, not sent)."""
+
+    async def _answer(self, envelope: Envelope) -> Any:
+        return await self.attachments.serve(envelope)

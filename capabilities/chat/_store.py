@@ -1,0 +1,522 @@
+"""Chat's tables: conversations (held in memory once read), messages in conversation order,
+reactions, read marks, delivery of what this twin sent, the search index and the messages
+waiting for a group they belong to. Text, names and members are sealed; counters, times and
+opaque ids stay in clear."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from twin import Migration, NotFound
+from twin.db import Database
+from twin.vault import Box
+
+from ._text import PREFIX, matches, prefixes, words
+
+MIGRATIONS = (
+    Migration(
+        "create conversations, messages, reactions, reads, deliveries, words and waiting",
+        """
+        CREATE TABLE chat_conversations (
+            id TEXT PRIMARY KEY,
+            data BLOB NOT NULL,
+            created REAL NOT NULL,
+            updated REAL NOT NULL,
+            n INTEGER NOT NULL,
+            read_n INTEGER NOT NULL,
+            seq INTEGER NOT NULL
+        );
+        CREATE INDEX chat_conversations_seq ON chat_conversations (seq);
+        CREATE TABLE chat_groups (id TEXT PRIMARY KEY, log BLOB NOT NULL);
+        CREATE TABLE chat_messages (
+            conv TEXT NOT NULL,
+            id TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            mine INTEGER NOT NULL,
+            counts INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            received REAL NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (conv, id)
+        );
+        CREATE INDEX chat_messages_order ON chat_messages (conv, n, id);
+        CREATE INDEX chat_messages_seq ON chat_messages (seq);
+        CREATE TABLE chat_reactions (
+            conv TEXT NOT NULL, msg TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (conv, msg)
+        );
+        CREATE TABLE chat_reads (
+            conv TEXT NOT NULL, who TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (conv, who)
+        );
+        CREATE TABLE chat_sent (
+            envelope TEXT PRIMARY KEY,
+            conv TEXT NOT NULL,
+            msg TEXT NOT NULL,
+            state TEXT NOT NULL
+        );
+        CREATE INDEX chat_sent_message ON chat_sent (conv, msg);
+        CREATE TABLE chat_words (
+            token TEXT NOT NULL,
+            conv TEXT NOT NULL,
+            msg TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (token, conv, msg)
+        ) WITHOUT ROWID;
+        CREATE TABLE chat_waiting (
+            id INTEGER PRIMARY KEY,
+            conv TEXT NOT NULL,
+            data BLOB NOT NULL,
+            received REAL NOT NULL
+        );
+        CREATE INDEX chat_waiting_conv ON chat_waiting (conv);
+        CREATE TABLE chat_attachments (
+            id TEXT PRIMARY KEY,
+            conv TEXT NOT NULL,
+            msg TEXT,
+            data BLOB NOT NULL,
+            created REAL NOT NULL
+        );
+        """,
+    ),
+)
+MAX_WAITING = 2000  # messages held for groups not known yet
+SEARCH_LIMIT = 50
+
+
+@dataclass
+class Conversation:
+    """One conversation, as this twin holds it."""
+
+    id: str
+    kind: str  # "direct" or "group"
+    name: str
+    members: list[str]
+    admins: list[str]
+    created: float
+    updated: float
+    n: int = 0  # the highest conversation counter seen
+    read_n: int = 0  # the owner has read up to here
+    seq: int = 0
+    names: dict[str, str] = field(default_factory=dict)  # what members call themselves
+    muted: bool = False
+    active: bool = True
+
+    def sealed(self) -> dict[str, Any]:
+        data = asdict(self)
+        for clear in ("id", "created", "updated", "n", "read_n", "seq"):
+            del data[clear]
+        return data
+
+
+@dataclass
+class Message:
+    """One message (or a group change shown among them)."""
+
+    conv: str
+    id: str
+    n: int
+    sender: str
+    mine: bool
+    sent: float
+    received: float
+    text: str = ""
+    kind: str = "text"  # or "event"
+    reply_to: str | None = None
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    edited: float | None = None
+    deleted: bool = False
+    seq: int = 0
+
+    @property
+    def counts(self) -> bool:
+        """Whether it makes the conversation unread."""
+        return not self.mine and self.kind == "text" and not self.deleted
+
+    def sealed(self) -> dict[str, Any]:
+        data = asdict(self)
+        for clear in ("conv", "id", "n", "mine", "received", "seq"):
+            del data[clear]
+        return data
+
+
+class Store:
+    """Chat's rows. Changes bump a twin-wide sequence number, which the live stream follows."""
+
+    def __init__(self, db: Database, box: Box, index: Box) -> None:
+        self.db = db
+        self.box = box
+        self.index = index
+        self.seq = 0
+        self.changed = asyncio.Event()
+        self._conversations: dict[str, Conversation] | None = None
+
+    async def load(self) -> dict[str, Conversation]:
+        if self._conversations is None:
+            rows = await self.db.fetchall("SELECT * FROM chat_conversations")
+            found = {}
+            for row in rows:
+                data = self.box.open_json(row["data"], context=row["id"])
+                found[row["id"]] = Conversation(
+                    id=row["id"],
+                    created=row["created"],
+                    updated=row["updated"],
+                    n=row["n"],
+                    read_n=row["read_n"],
+                    seq=row["seq"],
+                    **data,
+                )
+            self._conversations = found
+            top = await self.db.fetchval(
+                "SELECT max(s) FROM (SELECT max(seq) AS s FROM chat_conversations"
+                " UNION ALL SELECT max(seq) FROM chat_messages)"
+            )
+            self.seq = max(self.seq, top or 0)
+        return self._conversations
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def woke(self) -> asyncio.Event:
+        """An event set at the next change; take it before reading."""
+        return self.changed
+
+    def wake(self) -> None:
+        event, self.changed = self.changed, asyncio.Event()
+        event.set()
+
+    # conversations ------------------------------------------------------------------------
+
+    async def conversations(self) -> list[Conversation]:
+        return sorted((await self.load()).values(), key=lambda c: -c.updated)
+
+    async def conversation(self, conv_id: str) -> Conversation:
+        found = (await self.load()).get(conv_id)
+        if found is None:
+            raise NotFound("there is no such conversation")
+        return found
+
+    async def find(self, conv_id: str) -> Conversation | None:
+        return (await self.load()).get(conv_id)
+
+    async def save(self, conv: Conversation, *, sealed: bool = True) -> Conversation:
+        """Write ``conv`` (its sealed part too unless only counters changed)."""
+        held = await self.load()
+        conv.seq = self.next_seq()
+        if sealed or conv.id not in held:
+            data = self.box.seal_json(conv.sealed(), context=conv.id)
+            await self.db.execute(
+                "INSERT INTO chat_conversations (id, data, created, updated, n, read_n, seq)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET data = excluded.data,"
+                " updated = excluded.updated, n = excluded.n, read_n = excluded.read_n,"
+                " seq = excluded.seq",
+                (conv.id, data, conv.created, conv.updated, conv.n, conv.read_n, conv.seq),
+            )
+        else:
+            await self.db.execute(
+                "UPDATE chat_conversations SET updated = ?, n = ?, read_n = ?, seq = ?"
+                " WHERE id = ?",
+                (conv.updated, conv.n, conv.read_n, conv.seq, conv.id),
+            )
+        held[conv.id] = conv
+        self.wake()
+        return conv
+
+    async def group_log(self, conv_id: str) -> list[dict[str, Any]]:
+        row = await self.db.fetchone("SELECT log FROM chat_groups WHERE id = ?", (conv_id,))
+        return [] if row is None else list(self.box.open_json(row[0], context="log " + conv_id))
+
+    async def keep_log(self, conv_id: str, log: list[dict[str, Any]]) -> None:
+        sealed = self.box.seal_json(log, context="log " + conv_id)
+        await self.db.execute(
+            "INSERT INTO chat_groups (id, log) VALUES (?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET log = excluded.log",
+            (conv_id, sealed),
+        )
+
+    async def unread(self, conv: Conversation) -> int:
+        return int(
+            await self.db.fetchval(
+                "SELECT count(*) FROM chat_messages WHERE conv = ? AND counts = 1 AND n > ?",
+                (conv.id, conv.read_n),
+            )
+        )
+
+    # messages -----------------------------------------------------------------------------
+
+    def _message(self, row: sqlite3.Row) -> Message:
+        data = self.box.open_json(row["data"], context=f"{row['conv']} {row['id']}")
+        return Message(
+            conv=row["conv"],
+            id=row["id"],
+            n=row["n"],
+            mine=bool(row["mine"]),
+            received=row["received"],
+            seq=row["seq"],
+            **data,
+        )
+
+    async def add(self, message: Message) -> Message:
+        """Store a new message; the same id again is not stored twice (the held one comes
+        back)."""
+        message.seq = self.next_seq()
+        result = await self.db.execute(
+            "INSERT OR IGNORE INTO chat_messages (conv, id, n, mine, counts, data, received, seq)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (
+                message.conv,
+                message.id,
+                message.n,
+                int(message.mine),
+                int(message.counts),
+                self.box.seal_json(message.sealed(), context=f"{message.conv} {message.id}"),
+                message.received,
+                message.seq,
+            ),
+        )
+        if result.rowcount == 0:
+            return await self.message(message.conv, message.id)
+        await self._index(message)
+        self.wake()
+        return message
+
+    async def update(self, message: Message, *, text_changed: bool = False) -> Message:
+        message = replace(message, seq=self.next_seq())
+        await self.db.execute(
+            "UPDATE chat_messages SET data = ?, counts = ?, seq = ? WHERE conv = ? AND id = ?",
+            (
+                self.box.seal_json(message.sealed(), context=f"{message.conv} {message.id}"),
+                int(message.counts),
+                message.seq,
+                message.conv,
+                message.id,
+            ),
+        )
+        if text_changed:
+            await self.db.execute(
+                "DELETE FROM chat_words WHERE conv = ? AND msg = ?", (message.conv, message.id)
+            )
+            await self._index(message)
+        self.wake()
+        return message
+
+    async def touch(self, conv_id: str, message_ids: Iterable[str]) -> None:
+        """Send these messages down the live stream again (their ticks or reactions changed)."""
+        rows = [(self.next_seq(), conv_id, mid) for mid in message_ids]
+        if rows:
+            await self.db.executemany(
+                "UPDATE chat_messages SET seq = ? WHERE conv = ? AND id = ?", rows
+            )
+            self.wake()
+
+    async def _index(self, message: Message) -> None:
+        if message.deleted or message.kind != "text" or not message.text:
+            return
+        tokens = {self.token(p) for p in prefixes(message.text)}
+        await self.db.executemany(
+            "INSERT OR IGNORE INTO chat_words (token, conv, msg, at) VALUES (?,?,?,?)",
+            [(t, message.conv, message.id, message.received) for t in tokens],
+        )
+
+    def token(self, prefix: str) -> str:
+        return self.index.blind(prefix)[:16]
+
+    async def message(self, conv_id: str, message_id: str) -> Message:
+        row = await self.db.fetchone(
+            "SELECT * FROM chat_messages WHERE conv = ? AND id = ?", (conv_id, message_id)
+        )
+        if row is None:
+            raise NotFound("there is no such message in this conversation")
+        return self._message(row)
+
+    async def find_message(self, conv_id: str, message_id: str) -> Message | None:
+        try:
+            return await self.message(conv_id, message_id)
+        except NotFound:
+            return None
+
+    async def page(
+        self, conv_id: str, before: Message | None, limit: int
+    ) -> tuple[list[Message], bool]:
+        """The latest ``limit`` messages (before ``before``), oldest first; and whether there
+        are more."""
+        if before is None:
+            rows = await self.db.fetchall(
+                "SELECT * FROM chat_messages WHERE conv = ? ORDER BY n DESC, id DESC LIMIT ?",
+                (conv_id, limit + 1),
+            )
+        else:
+            rows = await self.db.fetchall(
+                "SELECT * FROM chat_messages WHERE conv = ? AND (n < ? OR (n = ? AND id < ?))"
+                " ORDER BY n DESC, id DESC LIMIT ?",
+                (conv_id, before.n, before.n, before.id, limit + 1),
+            )
+        more = len(rows) > limit
+        return [self._message(r) for r in reversed(rows[:limit])], more
+
+    async def last(self, conv_id: str) -> Message | None:
+        found, _ = await self.page(conv_id, None, 1)
+        return found[0] if found else None
+
+    async def mine_between(self, conv_id: str, low: int, high: int) -> list[str]:
+        rows = await self.db.fetchall(
+            "SELECT id FROM chat_messages WHERE conv = ? AND mine = 1 AND n > ? AND n <= ?"
+            " ORDER BY n DESC LIMIT 200",
+            (conv_id, low, high),
+        )
+        return [r["id"] for r in rows]
+
+    async def changes(self, since: int, limit: int = 200) -> tuple[list[Any], int, bool]:
+        """Conversations and messages changed after ``since``, in order; the last seq covered
+        and whether more follow."""
+        convs = await self.db.fetchall(
+            "SELECT id, seq FROM chat_conversations WHERE seq > ? ORDER BY seq LIMIT ?",
+            (since, limit),
+        )
+        msgs = await self.db.fetchall(
+            "SELECT * FROM chat_messages WHERE seq > ? ORDER BY seq LIMIT ?", (since, limit)
+        )
+        cutoff = None
+        for rows in (convs, msgs):
+            if len(rows) == limit:
+                cutoff = min(cutoff or rows[-1]["seq"], rows[-1]["seq"])
+        held = await self.load()
+        found: list[tuple[int, Any]] = []
+        for row in convs:
+            if (cutoff is None or row["seq"] <= cutoff) and row["id"] in held:
+                found.append((row["seq"], held[row["id"]]))
+        for row in msgs:
+            if cutoff is None or row["seq"] <= cutoff:
+                found.append((row["seq"], self._message(row)))
+        found.sort(key=lambda pair: pair[0])
+        last = cutoff if cutoff is not None else max([since] + [s for s, _ in found])
+        return [item for _, item in found], last, cutoff is not None
+
+    # reactions, reads, deliveries ----------------------------------------------------------
+
+    async def reactions(self, conv_id: str, ids: list[str]) -> dict[str, dict[str, list[str]]]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = await self.db.fetchall(
+            f"SELECT msg, data FROM chat_reactions WHERE conv = ? AND msg IN ({marks})",
+            (conv_id, *ids),
+        )
+        return {
+            r["msg"]: self.box.open_json(r["data"], context=f"react {conv_id} {r['msg']}")
+            for r in rows
+        }
+
+    async def keep_reactions(self, conv_id: str, msg: str, found: dict[str, list[str]]) -> None:
+        data = self.box.seal_json(found, context=f"react {conv_id} {msg}")
+        await self.db.execute(
+            "INSERT INTO chat_reactions (conv, msg, data) VALUES (?,?,?)"
+            " ON CONFLICT (conv, msg) DO UPDATE SET data = excluded.data",
+            (conv_id, msg, data),
+        )
+
+    async def reads(self, conv_id: str) -> dict[str, int]:
+        rows = await self.db.fetchall("SELECT who, n FROM chat_reads WHERE conv = ?", (conv_id,))
+        return {r["who"]: r["n"] for r in rows}
+
+    async def keep_read(self, conv_id: str, who: str, n: int) -> None:
+        await self.db.execute(
+            "INSERT INTO chat_reads (conv, who, n) VALUES (?,?,?)"
+            " ON CONFLICT (conv, who) DO UPDATE SET n = max(n, excluded.n)",
+            (conv_id, who, n),
+        )
+
+    async def sent(self, rows: list[tuple[str, str, str]]) -> None:
+        """Note the envelopes that carry one of this twin's messages: (envelope, conv, msg)."""
+        await self.db.executemany(
+            "INSERT OR IGNORE INTO chat_sent (envelope, conv, msg, state) VALUES (?,?,?,'queued')",
+            rows,
+        )
+
+    async def delivery_changed(self, envelope: str, state: str) -> tuple[str, str] | None:
+        row = await self.db.fetchone(
+            "SELECT conv, msg, state FROM chat_sent WHERE envelope = ?", (envelope,)
+        )
+        if row is None or row["state"] == state or row["state"] == "delivered":
+            return None
+        await self.db.execute(
+            "UPDATE chat_sent SET state = ? WHERE envelope = ?", (state, envelope)
+        )
+        return row["conv"], row["msg"]
+
+    async def deliveries(self, conv_id: str, ids: list[str]) -> dict[str, dict[str, int]]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = await self.db.fetchall(
+            f"SELECT msg, state, count(*) AS k FROM chat_sent WHERE conv = ? AND msg IN ({marks})"
+            " GROUP BY msg, state",
+            (conv_id, *ids),
+        )
+        found: dict[str, dict[str, int]] = {}
+        for r in rows:
+            found.setdefault(r["msg"], {})[r["state"]] = r["k"]
+        return found
+
+    # waiting for a group ------------------------------------------------------------------
+
+    async def wait(self, conv_id: str, item: dict[str, Any]) -> None:
+        count = await self.db.fetchval("SELECT count(*) FROM chat_waiting")
+        if count >= MAX_WAITING:
+            await self.db.execute(
+                "DELETE FROM chat_waiting WHERE id = (SELECT min(id) FROM chat_waiting)"
+            )
+        await self.db.execute(
+            "INSERT INTO chat_waiting (conv, data, received) VALUES (?,?,?)",
+            (conv_id, self.box.seal_json(item, context="waiting " + conv_id), time.time()),
+        )
+
+    async def waiting(self, conv_id: str) -> list[tuple[int, dict[str, Any]]]:
+        rows = await self.db.fetchall(
+            "SELECT id, data FROM chat_waiting WHERE conv = ? ORDER BY id", (conv_id,)
+        )
+        return [
+            (r["id"], self.box.open_json(r["data"], context="waiting " + conv_id)) for r in rows
+        ]
+
+    async def done_waiting(self, row_id: int) -> None:
+        await self.db.execute("DELETE FROM chat_waiting WHERE id = ?", (row_id,))
+
+    async def purge_waiting(self, before: float) -> None:
+        await self.db.execute("DELETE FROM chat_waiting WHERE received < ?", (before,))
+
+    # search -------------------------------------------------------------------------------
+
+    async def search(self, query: str, conv_id: str | None) -> list[Message]:
+        """The latest messages holding every word of ``query`` (as a word or its start)."""
+        wanted = words(query)[:8]
+        if not wanted:
+            return []
+        tokens = sorted({self.token(w[:PREFIX]) for w in wanted})
+        marks = ",".join("?" * len(tokens))
+        where = f"token IN ({marks})" + (" AND conv = ?" if conv_id else "")
+        params: list[Any] = [*tokens] + ([conv_id] if conv_id else [])
+        found: list[Message] = []
+        offset = 0
+        while len(found) < SEARCH_LIMIT:
+            rows = await self.db.fetchall(
+                f"SELECT conv, msg FROM chat_words WHERE {where} GROUP BY conv, msg"
+                " HAVING count(*) = ? ORDER BY max(at) DESC LIMIT 200 OFFSET ?",
+                (*params, len(tokens), offset),
+            )
+            if not rows:
+                break
+            offset += len(rows)
+            for row in rows:
+                message = await self.find_message(row["conv"], row["msg"])
+                if message is not None and not message.deleted and matches(message.text, wanted):
+                    found.append(message)
+                    if len(found) == SEARCH_LIMIT:
+                        break
+            if len(rows) < 200:
+                break
+        return found

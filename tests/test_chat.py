@@ -1,0 +1,241 @@
+"""Chat between real `twin serve` processes on loopback: direct and group conversations, a
+member offline during ten group messages, edits and deletes reaching everyone, a removed
+member receiving nothing new, attachments fetched over the peer protocol, and the live
+stream."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from conftest import start_twin, stop_twin, wait_for
+from twins import Peer, befriend
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Peer, Peer, Peer]]:
+    """Ada, Babbage and Charles, all contacts of one another."""
+    root = tmp_path_factory.mktemp("chat")
+    processes = [start_twin(root, "--peer-backoff", "2") for _ in range(3)]
+    peers: list[Peer] = []
+    try:
+        peers += [Peer(p, n) for p, n in zip(processes, ("Ada", "Babbage", "Charles"), strict=True)]
+        ada, babbage, charles = peers
+        befriend(ada, babbage)
+        befriend(babbage, charles)
+        befriend(charles, ada)
+        yield ada, babbage, charles
+    finally:
+        for peer in peers:
+            peer.client.close()
+            processes.append(peer.process)
+        for process in processes:
+            stop_twin(process)
+
+
+def send(peer: Peer, conv: str, text: str, **extra: Any) -> dict[str, Any]:
+    response = peer.call(
+        "POST", f"/api/chat/conversations/{conv}/messages", json={"text": text, **extra}
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def texts(peer: Peer, conv: str) -> list[str]:
+    response = peer.call("GET", f"/api/chat/conversations/{conv}/messages?limit=200")
+    if response.status_code == 404:
+        return []
+    assert response.status_code == 200, response.text
+    return [m["text"] for m in response.json()["messages"] if m["kind"] == "text"]
+
+
+def messages(peer: Peer, conv: str) -> list[dict[str, Any]]:
+    return list(peer.get(f"/api/chat/conversations/{conv}/messages?limit=200")["messages"])
+
+
+def direct(peer: Peer, other: Peer) -> dict[str, Any]:
+    response = peer.call("POST", "/api/chat/conversations", json={"with": other.did})
+    assert response.status_code in (200, 201), response.text
+    return dict(response.json())
+
+
+def group(peer: Peer, name: str, *members: Peer) -> dict[str, Any]:
+    response = peer.call(
+        "POST", "/api/chat/groups", json={"name": name, "members": [m.did for m in members]}
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def shows(peer: Peer, conv: str, wanted: list[str], timeout: float = 15) -> None:
+    wait_for(
+        lambda: texts(peer, conv)[-len(wanted) :] == wanted,
+        timeout,
+        f"{wanted!r} in {peer.name}'s conversation",
+    )
+
+
+def test_a_direct_conversation_both_ways(trio: tuple[Peer, Peer, Peer]) -> None:
+    ada, babbage, _ = trio
+    conv = direct(ada, babbage)
+    assert conv["kind"] == "direct" and conv["name"] == "Babbage"
+    sent = send(ada, conv["id"], "Hello Babbage 👋")
+    assert sent["mine"] and sent["status"] in ("queued", "sent", "delivered")
+    shows(babbage, conv["id"], ["Hello Babbage 👋"])
+    theirs = babbage.get(f"/api/chat/conversations/{conv['id']}")
+    assert theirs["name"] == "Ada" and theirs["unread"] == 1
+    reply = send(babbage, conv["id"], "Hello Ada", reply_to=sent["id"])
+    assert reply["reply_to"]["text"] == "Hello Babbage 👋"
+    shows(ada, conv["id"], ["Hello Babbage 👋", "Hello Ada"])
+    # Ada's message reaches delivered, and read once Babbage marks it
+    wait_for(lambda: messages(ada, conv["id"])[0]["status"] == "delivered", 10, "delivered")
+    read = babbage.call(
+        "POST", f"/api/chat/conversations/{conv['id']}/read", json={"upto": reply["id"]}
+    )
+    assert read.status_code == 200 and read.json()["unread"] == 0
+    wait_for(lambda: messages(ada, conv["id"])[0]["status"] == "read", 10, "read")
+    # a reaction and an edit reach the other side
+    reacted = babbage.call(
+        "POST",
+        f"/api/chat/conversations/{conv['id']}/messages/{sent['id']}/reactions",
+        json={"emoji": "👍", "on": True},
+    )
+    assert reacted.status_code == 200, reacted.text
+    wait_for(
+        lambda: [r["emoji"] for r in messages(ada, conv["id"])[0]["reactions"]] == ["👍"],
+        10,
+        "the reaction",
+    )
+    # the order is the same on both twins
+    assert [m["id"] for m in messages(ada, conv["id"])] == [
+        m["id"] for m in messages(babbage, conv["id"])
+    ]
+
+
+def test_a_group_with_an_offline_member_edits_deletes_and_removal(
+    trio: tuple[Peer, Peer, Peer],
+) -> None:
+    ada, babbage, charles = trio
+    conv = group(ada, 'Engine / "Analytical" <b>', babbage, charles)["id"]
+    wait_for(
+        lambda: (
+            texts(charles, conv) == []
+            and charles.call("GET", f"/api/chat/conversations/{conv}").status_code == 200
+        ),
+        15,
+        "the group at Charles",
+    )
+    first = send(babbage, conv, "Babbage here")
+    shows(ada, conv, ["Babbage here"])
+    shows(charles, conv, ["Babbage here"])
+    # Charles is away while ten messages go out
+    port = int(charles.url.rsplit(":", 1)[1])
+    stop_twin(charles.process)
+    sent = [send(ada if i % 2 else babbage, conv, f"message {i}") for i in range(10)]
+    charles.process = start_twin(
+        charles.process.log.parent,
+        "--peer-backoff",
+        "2",
+        data_dir=charles.process.data_dir,
+        port=port,
+    )
+    charles.connect()
+    wanted = ["Babbage here"] + [f"message {i}" for i in range(10)]
+    shows(charles, conv, wanted, timeout=40)
+    assert texts(ada, conv) == wanted and texts(babbage, conv) == wanted
+    assert [m["id"] for m in messages(charles, conv)] == [m["id"] for m in messages(ada, conv)]
+    # an edit and a delete reach everyone
+    edited = babbage.call(
+        "PATCH",
+        f"/api/chat/conversations/{conv}/messages/{first['id']}",
+        json={"text": "Babbage here (edited)"},
+    )
+    assert edited.status_code == 200, edited.text
+    gone = ada.call("DELETE", f"/api/chat/conversations/{conv}/messages/{sent[1]['id']}")
+    assert gone.status_code == 200, gone.text
+    for peer in trio:
+        wait_for(lambda p=peer: texts(p, conv)[0] == "Babbage here (edited)", 15, "the edit")
+        wait_for(
+            lambda p=peer: [m for m in messages(p, conv) if m["id"] == sent[1]["id"]][0]["deleted"],
+            15,
+            "the delete",
+        )
+    # someone else's message cannot be edited or deleted
+    refused = ada.call(
+        "PATCH", f"/api/chat/conversations/{conv}/messages/{first['id']}", json={"text": "mine"}
+    )
+    assert refused.status_code == 403, refused.text
+    # Charles is removed and receives nothing new
+    removed = ada.call("DELETE", f"/api/chat/conversations/{conv}/members/{charles.did}")
+    assert removed.status_code == 200, removed.text
+    wait_for(lambda: not charles.get(f"/api/chat/conversations/{conv}")["active"], 15, "removal")
+    wait_for(
+        lambda: (
+            charles.did
+            not in [m["did"] for m in babbage.get(f"/api/chat/conversations/{conv}")["members"]]
+        ),
+        15,
+        "the removal at Babbage",
+    )
+    send(babbage, conv, "after Charles left")
+    shows(ada, conv, ["after Charles left"])
+    assert "after Charles left" not in texts(charles, conv)
+    late = charles.call("POST", f"/api/chat/conversations/{conv}/messages", json={"text": "hi"})
+    assert late.status_code == 409, late.text
+
+
+def test_an_attachment_is_fetched_by_the_recipient(trio: tuple[Peer, Peer, Peer]) -> None:
+    ada, babbage, _ = trio
+    conv = direct(ada, babbage)["id"]
+    content = bytes(range(256)) * 1000 + b"end"
+    uploaded = ada.call(
+        "POST", f"/api/chat/conversations/{conv}/attachments?name=table.bin", content=content
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    att = uploaded.json()
+    assert att["size"] == len(content)
+    send(ada, conv, "", attachments=[att["id"]])
+
+    def fetched() -> bool:
+        found = [m for m in messages(babbage, conv) if m["attachments"]]
+        return bool(found) and found[-1]["attachments"][0]["state"] == "ready"
+
+    wait_for(fetched, 20, "the attachment at Babbage")
+    got = babbage.call("GET", f"/api/chat/attachments/{att['id']}?download=1")
+    assert got.status_code == 200 and got.content == content
+
+
+def test_the_live_stream_shows_a_new_message(trio: tuple[Peer, Peer, Peer]) -> None:
+    ada, babbage, _ = trio
+    conv = direct(ada, babbage)["id"]
+    seen: list[dict[str, Any]] = []
+    ready = threading.Event()
+
+    def follow() -> None:
+        headers = {"Authorization": f"Bearer {babbage.token}"}
+        with httpx.stream(
+            "GET", babbage.url + "/api/chat/stream?since=0", headers=headers, timeout=20
+        ) as response:
+            kind = ""
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                    if kind == "ready":
+                        ready.set()
+                elif line.startswith("data: ") and kind == "message":
+                    seen.append(json.loads(line[6:]))
+                    if seen[-1]["text"] == "live!":
+                        return
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    send(ada, conv, "live!")
+    thread.join(15)
+    assert seen and seen[-1]["text"] == "live!" and seen[-1]["sender_name"] == "Ada"
