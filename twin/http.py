@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,10 @@ from twin.errors import (
 from twin.scopes import PUBLIC, Principal
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    import jinja2
+
     from twin.core import Twin
 
 log = logging.getLogger("twin.http")
@@ -257,3 +262,12 @@ def endpoint_handler(
 
 def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+@functools.cache
+def templates_in(folder: Path) -> jinja2.Environment:
+    """An autoescaping template environment for a door's own pages, made when the first page
+    is drawn (jinja2 is not loaded at start-up)."""
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(folder), autoescape=True)

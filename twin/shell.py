@@ -4,13 +4,12 @@ experience's page and static files under ``/x/<id>/``; sign-in and settings live
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -24,6 +23,8 @@ from twin.manifest import ID_PATTERN
 from twin.settings import human_size
 
 if TYPE_CHECKING:
+    import jinja2
+
     from twin.core import Twin
     from twin.sessions import Session
 
@@ -31,12 +32,18 @@ COOKIE = "twin_session"
 
 
 def shell_loader() -> jinja2.BaseLoader:
+    import jinja2
+
     return jinja2.FileSystemLoader(web_root() / "shell" / "templates")
 
 
 def _environment(loader: jinja2.BaseLoader, *, sandboxed: bool = False) -> jinja2.Environment:
     """Templates autoescape; an experience's run sandboxed, since experiences ship no Python
-    and a template must not become a way to run some on the twin."""
+    and a template must not become a way to run some on the twin. (jinja2 is loaded with the
+    first page, not at start-up: a twin that only serves its API never needs it.)"""
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
     kind = ImmutableSandboxedEnvironment if sandboxed else jinja2.Environment
     env = kind(loader=loader, autoescape=True, auto_reload=False)
     env.filters["when"] = lambda ts: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
@@ -76,8 +83,11 @@ class Pages:
 
     def __init__(self, twin: Twin) -> None:
         self.twin = twin
-        self.templates = _environment(shell_loader())
         self.secure = twin.settings.url.startswith("https://")
+
+    @functools.cached_property
+    def templates(self) -> jinja2.Environment:
+        return _environment(shell_loader())
 
     def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("twin", self.twin)
@@ -134,18 +144,21 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
     from twin.login import login_routes
 
     pages = Pages(twin)
-    experience_envs = {
-        exp.id: _environment(
-            jinja2.ChoiceLoader(
+    experience_envs: dict[str, jinja2.Environment] = {}
+
+    def experience_env(exp: Experience) -> jinja2.Environment:
+        if exp.id not in experience_envs:
+            import jinja2
+
+            loader = jinja2.ChoiceLoader(
                 [
                     jinja2.FileSystemLoader(exp.templates),
                     jinja2.PrefixLoader({"twin": shell_loader()}),
                 ]
-            ),
-            sandboxed=True,
-        )
-        for exp in twin.registry.experiences.values()
-    }
+            )
+            experience_envs[exp.id] = _environment(loader, sandboxed=True)
+        return experience_envs[exp.id]
+
     page = pages.render
 
     async def signed_in(request: Request) -> bool:
@@ -222,7 +235,7 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
             return page("grant.html", experience=exp, wants=wants)
         token = twin.grants.token(grant) if grant else ""
         html = (
-            experience_envs[exp.id]
+            experience_env(exp)
             .get_template("index.html")
             .render(
                 experience=exp,

@@ -6,19 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import jinja2
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from twin.http import error_json
+from twin.http import error_json, templates_in
 
 if TYPE_CHECKING:
     from . import Contacts
 
 _HERE = Path(__file__).parent
-_templates = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(_HERE / "templates"), autoescape=True
-)
 
 
 def connect_app(capability: Contacts) -> ASGIApp:
@@ -36,7 +32,11 @@ def connect_app(capability: Contacts) -> ASGIApp:
             if door is not None:
                 client = scope.get("client")
                 door.check_rate(f"address {client[0] if client else 'unknown'}")
-            html = _templates.get_template("connect.html").render(url=url, did=did)
+            html = (
+                templates_in(_HERE / "templates")
+                .get_template("connect.html")
+                .render(url=url, did=did)
+            )
             response = HTMLResponse(html, headers={"Cache-Control": "no-store"})
         elif path == "/connect/connect.js":
             response = FileResponse(_HERE / "static" / "connect.js", media_type="text/javascript")

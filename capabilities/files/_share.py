@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from twin import Conflict, Gone, NotFound, RateLimited, TwinError
+from twin.http import templates_in
 from twin.settings import human_size
 
 from ._paths import check_path, join
@@ -22,10 +22,6 @@ from ._shares import Share
 
 if TYPE_CHECKING:
     from . import Files
-
-_templates = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True
-)
 
 
 def _date(seconds: float) -> str:
@@ -48,7 +44,11 @@ def share_app(capability: Files) -> ASGIApp:
             return ""
 
     def page(status: int, **values: object) -> Response:
-        html = _templates.get_template("share.html").render(**values)
+        html = (
+            templates_in(Path(__file__).parent / "templates")
+            .get_template("share.html")
+            .render(**values)
+        )
         return HTMLResponse(html, status, headers={"Cache-Control": "no-store"})
 
     async def inside(share: Share, sub: str) -> str:

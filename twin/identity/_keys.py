@@ -10,7 +10,6 @@ import re
 
 import nacl.exceptions
 import nacl.signing
-from mnemonic import Mnemonic
 
 from twin.errors import BadInput, InvalidSignature
 from twin.identity._canonical import canonical_json
@@ -24,6 +23,8 @@ _BASE64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 
 @functools.cache
 def _wordlist() -> tuple[list[str], dict[str, int]]:
+    from mnemonic import Mnemonic  # loaded when a phrase is read or shown, not at start-up
+
     words: list[str] = Mnemonic("english").wordlist
     return words, {word: index for index, word in enumerate(words)}
 
@@ -114,7 +115,9 @@ class Identity:
 
     def phrase(self) -> str:
         """The 24-word BIP-39 English recovery phrase that encodes the seed."""
-        return Mnemonic("english").to_mnemonic(self.seed)
+        from mnemonic import Mnemonic
+
+        return str(Mnemonic("english").to_mnemonic(self.seed))
 
     def sign(self, payload: object) -> str:
         """The Ed25519 signature over the payload's canonical JSON, base64url without padding."""
