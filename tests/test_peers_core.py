@@ -41,7 +41,18 @@ class Relay(Capability):
         return [
             MessageType("relay.ping", self.on_ping, max_body=1024, on_status=self.on_status),
             MessageType("relay.short", self.on_ping, ttl=1, on_status=self.on_status),
+            MessageType("relay.echo", self.on_ping, max_body=1024, answer=self.echo),
         ]
+
+    async def echo(self, message: Message) -> AsyncIterator[bytes]:
+        """A request: answers with the body's text, three times over, in three pieces."""
+        text = str(message.body.get("text", "")).encode()
+
+        async def pieces() -> AsyncIterator[bytes]:
+            for _ in range(3):
+                yield text
+
+        return pieces()
 
     async def on_ping(self, message: Message) -> None:
         if Relay.fail_next:
@@ -309,3 +320,49 @@ async def test_a_body_over_its_type_is_refused_when_sent(tmp_path: Path) -> None
             await channel.send(nobody.did, "relay.ping", {"text": "x" * 2000})
         with pytest.raises(BadInput, match="JSON"):
             await channel.send(nobody.did, "relay.ping", {"when": object()})
+
+
+async def test_a_request_is_answered_to_a_contact_and_checked_like_an_envelope(
+    tmp_path: Path,
+) -> None:
+    asker, stranger = Identity.generate(), Identity.generate()
+    async with twin_with(tmp_path / "t", RELAY) as (twin, client):
+        await twin.peers.pin(asker.did)
+
+        def ask(envelope: object) -> Any:
+            return client.post("/p2p/v1/fetch", json=envelope)
+
+        first = seal(asker, twin.did, "relay.echo", {"text": "ab"}, ttl=600)
+        answer = await ask(first)
+        assert answer.status_code == 200 and answer.content == b"ababab"
+        assert answer.headers["content-type"] == "application/octet-stream"
+        refusals = [
+            (seal(stranger, twin.did, "relay.echo", {}, ttl=600), 403, "unknown_sender"),
+            (seal(asker, twin.did, "relay.ping", {}, ttl=600), 400, "unknown_type"),
+            (seal(asker, twin.did, "relay.echo", {}, ttl=3600), 400, "bad_input"),
+            (seal(asker, Identity.generate().did, "relay.echo", {}, ttl=600), 421, "not_for_me"),
+            (
+                {
+                    **seal(asker, twin.did, "relay.echo", {"text": "x"}, ttl=600),
+                    "sig": first["sig"],
+                },
+                400,
+                "invalid_signature",
+            ),
+        ]
+        for envelope, status, code in refusals:
+            refused = await ask(envelope)
+            assert refused.status_code == status, (code, refused.text)
+            assert refused.json()["error"]["code"] == code
+        for raw in (b"", b"[]", b"{", b'{"from": 5}'):
+            bad = await client.post("/p2p/v1/fetch", content=raw)
+            assert bad.status_code == 400 and bad.json()["error"]["message"]
+        # a request type is never taken by the inbox
+        sent = await client.post(
+            "/p2p/v1/inbox", json=seal(asker, twin.did, "relay.echo", {}, ttl=600)
+        )
+        assert sent.status_code == 400 and "/p2p/v1/fetch" in sent.json()["error"]["message"]
+        # a blocked twin is told there is nothing there
+        await twin.peers.directory.pin(asker.did, state="blocked")
+        hidden = await ask(seal(asker, twin.did, "relay.echo", {"text": "ab"}, ttl=600))
+        assert hidden.status_code == 404 and relay_of(twin).arrived == []
