@@ -247,8 +247,14 @@ class Chat(Capability):
             conv = await self._apply_group(conv, log, state, [event])
         told = set(before) | set(conv.members)
         told.discard(self.me)
-        # the rights a change rests on travel with it, so no member finds it unfounded
-        rights = [e for e in log if e["action"] in ("admin", "unadmin", "remove", "leave")]
+        # what a change rests on (its signer's promotion, or being added at all) travels with
+        # it, so no member finds it unfounded because another's message is still on its way
+        rights = [
+            e
+            for e in log
+            if e["action"] in ("admin", "unadmin", "remove", "leave")
+            or (e["action"] == "add" and e.get("did") == self.me)
+        ]
         shared = [e for e in rights if e["id"] != event["id"]] + [event]
         for did in told:
             if action == "add" and did == target:
@@ -366,7 +372,10 @@ class Chat(Capability):
                 attachments=[a.public() for a in files],
             )
             message = await self.store.add(message)
-            conv = await self.store.save(replace(conv, n=message.n, updated=now), sealed=False)
+            # writing in a conversation is reading it: what came before is no longer unread
+            conv = await self.store.save(
+                replace(conv, n=message.n, read_n=message.n, updated=now), sealed=False
+            )
             if files:
                 await self.attachments.attached(files, message)
         body: dict[str, Any] = {
