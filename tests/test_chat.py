@@ -93,13 +93,18 @@ def test_a_direct_conversation_both_ways(trio: tuple[Peer, Peer, Peer]) -> None:
     reply = send(babbage, conv["id"], "Hello Ada", reply_to=sent["id"])
     assert reply["reply_to"]["text"] == "Hello Babbage 👋"
     shows(ada, conv["id"], ["Hello Babbage 👋", "Hello Ada"])
-    # Ada's message reaches delivered, and read once Babbage marks it
-    wait_for(lambda: messages(ada, conv["id"])[0]["status"] == "delivered", 10, "delivered")
+    # replying is reading: Ada's first message shows read once the reply is in
+    wait_for(lambda: messages(ada, conv["id"])[0]["status"] == "read", 10, "read by replying")
+    # a second one is delivered, and read once Babbage marks it so
+    second = send(ada, conv["id"], "Are you there?")
+    shows(babbage, conv["id"], ["Hello Babbage 👋", "Hello Ada", "Are you there?"])
+    wait_for(lambda: messages(ada, conv["id"])[-1]["status"] == "delivered", 10, "delivered")
+    assert babbage.get(f"/api/chat/conversations/{conv['id']}")["unread"] == 1
     read = babbage.call(
-        "POST", f"/api/chat/conversations/{conv['id']}/read", json={"upto": reply["id"]}
+        "POST", f"/api/chat/conversations/{conv['id']}/read", json={"upto": second["id"]}
     )
     assert read.status_code == 200 and read.json()["unread"] == 0
-    wait_for(lambda: messages(ada, conv["id"])[0]["status"] == "read", 10, "read")
+    wait_for(lambda: messages(ada, conv["id"])[-1]["status"] == "read", 10, "read")
     # a reaction and an edit reach the other side
     reacted = babbage.call(
         "POST",

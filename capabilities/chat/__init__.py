@@ -657,6 +657,8 @@ class Chat(Capability):
         conv = await self.store.save(replace(conv, n=max(conv.n, n), updated=now), sealed=sealed)
         if offered:
             await self.attachments.receive(message, offered)
+        # writing is reading: its author had seen everything before its counter
+        await self._read_by(conv, sender, n - 1)
         self._tell("message", message)
 
     async def _on_edit(self, envelope: Envelope) -> None:
@@ -717,11 +719,16 @@ class Chat(Capability):
             n = item.get("n")
             if type(n) is not int or not 0 <= n <= conv.n + MAX_JUMP:
                 raise BadInput("a read mark is a message's counter")
-            before = (await self.store.reads(conv.id)).get(envelope.sender, 0)
-            if n <= before:
-                return
-            await self.store.keep_read(conv.id, envelope.sender, n)
-            await self.store.touch(conv.id, await self.store.mine_between(conv.id, before, n))
+            await self._read_by(conv, envelope.sender, n)
+
+    async def _read_by(self, conv: Conversation, member: str, n: int) -> None:
+        """Note that ``member`` read up to counter ``n``; the ticks of this twin's messages
+        it covers change."""
+        before = (await self.store.reads(conv.id)).get(member, 0)
+        if n <= before:
+            return
+        await self.store.keep_read(conv.id, member, n)
+        await self.store.touch(conv.id, await self.store.mine_between(conv.id, before, n))
 
     async def _on_group(self, envelope: Envelope) -> None:
         item = self._item(envelope)
