@@ -1,0 +1,60 @@
+"""Chat in process, as a plugin and an experience use it: a contact's message heard through
+``Chat.listen``, a post through the Python API queued for the contact's twin, and an
+experience holding only ``chat:send`` posting without reading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_peers_core import twin_with
+from twin_capabilities.chat import Chat, direct_id
+
+from twin.identity import Identity
+from twin.peers import seal
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_plugin_hears_messages_and_posts_through_the_python_api(tmp_path: Path) -> None:
+    friend = Identity.generate()
+    async with twin_with(tmp_path / "t") as (twin, client):
+        chat = twin.registry.loaded["chat"].capability
+        assert isinstance(chat, Chat)
+        await twin.peers.pin(friend.did)
+        await chat.contacts.book.add(friend.did, "connected", "Grace")
+        heard: list[tuple[str, Any]] = []
+        stop = chat.listen(lambda kind, item: heard.append((kind, item)))
+        conv_id = direct_id(twin.did, friend.did)
+        body = {"c": conv_id, "id": "m1", "n": 1, "sent": 1.0, "text": "hi from Grace", "name": "G"}
+        answer = await client.post(
+            "/p2p/v1/inbox", json=seal(friend, twin.did, "chat.message", body, ttl=600)
+        )
+        assert answer.status_code == 202, answer.text
+        assert [(k, m.text, m.sender) for k, m in heard] == [
+            ("message", "hi from Grace", friend.did)
+        ]
+        conv, new = await chat.direct(friend.did)
+        assert not new and conv.id == conv_id and await chat.store.unread(conv) == 1
+        posted = await chat.post(conv, "The build passed ✅")
+        assert posted.mine and posted.n == 2  # after the counter it saw
+        assert heard[-1] == ("message", posted)
+        stop()
+        await chat.post(conv, "unheard")
+        assert len(heard) == 2
+        peer = await twin.peers.directory.get(friend.did)
+        assert peer is not None and (await twin.peers.outbox.health(peer)).queued == 2
+
+        # an experience that may only send posts, and reads nothing
+        _, sender = await twin.tokens.create(frozenset({"chat:send"}), "a build bot")
+        headers = {"Authorization": f"Bearer {sender}"}
+        sent = await client.post(
+            f"/api/chat/conversations/{conv_id}/messages",
+            json={"text": "deployed"},
+            headers=headers,
+        )
+        assert sent.status_code == 201 and sent.json()["text"] == "deployed"
+        for path in ("/api/chat/conversations", f"/api/chat/conversations/{conv_id}/messages"):
+            refused = await client.get(path, headers=headers)
+            assert refused.status_code == 403 and "chat:read" in refused.json()["error"]["message"]
