@@ -100,6 +100,7 @@ class AttachmentInfo(msgspec.Struct):
 
 class Quote(msgspec.Struct):
     id: str
+    mine: bool
     sender_name: str
     text: str
     deleted: bool
@@ -109,6 +110,7 @@ class Quote(msgspec.Struct):
 class MessageInfo(msgspec.Struct):
     id: str
     conversation: str
+    n: int
     sender: str
     sender_name: str
     mine: bool
@@ -144,6 +146,7 @@ class ConversationInfo(msgspec.Struct):
 
 class ConversationList(msgspec.Struct):
     conversations: list[ConversationInfo]
+    seq: int  # where the live stream stands: follow it with since=seq
 
 
 class MessagePage(msgspec.Struct):
@@ -207,7 +210,12 @@ def endpoints(chat: Chat) -> list[Endpoint]:
         return {"people": sorted(found, key=lambda p: p["name"].casefold())}
 
     async def listing(call: Call) -> dict[str, Any]:
-        return {"conversations": [await one_view(c) for c in await store.conversations()]}
+        await store.load()
+        seq = store.seq  # before reading: a change made meanwhile comes again on the stream
+        return {
+            "conversations": [await one_view(c) for c in await store.conversations()],
+            "seq": seq,
+        }
 
     async def direct(call: Call) -> Response | dict[str, Any]:
         conv, new = await chat.direct(call.body.with_)

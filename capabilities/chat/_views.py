@@ -62,7 +62,8 @@ async def message_views(
     mine = [m.id for m in messages if m.mine and m.kind == "text"]
     deliveries = await store.deliveries(conv.id, mine)
     reads = await store.reads(conv.id) if mine else {}
-    states = await _attachment_states(chat, conv.id, ids)
+    with_files = [m.id for m in messages if m.attachments]
+    states = await _attachment_states(chat, conv.id, with_files) if with_files else {}
     names: dict[str, str] = {}
     blocked: dict[str, bool] = {}
 
@@ -78,6 +79,7 @@ async def message_views(
         view: dict[str, Any] = {
             "id": m.id,
             "conversation": m.conv,
+            "n": m.n,
             "sender": m.sender,
             "sender_name": await chat.name_of(conv, m.sender),
             "mine": m.mine,
@@ -130,9 +132,17 @@ async def message_views(
 async def _quote(chat: Chat, conv: Conversation, message_id: str) -> dict[str, Any] | None:
     quoted = await chat.store.find_message(conv.id, message_id)
     if quoted is None:
-        return {"id": message_id, "sender_name": "", "text": "", "deleted": False, "missing": True}
+        return {
+            "id": message_id,
+            "mine": False,
+            "sender_name": "",
+            "text": "",
+            "deleted": False,
+            "missing": True,
+        }
     return {
         "id": quoted.id,
+        "mine": quoted.mine,
         "sender_name": "you" if quoted.mine else await chat.name_of(conv, quoted.sender),
         "text": quoted.text[:QUOTE],
         "deleted": quoted.deleted,
