@@ -9,7 +9,7 @@ import hashlib
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -35,6 +35,7 @@ HINTS_PER_MESSAGE = 200
 WAIT_DAYS = 14
 
 Listener = Callable[[str, Any], None]
+Take = Callable[[Conversation, str, dict[str, Any]], Awaitable[None]]
 
 
 def direct_id(a: str, b: str) -> str:
@@ -58,6 +59,13 @@ class Chat(Capability):
         self._listeners: list[Listener] = []
         self.attachments: Any = None  # built at start-up (it needs files)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._handlers = {
+            "chat.message": self._in_conversation(self._take_message),
+            "chat.edit": self._in_conversation(self._take_edit),
+            "chat.delete": self._in_conversation(self._take_delete),
+            "chat.react": self._in_conversation(self._take_reaction),
+            "chat.read": self._in_conversation(self._take_read),
+        }
 
     @property
     def me(self) -> str:
@@ -69,14 +77,15 @@ class Chat(Capability):
         return endpoints(self)
 
     def messages(self) -> Sequence[MessageType]:
+        on = self._handlers
         return [
             MessageType(
-                "chat.message", self._on_message, max_body=48 * 1024, on_status=self.on_delivery
+                "chat.message", on["chat.message"], max_body=48 * 1024, on_status=self.on_delivery
             ),
-            MessageType("chat.edit", self._on_edit, max_body=32 * 1024),
-            MessageType("chat.delete", self._on_delete, max_body=1024),
-            MessageType("chat.react", self._on_react, max_body=1024),
-            MessageType("chat.read", self._on_read, max_body=1024, ttl=3 * 86400),
+            MessageType("chat.edit", on["chat.edit"], max_body=32 * 1024),
+            MessageType("chat.delete", on["chat.delete"], max_body=1024),
+            MessageType("chat.react", on["chat.react"], max_body=1024),
+            MessageType("chat.read", on["chat.read"], max_body=1024, ttl=3 * 86400),
             MessageType("chat.group", self._on_group, max_body=GROUP_BODY),
             MessageType(
                 "chat.fetch", self._on_fetch_message, max_body=1024, ttl=600, answer=self._answer
@@ -605,13 +614,19 @@ class Chat(Capability):
             raise BadInput("a message's counter is a whole number not far past the others'")
         return n
 
-    async def _on_message(self, envelope: Envelope) -> None:
-        item = self._item(envelope)
-        async with self._locks[item["c"]]:
-            conv = await self._member_conversation(envelope, item)
-            if conv is None:
-                return
-            await self._take_message(conv, envelope.sender, item)
+    def _in_conversation(self, take: Take) -> Callable[[Envelope], Awaitable[None]]:
+        """A handler for ``take``: the envelope checked, its conversation found (one change
+        of it at a time) and its sender allowed to post in it; kept for later when it must
+        wait for its group, dropped when this twin is no longer in it."""
+
+        async def handle(envelope: Envelope) -> None:
+            item = self._item(envelope)
+            async with self._locks[item["c"]]:
+                conv = await self._member_conversation(envelope, item)
+                if conv is not None:
+                    await take(conv, envelope.sender, item)
+
+        return handle
 
     async def _take_message(self, conv: Conversation, sender: str, item: dict[str, Any]) -> None:
         n = self._counter(conv, item.get("n"))
@@ -661,22 +676,17 @@ class Chat(Capability):
         await self._read_by(conv, sender, n - 1)
         self._tell("message", message)
 
-    async def _on_edit(self, envelope: Envelope) -> None:
-        item = self._item(envelope)
-        async with self._locks[item["c"]]:
-            conv = await self._member_conversation(envelope, item)
-            if conv is None:
-                return
-            message = await self._theirs(conv, envelope.sender, item["id"])
-            if message.deleted:
-                return
-            text = check_text(item.get("text"), empty=bool(message.attachments))
-            message = await self.store.update(
-                replace(message, text=text, edited=time.time()), text_changed=True
-            )
-            n = item.get("n")
-            if type(n) is int and conv.n < n <= conv.n + MAX_JUMP:
-                await self.store.save(replace(conv, n=n), sealed=False)
+    async def _take_edit(self, conv: Conversation, sender: str, item: dict[str, Any]) -> None:
+        message = await self._theirs(conv, sender, item["id"])
+        if message.deleted:
+            return
+        text = check_text(item.get("text"), empty=bool(message.attachments))
+        message = await self.store.update(
+            replace(message, text=text, edited=time.time()), text_changed=True
+        )
+        n = item.get("n")
+        if type(n) is int and conv.n < n <= conv.n + MAX_JUMP:
+            await self.store.save(replace(conv, n=n), sealed=False)
         self._tell("message", message)
 
     async def _theirs(self, conv: Conversation, sender: str, message_id: str) -> Message:
@@ -687,39 +697,24 @@ class Chat(Capability):
             raise Forbidden("only its author can change a message")
         return message
 
-    async def _on_delete(self, envelope: Envelope) -> None:
-        item = self._item(envelope)
-        async with self._locks[item["c"]]:
-            conv = await self._member_conversation(envelope, item)
-            if conv is None:
-                return
-            message = await self._theirs(conv, envelope.sender, item["id"])
-            if not message.deleted:
-                await self._tombstone(message)
-            await self.store.save(conv, sealed=False)
+    async def _take_delete(self, conv: Conversation, sender: str, item: dict[str, Any]) -> None:
+        message = await self._theirs(conv, sender, item["id"])
+        if not message.deleted:
+            await self._tombstone(message)
+        await self.store.save(conv, sealed=False)
 
-    async def _on_react(self, envelope: Envelope) -> None:
-        item = self._item(envelope)
+    async def _take_reaction(self, conv: Conversation, sender: str, item: dict[str, Any]) -> None:
         emoji = check_emoji(item.get("emoji"))
         on = item.get("on")
         if not isinstance(on, bool):
             raise BadInput("a reaction is put on (true) or taken back (false)")
-        async with self._locks[item["c"]]:
-            conv = await self._member_conversation(envelope, item)
-            if conv is None:
-                return
-            await self._set_reaction(conv, item["id"], envelope.sender, emoji, on)
+        await self._set_reaction(conv, item["id"], sender, emoji, on)
 
-    async def _on_read(self, envelope: Envelope) -> None:
-        item = self._item(envelope)
-        async with self._locks[item["c"]]:
-            conv = await self._member_conversation(envelope, item)
-            if conv is None:
-                return
-            n = item.get("n")
-            if type(n) is not int or not 0 <= n <= conv.n + MAX_JUMP:
-                raise BadInput("a read mark is a message's counter")
-            await self._read_by(conv, envelope.sender, n)
+    async def _take_read(self, conv: Conversation, sender: str, item: dict[str, Any]) -> None:
+        n = item.get("n")
+        if type(n) is not int or not 0 <= n <= conv.n + MAX_JUMP:
+            raise BadInput("a read mark is a message's counter")
+        await self._read_by(conv, sender, n)
 
     async def _read_by(self, conv: Conversation, member: str, n: int) -> None:
         """Note that ``member`` read up to counter ``n``; the ticks of this twin's messages
@@ -802,13 +797,7 @@ class Chat(Capability):
             await self.store.done_waiting(row_id)
             if not conv.active:
                 continue
-            handler = {
-                "chat.message": self._on_message,
-                "chat.edit": self._on_edit,
-                "chat.delete": self._on_delete,
-                "chat.react": self._on_react,
-                "chat.read": self._on_read,
-            }.get(held["type"])
+            handler = self._handlers.get(held["type"])
             if handler is None:
                 continue
             envelope = Envelope(
