@@ -1,7 +1,7 @@
 """Run twin's benchmarks and print their figures; it never fails on timing (see bench/README.md).
 
-python bench/run.py [--quick] [--only memory,start,load,storage,files,peers] [--no-wrk] [--no-solid]
-                    [--no-nginx] [--no-wsgidav] [--no-rclone]
+python bench/run.py [--quick] [--only memory,start,load,storage,files,peers,chat] [--no-wrk]
+                    [--no-solid] [--no-nginx] [--no-wsgidav] [--no-rclone]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import chat
 import cold_start
 import files
 import idle_memory
@@ -21,7 +22,7 @@ import peers
 import storage
 import throughput
 
-PARTS = ("memory", "start", "load", "storage", "files", "peers")
+PARTS = ("memory", "start", "load", "storage", "files", "peers", "chat")
 
 
 def _machine() -> list[str]:
@@ -47,7 +48,8 @@ def main() -> int:
         "--quick",
         action="store_true",
         help="3 cold starts instead of 5, 2 s per load figure instead of 5, storage sizes to "
-        "10,000 and fewer rounds, one repeat of each big file transfer",
+        "10,000 and fewer rounds, one repeat of each big file transfer, half the envelopes and "
+        "chat messages, a chat history of 20,000",
     )
     parser.add_argument(
         "--only",
@@ -97,6 +99,8 @@ def main() -> int:
             _section("e. files, next to nginx, wsgidav and rclone", files.report(measured))
         if "peers" in parts:
             _section("f. between two twins", peers.report(peers.measure(scratch, args.quick)))
+        if "chat" in parts:
+            _section("g. chat", chat.report(chat.measure(scratch, args.quick)))
     print(
         f"\ndone in {time.monotonic() - began:.0f} s; load average now "
         f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}"

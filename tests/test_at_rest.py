@@ -8,6 +8,7 @@ import base64
 import hashlib
 import importlib.metadata
 import json
+import os
 import re
 import signal
 import subprocess
@@ -21,7 +22,7 @@ import httpx
 import pytest
 from conftest import Process, process_session, twin_command
 
-from twin.identity import Identity, read_key_file
+from twin.identity import Identity, b64url, read_key_file
 from twin.peers import address_hint, seal
 
 pytestmark = pytest.mark.slow
@@ -48,6 +49,17 @@ COVERED = {
     ("PATCH", "/api/contacts/{id}"),
     ("POST", "/api/contacts/{id}/vouches"),
     ("POST", "/api/guestbook/send"),
+    ("POST", "/api/chat/conversations"),
+    ("POST", "/api/chat/groups"),
+    ("PATCH", "/api/chat/conversations/{id}"),
+    ("POST", "/api/chat/conversations/{id}/members"),
+    ("PATCH", "/api/chat/conversations/{id}/members/{did}"),
+    ("POST", "/api/chat/conversations/{id}/messages"),
+    ("PATCH", "/api/chat/conversations/{id}/messages/{mid}"),
+    ("POST", "/api/chat/conversations/{id}/messages/{mid}/reactions"),
+    ("POST", "/api/chat/conversations/{id}/read"),
+    ("POST", "/api/chat/conversations/{id}/attachments"),
+    ("POST", "/api/chat/blocked"),
 }
 
 
@@ -123,10 +135,10 @@ def _sign_in(process: Process, device_name: str) -> str:
 
 def contacts_everywhere(
     api: httpx.Client, process: Process, guestbook: bool
-) -> dict[str, str | bytes]:
+) -> tuple[dict[str, str | bytes], Identity]:
     """Markers through contacts (an invite's label; someone's invite, with a note; a contact's
-    name and note; a vouch) and the peer outbox; the contact is a twin this test plays itself,
-    at an address that answers nothing."""
+    name and note; a vouch) and the peer outbox; the contact is a twin this test plays itself
+    (its key comes back too), at an address that answers nothing."""
     label = _marker()
     assert api.post("/api/contacts/invites", json={"label": label}).status_code == 201
     stranger = Identity.generate()
@@ -176,7 +188,120 @@ def contacts_everywhere(
         )
         assert sent.status_code == 202, sent.text
         found["guestbook note sent"] = words
-    return found
+    return found, stranger
+
+
+def _inbox(process: Process, sender: Identity, me: str, type_: str, body: object) -> None:
+    envelope = seal(sender, me, type_, body, ttl=600)
+    answer = httpx.post(f"{process.url}/p2p/v1/inbox", json=envelope)
+    assert answer.status_code == 202, answer.text
+
+
+def chat_everywhere(
+    api: httpx.Client, process: Process, friend: Identity
+) -> dict[str, str | bytes]:
+    """Markers through chat: messages posted, edited and received (with the name their sender
+    gives), a reaction, an attachment's name and content (and one offered), a read mark, a
+    search, groups made, renamed and received, a member added and made admin, a block;
+    ``friend`` is the contact contacts_everywhere made, played by this test."""
+    me = api.get("/api/health").json()["did"]
+    made = api.post("/api/chat/conversations", json={"with": friend.did})
+    assert made.status_code == 201, made.text
+    base = f"/api/chat/conversations/{made.json()['id']}"
+    said, edited, caption = _marker(), _marker(), _marker()
+    posted = api.post(f"{base}/messages", json={"text": said})
+    assert posted.status_code == 201, posted.text
+    mine = posted.json()["id"]
+    changed = api.patch(f"{base}/messages/{mine}", json={"text": edited})
+    assert changed.status_code == 200 and changed.json()["text"] == edited, changed.text
+    # a reaction is emoji, not a marker's letters: eight random ones are as unlikely by chance
+    reaction = "".join(chr(0x1F400 + b) for b in os.urandom(8))
+    reacted = api.post(f"{base}/messages/{mine}/reactions", json={"emoji": reaction})
+    assert reacted.status_code == 200, reacted.text
+    assert [r["emoji"] for r in reacted.json()["reactions"]] == [reaction]
+    file_name, content = f"{_marker()}.txt", _marker().encode() * 3
+    uploaded = api.post(f"{base}/attachments", params={"name": file_name}, content=content)
+    assert uploaded.status_code == 201, uploaded.text
+    attachment = uploaded.json()["id"]
+    with_file = api.post(f"{base}/messages", json={"text": caption, "attachments": [attachment]})
+    assert with_file.status_code == 201, with_file.text
+    assert api.get(f"/api/chat/attachments/{attachment}?download=1").content == content
+    # the friend writes back (with a file on offer, which its silent twin never hands over),
+    # and the owner marks it read
+    heard, their_name, offered = _marker(), _marker(), f"{_marker()}.pdf"
+    offer = {"id": "offer1", "name": offered, "size": 10, "type": "application/pdf"}
+    _inbox(
+        process,
+        friend,
+        me,
+        "chat.message",
+        {
+            "c": made.json()["id"],
+            "id": "theirs1",
+            "n": with_file.json()["n"] + 1,
+            "sent": time.time(),
+            "text": heard,
+            "name": their_name,
+            "att": [{**offer, "key": b64url(os.urandom(32))}],
+        },
+    )
+    read = api.post(f"{base}/read", json={"upto": "theirs1"})
+    assert read.status_code == 200 and read.json()["unread"] == 0, read.text
+    last = api.get(f"{base}/messages").json()["messages"][-1]
+    assert (last["text"], last["attachments"][0]["name"]) == (heard, offered)
+    found = api.get("/api/chat/search", params={"q": edited}).json()["messages"]
+    assert [m["id"] for m in found] == [mine]
+    # a group of the owner's: made, the friend added and made admin, renamed and muted
+    group_name, renamed, group_said = _marker(), _marker(), _marker()
+    group = api.post("/api/chat/groups", json={"name": group_name, "members": []})
+    assert group.status_code == 201, group.text
+    where = f"/api/chat/conversations/{group.json()['id']}"
+    added = api.post(f"{where}/members", json={"did": friend.did})
+    assert added.status_code == 200, added.text
+    promoted = api.patch(f"{where}/members/{friend.did}", json={"admin": True})
+    assert promoted.status_code == 200 and all(m["admin"] for m in promoted.json()["members"])
+    named = api.patch(where, json={"name": renamed, "muted": True})
+    assert named.status_code == 200 and named.json()["name"] == renamed, named.text
+    assert api.post(f"{where}/messages", json={"text": group_said}).status_code == 201
+    # and one the friend makes with the owner in it, a signed creation this test makes
+    theirs, their_group, named_there = "g" + os.urandom(12).hex(), _marker(), _marker()
+    creation = {
+        "type": "chat.member",
+        "v": 1,
+        "id": b64url(os.urandom(12)),
+        "group": theirs,
+        "n": 1,
+        "by": friend.did,
+        "action": "create",
+        "name": their_group,
+        "members": [me],
+    }
+    signed = {**creation, "sig": friend.sign(creation)}
+    body = {"c": theirs, "events": [signed], "names": {friend.did: named_there}}
+    _inbox(process, friend, me, "chat.group", body)
+    assert api.get(f"/api/chat/conversations/{theirs}").json()["name"] == their_group
+    # a twin blocked (and unblocked) by its did
+    blocked = Identity.generate().did
+    assert api.post("/api/chat/blocked", json={"did": blocked}).status_code == 204
+    assert api.delete(f"/api/chat/blocked/{blocked}").status_code == 204
+    return {
+        "chat message": said,
+        "chat message edited": edited,
+        "chat reaction": reaction,
+        "chat reaction (JSON-escaped)": json.dumps(reaction)[1:-1],
+        "chat attachment name": file_name,
+        "chat attachment content": content,
+        "chat caption": caption,
+        "chat message received": heard,
+        "chat sender's own name": their_name,
+        "chat attachment offered": offered,
+        "chat group name": group_name,
+        "chat group renamed": renamed,
+        "chat group message": group_said,
+        "chat group received": their_group,
+        "chat group sender's name": named_there,
+        "chat blocked did": blocked,
+    }
 
 
 def write_everywhere(process: Process, *cli_extra: str) -> dict[str, str | bytes]:
@@ -248,7 +373,9 @@ def write_everywhere(process: Process, *cli_extra: str) -> dict[str, str | bytes
             assert (entries[0]["author"], entries[0]["text"]) == (author, words)
             secrets |= {"guestbook author": author, "guestbook text": words}
 
-        secrets |= contacts_everywhere(api, process, _guestbook_installed())
+        made, friend = contacts_everywhere(api, process, _guestbook_installed())
+        secrets |= made
+        secrets |= chat_everywhere(api, process, friend)
 
         # Storage: keys (the folder names in them too) and bodies, by PUT and by batch.
         folder, leaf, body = _marker(), _marker(), _marker()

@@ -4,7 +4,9 @@ chat both ways with unread counts, replies, reactions, an edit, a delete seen as
 the other side and ticks that reach delivered and read; a file uploaded with its progress bar
 and downloaded on the other side with the same bytes; hostile and right-to-left text shown as
 text; a group with Babbage's message reaching both browsers, its members, an admin, a new name
-and muting; and a phone-sized screen; screenshots go to tests/screenshots."""
+and muting; a notification for a message that reaches Ada's tab in the background, through the
+shell's page that holds Chat in a frame; and a phone-sized screen; screenshots go to
+tests/screenshots."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import Any
 import pytest
 from browser import authenticator, chromium, screenshot
 from conftest import Process, wait_for
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Browser, Frame, FrameLocator, Locator, Page, expect
 from test_browser import create_passkey, setup_link
 from twins import Peer, befriend
 
@@ -34,6 +36,27 @@ TOO_LARGE = (
     "an attachment is at most 100 MiB; this one is 120.0 MiB: share it from Files with a link "
     "instead"
 )
+# Headless chromium keeps every tab visible, and Playwright has no way to put one in the
+# background: this stands in for the browser's page visibility (window.__hide), in the shell's
+# page and in Chat's frame alike, and records the notifications the shell's page shows.
+BACKGROUND = """
+(() => {
+  let hidden = false;
+  Object.defineProperty(Document.prototype, "hidden", { configurable: true, get: () => hidden });
+  Object.defineProperty(Document.prototype, "visibilityState", {
+    configurable: true, get: () => (hidden ? "hidden" : "visible"),
+  });
+  window.__hide = (yes) => { hidden = yes; document.dispatchEvent(new Event("visibilitychange")); };
+  if (window.top !== window) return;
+  const Real = window.Notification;
+  const shown = (window.__notifications = []);
+  window.Notification = class extends Real {
+    constructor(title, options) { super(title, options); shown.push(this); }
+  };
+  Object.defineProperty(window.Notification, "permission", { get: () => Real.permission });
+  window.Notification.requestPermission = () => Real.requestPermission();
+})();
+"""
 PLANS = b"".join(b"line %05d of the plans for the analytical engine\n" % i for i in range(6000))
 
 
@@ -63,38 +86,70 @@ def local(process: Process) -> str:
 
 
 def open_chat(browser: Browser, peer: Peer, errors: list[str], who: str) -> Page:
-    """A browser of its own for ``peer``'s owner: a passkey, then Chat allowed."""
+    """A browser of its own for ``peer``'s owner: a passkey, then Chat allowed; the tab holds
+    the shell's page, with Chat in its frame."""
     context = browser.new_context(viewport={"width": 1200, "height": 800}, accept_downloads=True)
-    page = context.new_page()
-    page.on("pageerror", lambda error: errors.append(f"{who}: {error}"))
-    page.on("dialog", lambda dialog: (errors.append(f"{who}: {dialog.message}"), dialog.dismiss()))
-    authenticator(page)
-    create_passkey(page, setup_link(peer.process.output()))
-    page.goto(local(peer.process) + "/x/chat/")
-    expect(page.get_by_role("heading", name="Allow Chat?")).to_be_visible()
-    page.get_by_role("button", name="Allow").click()
+    context.add_init_script(BACKGROUND)
+    tab = context.new_page()
+    tab.on("pageerror", lambda error: errors.append(f"{who}: {error}"))
+    tab.on("dialog", lambda dialog: (errors.append(f"{who}: {dialog.message}"), dialog.dismiss()))
+    authenticator(tab)
+    create_passkey(tab, setup_link(peer.process.output()))
+    tab.goto(local(peer.process) + "/x/chat/")
+    expect(tab.get_by_role("heading", name="Allow Chat?")).to_be_visible()
+    tab.get_by_role("button", name="Allow").click()
+    page = chat(tab)
     expect(page.get_by_role("heading", name="No conversations yet")).to_be_visible()
     expect(page.locator("#live-text")).to_have_text("Live")
-    return page
+    return tab
 
 
-def conversation(page: Page, name: str) -> Locator:
+def chat(tab: Page) -> FrameLocator:
+    """Chat's own page, in the frame of the shell's page that the tab shows."""
+    return tab.frame_locator("iframe#experience")
+
+
+def inner(tab: Page) -> Frame:
+    frames = tab.main_frame.child_frames
+    assert len(frames) == 1, [f.url for f in frames]
+    return frames[0]
+
+
+def to_background(tab: Page, hidden: bool) -> None:
+    """Put the tab in the background (or bring it back), as its pages see it (BACKGROUND)."""
+    for frame in (tab.main_frame, inner(tab)):
+        frame.evaluate("hidden => window.__hide(hidden)", hidden)
+
+
+def notifications(tab: Page) -> list[list[str]]:
+    shown: list[list[str]] = tab.evaluate(
+        "window.__notifications.map(n => [n.title, n.body, n.tag])"
+    )
+    return shown
+
+
+def width(page: FrameLocator) -> int:
+    scroll: int = page.locator("html").evaluate("html => html.scrollWidth")
+    return scroll
+
+
+def conversation(page: FrameLocator, name: str) -> Locator:
     return page.locator("#conversation-list li.conv").filter(
         has=page.locator(".conv-name", has_text=re.compile(f"^{re.escape(name)}$"))
     )
 
 
-def message(page: Page, text: str) -> Locator:
+def message(page: FrameLocator, text: str) -> Locator:
     return page.locator("#message-list li.message").filter(has_text=text)
 
 
-def act(page: Page, item: Locator, name: str) -> None:
+def act(page: FrameLocator, item: Locator, name: str) -> None:
     """Use one of a message's action buttons (shown on hover)."""
     item.locator(".bubble").hover()
     item.get_by_role("button", name=name, exact=True).click()
 
 
-def send(page: Page, text: str, shown: str | None = None) -> Locator:
+def send(page: FrameLocator, text: str, shown: str | None = None) -> Locator:
     """Write ``text`` and press Enter; its message (showing ``shown``) on the right."""
     page.locator("#text").fill(text)
     page.locator("#text").press("Enter")
@@ -104,11 +159,12 @@ def send(page: Page, text: str, shown: str | None = None) -> Locator:
     return mine
 
 
-def calm(page: Page) -> None:
+def calm(tab: Page) -> None:
     """Dismiss the toast and move the mouse away, so a screenshot shows the page as it rests."""
+    page = chat(tab)
     if page.locator("#toast").is_visible():
         page.get_by_role("button", name="Dismiss").click()
-    page.mouse.move(0, 0)
+    tab.mouse.move(0, 0)
 
 
 @pytest.fixture
@@ -128,8 +184,17 @@ def test_three_twins_chat_directly_and_in_a_group(peers: list[Peer], tmp_path: P
     errors: list[str] = []
 
     with chromium() as browser:
-        pa = open_chat(browser, ada, errors, "ada")
-        pc = open_chat(browser, charles, errors, "charles")
+        ta = open_chat(browser, ada, errors, "ada")
+        tc = open_chat(browser, charles, errors, "charles")
+        pa, pc = chat(ta), chat(tc)
+
+        # Ada turns notifications on (her browser is told to allow them when asked).
+        expect(pa.locator("#notify-offer")).to_be_visible()
+        ta.context.grant_permissions(["notifications"], origin=local(ada.process))
+        pa.get_by_role("button", name="Turn on notifications").click()
+        expect(pa.locator("#notify-state")).to_contain_text("Notifications are on")
+        expect(pa.locator("#notify-offer")).to_be_hidden()
+        expect(ta).to_have_title("Chat")
 
         # Ada starts a chat with Charles, picked from her contacts.
         pa.get_by_role("button", name="New chat").click()
@@ -153,6 +218,13 @@ def test_three_twins_chat_directly_and_in_a_group(peers: list[Peer], tmp_path: P
         expect(ada_there.locator(".unread")).to_have_count(0)
         expect(hello).to_have_attribute("data-status", "read", timeout=ACROSS)
 
+        # Ada's address follows Chat's frame; she goes back to her list from the address bar
+        # and her tab goes to the background.
+        expect(ta).to_have_url(re.compile(r"/x/chat/#c/[^/]+$"))
+        ta.evaluate("location.hash = '#'")
+        expect(pa.locator("#nothing-open")).to_be_visible()
+        to_background(ta, True)
+
         # He replies to it: the quote bar, then the quote in the message on both sides.
         act(pc, theirs, "Reply")
         expect(pc.locator("#reply-bar")).to_be_visible()
@@ -160,6 +232,18 @@ def test_three_twins_chat_directly_and_in_a_group(peers: list[Peer], tmp_path: P
         answer = send(pc, "Yes, **here**.", "Yes, here.")
         expect(pc.locator("#reply-bar")).to_be_hidden()
         expect(answer.locator(".reply-quote")).to_contain_text("Hello Charles, are you there?")
+
+        # Ada's browser shows a notification of it, and her tab's title counts it; clicking the
+        # notification brings her back to that conversation, read.
+        wait_for(lambda: notifications(ta), ACROSS / 1000, "a notification in Ada's browser")
+        [(title, body, tag)] = notifications(ta)
+        assert (title, body) == ("Charles Dickens", "Yes, here.")
+        expect(ta).to_have_title("(1) Chat")
+        to_background(ta, False)
+        ta.evaluate("window.__notifications[0].dispatchEvent(new Event('click'))")
+        expect(pa.locator("#conversation-name")).to_have_text("Charles Dickens")
+        expect(ta).to_have_url(re.compile(f"/x/chat/#c/{re.escape(tag)}$"))
+        expect(ta).to_have_title("Chat")
         got = message(pa, "Yes, here.")
         expect(got.locator(".reply-quote")).to_have_text(
             "YouHello Charles, are you there?", timeout=ACROSS
@@ -209,12 +293,12 @@ def test_three_twins_chat_directly_and_in_a_group(peers: list[Peer], tmp_path: P
             "This message was deleted"
         )
         expect(pa.locator("#message-list li.day")).to_have_text(["Today"])
-        calm(pa)
-        screenshot(pa, "chat-direct")
+        calm(ta)
+        screenshot(ta, "chat-direct")
 
         # A file the twin refuses as too large: the page says why, in the twin's words.
         refusal = {"error": {"code": "too_large", "message": TOO_LARGE}}
-        pa.route(
+        ta.route(
             "**/api/chat/conversations/*/attachments?*",
             lambda route: route.fulfill(
                 status=413, json=refusal, headers={"Access-Control-Allow-Origin": "*"}
@@ -227,11 +311,11 @@ def test_three_twins_chat_directly_and_in_a_group(peers: list[Peer], tmp_path: P
             "Could not upload “engine.mov”. " + TOO_LARGE[0].upper() + TOO_LARGE[1:] + "."
         )
         expect(pa.locator("#pending li")).to_have_count(0)
-        pa.unroute("**/api/chat/conversations/*/attachments?*")
+        ta.unroute("**/api/chat/conversations/*/attachments?*")
 
         # A file: the upload is slowed down so its progress bar is seen moving; then it is sent
         # and Charles's twin fetches it; he downloads the same bytes.
-        cdp = pa.context.new_cdp_session(pa)
+        cdp = ta.context.new_cdp_session(inner(ta))  # Chat's frame runs in a process of its own
         cdp.send("Network.enable")
         slow = {"offline": False, "latency": 0, "downloadThroughput": -1}
         cdp.send("Network.emulateNetworkConditions", {**slow, "uploadThroughput": 120_000})
@@ -244,8 +328,8 @@ def test_three_twins_chat_directly_and_in_a_group(peers: list[Peer], tmp_path: P
             lambda: 10 <= float(bar.get_attribute("value") or 0) < 100, 10, "the upload half way"
         )
         pa.locator("#text").fill("The plans, as promised")
-        calm(pa)
-        screenshot(pa, "chat-upload")
+        calm(ta)
+        screenshot(ta, "chat-upload")
         ready = pa.locator('#pending li[data-state="ready"]')
         expect(ready).to_contain_text("plans.txt", timeout=ACROSS)
         expect(ready).to_contain_text("ready to send")
@@ -259,7 +343,7 @@ def test_three_twins_chat_directly_and_in_a_group(peers: list[Peer], tmp_path: P
             "data-state", "ready", timeout=ACROSS
         )
         expect(arrived.locator(".size")).to_have_text("293 KB")
-        with pc.expect_download() as download:
+        with tc.expect_download() as download:
             arrived.get_by_role("link", name="Download plans.txt").click()
         assert download.value.suggested_filename == "plans.txt"
         assert Path(download.value.path()).read_bytes() == PLANS
@@ -377,8 +461,8 @@ def test_three_twins_chat_directly_and_in_a_group(peers: list[Peer], tmp_path: P
         expect(pc.locator("#conversation-name")).to_have_text(
             "Difference Engine Club", timeout=ACROSS
         )
-        calm(pa)
-        screenshot(pa, "chat-group")
+        calm(ta)
+        screenshot(ta, "chat-group")
 
         # Charles mutes it: his list marks it.
         pc.get_by_role("button", name="Group info").click()
@@ -388,23 +472,35 @@ def test_three_twins_chat_directly_and_in_a_group(peers: list[Peer], tmp_path: P
         expect(pc.get_by_role("button", name="Unmute")).to_be_visible()
 
         # A phone-sized screen: the list, then one conversation with a way back.
-        phone = pc.context.new_page()
+        phone = tc.context.new_page()
         phone.on("pageerror", lambda error: errors.append(f"phone: {error}"))
         phone.set_viewport_size({"width": 390, "height": 800})
         phone.goto(local(charles.process) + "/x/chat/")
-        expect(conversation(phone, "Ada Lovelace")).to_be_visible()
-        expect(phone.locator("#conversation")).to_be_hidden()
-        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
-        conversation(phone, "Difference Engine Club").locator("a").click()
-        expect(phone.locator("#list-pane")).to_be_hidden()
-        expect(message(phone, "Count me in")).to_be_visible()
-        expect(phone.get_by_role("button", name="Back to the conversations")).to_be_visible()
-        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+        pp = chat(phone)
+        expect(conversation(pp, "Ada Lovelace")).to_be_visible()
+        expect(pp.locator("#conversation")).to_be_hidden()
+        assert width(pp) <= 390
+        conversation(pp, "Difference Engine Club").locator("a").click()
+        expect(pp.locator("#list-pane")).to_be_hidden()
+        expect(message(pp, "Count me in")).to_be_visible()
+        expect(pp.get_by_role("button", name="Back to the conversations")).to_be_visible()
+        assert width(pp) <= 390
         calm(phone)
         screenshot(phone, "chat-phone")
-        phone.get_by_role("button", name="Back to the conversations").click()
-        conversation(phone, "Ada Lovelace").locator("a").click()
-        expect(message(phone, "The plans, as promised")).to_be_visible()
-        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+        pp.get_by_role("button", name="Back to the conversations").click()
+        conversation(pp, "Ada Lovelace").locator("a").click()
+        expect(message(pp, "The plans, as promised")).to_be_visible()
+        assert width(pp) <= 390
+
+        # Chat reloading itself in its frame (where the browser keeps the session cookie back)
+        # gets its page again, at the same conversation; the "twin" link opens the home page.
+        inner(phone).evaluate("location.reload()")
+        expect(message(pp, "The plans, as promised")).to_be_visible()
+        expect(pp.locator("#live-text")).to_have_text("Live")
+        pp.get_by_role("link", name="twin").click()
+        expect(phone.get_by_role("heading", name="Your experiences")).to_be_visible()
+
+        # Nothing else was notified: every later message reached a tab in front.
+        assert len(notifications(ta)) == 1
 
     assert not errors, errors

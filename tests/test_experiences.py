@@ -33,6 +33,7 @@ async def test_experiences_from_folders_load_or_are_named_and_skipped(tmp_path: 
     make(web, "unknown", 'id = "unknown"\nname = "Unknown"\nuses = ["twin:fly"]\n')
     make(web, "bare", 'id = "bare"\nname = "Bare"\n', index=False)
     make(web, "badid", 'id = "Bad Id"\nname = "x"\n')
+    make(web, "noisy", 'id = "noisy"\nname = "Noisy"\nnotifications = "yes"\n')
     settings = Settings(data_dir=tmp_path / "twin")
     initialize(settings)
     twin = await Twin.open(settings)
@@ -58,6 +59,7 @@ async def test_experiences_from_folders_load_or_are_named_and_skipped(tmp_path: 
     assert "twin has no permission 'fly'" in failed["experience unknown"]
     assert "templates/index.html is missing" in failed["experience bare"]
     assert "must match" in failed["experience badid"]
+    assert "notifications must be true or false, not 'yes'" in failed["experience noisy"]
 
 
 def test_uses_must_name_real_current_permissions(tmp_path: Path) -> None:
@@ -78,6 +80,9 @@ def test_uses_must_name_real_current_permissions(tmp_path: Path) -> None:
     }
     folder = make(tmp_path, "x", 'id = "x"\nname = "X"\nuses = ["notes:read"]\n')
     assert load_experience(folder, "test", manifests).uses == {"notes:read"}
+    assert not load_experience(folder, "test", manifests).notifications
+    told = make(tmp_path, "t", 'id = "t"\nname = "T"\nnotifications = true\n')
+    assert load_experience(told, "test", manifests).notifications
     stale = make(tmp_path, "y", 'id = "y"\nname = "Y"\nuses = ["notes:old"]\n')
     with pytest.raises(PluginError, match="obsolete"):
         load_experience(stale, "test", manifests)

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from conftest import Running
 
+from twin.guards import EXPERIENCE_SANDBOX
 from twin.shell import COOKIE
 
 pytestmark = pytest.mark.anyio
@@ -18,6 +19,13 @@ pytestmark = pytest.mark.anyio
 ORIGIN = "http://localhost:8470"
 SAME_ORIGIN = {"Origin": ORIGIN}
 TOKEN_META = re.compile(r'<meta name="twin-token" content="(twin_[A-Za-z0-9_-]+)">')
+# What the browser sends with the request of the frame in Chat's shell page.
+CHAT_FRAME = {
+    "Sec-Fetch-Dest": "iframe",
+    "Sec-Fetch-Site": "same-origin",
+    "Referer": ORIGIN + "/x/chat/",
+}
+SANDBOX = EXPERIENCE_SANDBOX.decode()
 
 
 def session(cookie: str) -> dict[str, str]:
@@ -93,6 +101,7 @@ async def test_experience_needs_a_grant_then_carries_a_scoped_token(tw: Running)
     assert "See your display name, bio and picture" in ask.text
     assert "Change your display name, bio and picture" in ask.text
     assert 'action="/x/profile/grant"' in ask.text
+    assert "notifications" not in ask.text  # it does not declare them
     assert "twin-token" not in ask.text
     assert_secure_page(ask)
 
@@ -281,3 +290,104 @@ async def test_signing_in_returns_to_the_experience_that_sent_you_and_nowhere_el
         assert sent.headers["location"] == "/login", hostile
         page = await tw.client.get("/login", params={"next": hostile})
         assert "data-next" not in page.text, hostile
+
+
+def policies(response: httpx.Response) -> list[str]:
+    return response.headers.get_list("content-security-policy")
+
+
+def assert_framed_page(response: httpx.Response) -> str:
+    """An experience's page as its shell page's frame gets it: sandboxed, framed by the twin's
+    own pages only; returns its token."""
+    assert response.status_code == 200, response.text
+    assert SANDBOX in policies(response)
+    assert response.headers["x-frame-options"] == "SAMEORIGIN"
+    csp = response.headers["content-security-policy"]
+    assert "frame-ancestors 'self'" in csp and "frame-ancestors 'none'" not in csp
+    assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp
+    found = TOKEN_META.search(response.text)
+    assert found, response.text
+    return found.group(1)
+
+
+async def test_a_notifying_experience_opens_in_a_frame_of_a_shell_page(tw: Running) -> None:
+    cookie = await sign_in(tw)
+    ask = await tw.client.get("/x/chat/", headers=session(cookie))
+    assert "Allow Chat?" in ask.text  # the grant page first, at the top, as for any other
+    assert "It may also offer to show your browser's notifications" in ask.text
+    granted = await tw.client.post("/x/chat/grant", headers={**session(cookie), **SAME_ORIGIN})
+    assert granted.status_code == 303 and granted.headers["location"] == "/x/chat/"
+
+    # The top page is the shell's: not sandboxed, no token, one sandboxed frame, its own script.
+    for query in ("", "?frame=1"):  # a browser says what it navigates, whatever the address
+        top = await tw.client.get(
+            f"/x/chat/{query}", headers={**session(cookie), "Sec-Fetch-Dest": "document"}
+        )
+        assert top.status_code == 200
+        assert_secure_page(top)
+        assert SANDBOX not in policies(top)
+        assert any("frame-src 'self'" in p and "default-src 'none'" in p for p in policies(top))
+        assert top.headers["x-frame-options"] == "DENY"
+        assert "twin-token" not in top.text
+        [frame] = re.findall(r"<iframe\b[^>]*>", top.text)
+        assert f'sandbox="{SANDBOX.removeprefix("sandbox ")}"' in frame
+        assert 'data-src="/x/chat/"' in frame
+        assert '<script src="/static/frame.js" defer></script>' in top.text
+        assert "<title>Chat</title>" in top.text
+    script = await tw.client.get("/static/frame.js")
+    assert script.status_code == 200 and "twin.notify" in script.text
+
+    # The frame's request gets Chat's page, sandboxed, with its token; so does one with the
+    # frame's ?frame= from a browser that sends no fetch metadata.
+    token = assert_framed_page(
+        await tw.client.get("/x/chat/?frame=k1", headers={**session(cookie), **CHAT_FRAME})
+    )
+    plain = await tw.client.get("/x/chat/?frame=k2", headers=session(cookie))
+    assert assert_framed_page(plain) == token
+    assert "/x/chat/static/chat.js" in plain.text
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert (await tw.client.get("/api/chat/conversations", headers=bearer)).status_code == 200
+
+    # Another experience's shell page cannot hold it.
+    elsewhere = {**CHAT_FRAME, "Referer": ORIGIN + "/x/notes/"}
+    refused = await tw.client.get("/x/chat/?frame=k3", headers={**session(cookie), **elsewhere})
+    assert refused.status_code == 403 and "twin-token" not in refused.text
+    assert "opens only in its own frame" in refused.json()["error"]["message"]
+
+
+async def test_a_frame_without_its_page_asks_the_shell_page_to_open_it_again(
+    tw: Running,
+) -> None:
+    """The frame's own reload comes from its opaque origin without the session cookie: it gets
+    a page that asks the shell page around it to load it again, the same for any name."""
+    reload = {"Sec-Fetch-Dest": "iframe", "Sec-Fetch-Site": "cross-site"}
+    installed = await tw.client.get("/x/chat/?frame=k", headers=reload)
+    unknown = await tw.client.get("/x/nope/?frame=k", headers=reload)
+    assert installed.status_code == unknown.status_code == 200
+    assert installed.text == unknown.text
+    assert '<script src="/static/reframe.js" defer></script>' in installed.text
+    assert 'data-top="no"' in installed.text and "twin-token" not in installed.text
+    assert installed.headers["x-frame-options"] == "SAMEORIGIN"
+    assert "frame-ancestors 'self'" in installed.headers["content-security-policy"]
+    # Signed in, but Chat is not allowed yet: the grant page belongs at the top.
+    cookie = await sign_in(tw)
+    ask = await tw.client.get("/x/chat/?frame=k", headers={**session(cookie), **CHAT_FRAME})
+    assert 'data-top="yes"' in ask.text and "Allow Chat?" not in ask.text
+    assert ask.headers["x-frame-options"] == "SAMEORIGIN"
+
+
+async def test_an_experience_without_notifications_is_served_as_it_always_was(
+    tw: Running,
+) -> None:
+    cookie = await sign_in(tw)
+    token = await grant_profile(tw, cookie)
+    framed = {"Sec-Fetch-Dest": "iframe", "Referer": ORIGIN + "/x/profile/"}
+    for path, headers in (("/x/profile/", {}), ("/x/profile/?frame=1", framed)):
+        page = await tw.client.get(path, headers={**session(cookie), **headers})
+        assert page.status_code == 200 and "Your profile" in page.text
+        assert_secure_page(page)  # frame-ancestors 'none': no frame may hold it
+        assert page.headers["x-frame-options"] == "DENY"
+        assert SANDBOX in policies(page)
+        assert "<iframe" not in page.text
+        found = TOKEN_META.search(page.text)
+        assert found and found.group(1) == token

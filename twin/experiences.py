@@ -26,7 +26,7 @@ def web_root() -> Path:
     return package_folder("twin_web")
 
 
-_KNOWN_KEYS = {"id", "name", "description", "uses", "icon"}
+_KNOWN_KEYS = {"id", "name", "description", "uses", "icon", "notifications"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class Experience:
     root: Path
     source: str
     icon: str = ""
+    notifications: bool = False  # its page runs in a frame of the shell, which shows them
 
     @property
     def templates(self) -> Path:
@@ -65,6 +66,9 @@ def load_experience(root: Path, source: str, manifests: Mapping[str, Manifest]) 
         raise PluginError(f"{path}: name is required")
     description = data.get("description", "")
     icon = data.get("icon", "")
+    notifications = data.get("notifications", False)
+    if not isinstance(notifications, bool):
+        raise PluginError(f"{path}: notifications must be true or false, not {notifications!r}")
     uses = data.get("uses", [])
     if not isinstance(uses, list) or not all(isinstance(u, str) for u in uses):
         raise PluginError(f'{path}: uses must be a list like ["files:read"]')
@@ -76,4 +80,6 @@ def load_experience(root: Path, source: str, manifests: Mapping[str, Manifest]) 
         raise PluginError(f"{path}: {exc.message}") from None
     if not (root / "templates" / "index.html").is_file():
         raise PluginError(f"{path}: templates/index.html is missing")
-    return Experience(exp_id, name.strip(), str(description), scopes, root, source, str(icon))
+    return Experience(
+        exp_id, name.strip(), str(description), scopes, root, source, str(icon), notifications
+    )

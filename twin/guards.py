@@ -48,22 +48,40 @@ class RateLimiter:
         self._buckets[key] = (tokens - cost, now)
 
 
+def _page_policy(frame_ancestors: bytes) -> bytes:
+    return (
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        b"object-src 'none'; base-uri 'none'; frame-ancestors " + frame_ancestors + b"; "
+        b"form-action 'self'"
+    )
+
+
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
-    (
-        b"content-security-policy",
-        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-        b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
-    ),
+    (b"content-security-policy", _page_policy(b"'none'")),
 ]
 
+# A response that sets ``X-Frame-Options: SAMEORIGIN`` itself (an experience's page inside the
+# shell's frame, see twin.shell) may be framed by the twin's own pages, and only by them.
+FRAMEABLE = (b"x-frame-options", b"SAMEORIGIN")
+_FRAMEABLE_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"content-security-policy", _page_policy(b"'self'")),
+]
 
 # An experience's own files run in an opaque origin, like its page (see twin.shell): an HTML or
 # SVG file it ships must not reach the owner's session.
 EXPERIENCE_SANDBOX = b"sandbox allow-scripts allow-forms allow-popups allow-downloads allow-modals"
 _EXPERIENCE_FILE_HEADERS = [*SECURITY_HEADERS, (b"content-security-policy", EXPERIENCE_SANDBOX)]
+
+# The shell's page that holds a notifying experience in a frame: its own scripts and the frame.
+FRAME_HOST_POLICY = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    b"frame-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 class SecurityHeaders:
@@ -86,7 +104,10 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + extra
+                headers = list(message.get("headers", []))
+                message["headers"] = headers + (
+                    _FRAMEABLE_HEADERS if FRAMEABLE in headers else extra
+                )
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

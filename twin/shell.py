@@ -1,6 +1,7 @@
 """The shell: the owner's pages at ``/`` (experiences, grants, activity, unlock) and each
-experience's page and static files under ``/x/<id>/``; sign-in and settings live in
-``twin.login`` and ``twin.account`` and share its ``Pages``."""
+experience's page (in a frame of a shell page, for one that shows notifications) and static
+files under ``/x/<id>/``; sign-in and settings live in ``twin.login`` and ``twin.account`` and
+share its ``Pages``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 
 from twin.errors import Forbidden, NotFound, RateLimited, WrongPassphrase
 from twin.experiences import Experience, web_root
-from twin.guards import EXPERIENCE_SANDBOX
+from twin.guards import EXPERIENCE_SANDBOX, FRAME_HOST_POLICY, FRAMEABLE
 from twin.http import error_json, read_body, status_of
 from twin.manifest import ID_PATTERN
 from twin.settings import human_size
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from twin.sessions import Session
 
 COOKIE = "twin_session"
+_FRAMEABLE = {name.decode(): value.decode() for name, value in [FRAMEABLE]}
 
 
 def shell_loader() -> jinja2.BaseLoader:
@@ -137,6 +139,16 @@ def after_login(request: Request) -> str | None:
     return target if _RETURN.fullmatch(target) else None
 
 
+def framed(request: Request) -> bool:
+    """Whether a request for an experience's page is the one of the frame the shell holds it in:
+    the browser says so (``Sec-Fetch-Dest``); from one that sends no fetch metadata, the
+    ``?frame=`` that the shell's frame adds to the address does."""
+    dest = request.headers.get("sec-fetch-dest")
+    if dest is not None:
+        return dest in ("iframe", "frame")
+    return "frame" in request.query_params
+
+
 def shell_routes(twin: Twin) -> list[BaseRoute]:
     """The shell's routes (with sign-in and settings) plus one page route and one static mount
     per experience."""
@@ -204,9 +216,24 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
             raise NotFound(f"no experience {request.path_params['exp']!r} is installed")
         return exp
 
+    def reframe(*, top: bool = False) -> HTMLResponse:
+        """The answer to a frame's request that cannot be its page: a page the frame may show,
+        which asks the shell's page around it to open the experience again (reframe.js)."""
+        response = page("reframe.html", top=top)
+        response.headers.update(_FRAMEABLE)
+        return response
+
     async def experience(request: Request) -> Response:
+        # A notifying experience's page runs in a frame of a shell page (experience_frame.html),
+        # which shows the notifications that its opaque origin may not; the frame's request for
+        # the page itself is told apart by framed().
+        inside = framed(request)
         # the session first: a stranger learns nothing of which experiences are installed
         if not await signed_in(request):
+            if inside:
+                # The frame's own reload comes from its opaque origin, without the cookie: the
+                # shell's page around it loads it again from this origin, where it is sent.
+                return reframe()
             headers = request.headers
             if headers.get("sec-fetch-site") == "cross-site" and (
                 headers.get("sec-fetch-mode") == "navigate"
@@ -221,11 +248,16 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
         try:
             exp = find(request)
         except NotFound as missing:
+            if inside:
+                return reframe(top=True)
             return page("not_found.html", status=404, message=missing.message)
+        inside = inside and exp.notifications  # any other is served as it always was
         if twin.vault.locked:
-            return locked()
+            return reframe(top=True) if inside else locked()
         grant = await twin.grants.get(exp.id)
         if grant is None and exp.uses:
+            if inside:
+                return reframe(top=True)  # the grant page is the shell's, at the top
             manifests = twin.registry.manifests
             wants = []
             for scope in sorted(exp.uses):
@@ -233,6 +265,14 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
                 name, _, resource = rest.partition("@")
                 wants.append((scope, manifests[cap_id].permission(name), resource))
             return page("grant.html", experience=exp, wants=wants)
+        if exp.notifications and not inside:
+            host = page("experience_frame.html", experience=exp)
+            host.headers["Content-Security-Policy"] = FRAME_HOST_POLICY.decode()
+            return host
+        referer = request.headers.get("referer")
+        if inside and referer is not None and urlsplit(referer).path != f"/x/{exp.id}/":
+            # The shell's page for another experience must not hold this one (and its token).
+            raise Forbidden(f"the page of {exp.name} opens only in its own frame")
         token = twin.grants.token(grant) if grant else ""
         html = (
             experience_env(exp)
@@ -252,6 +292,7 @@ def shell_routes(twin: Twin) -> list[BaseRoute]:
             headers={
                 "Cache-Control": "no-store",
                 "Content-Security-Policy": EXPERIENCE_SANDBOX.decode(),
+                **(_FRAMEABLE if inside else {}),
             },
         )
 

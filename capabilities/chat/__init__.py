@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from twin import BadInput, Capability, Conflict, Forbidden, Holding, NotFound
+from twin import BadInput, Capability, Conflict, Forbidden, Holding, InvalidSignature, NotFound
 from twin.api import Endpoint
 from twin.identity import b64url, public_key_from_did
 from twin.peers import Message as Envelope
@@ -197,12 +197,12 @@ class Chat(Capability):
         found = await self.store.find(conv_id)
         if found is not None:
             return found, False
-        return await self._new_direct(person.did), True
+        return await self.store.save(self._new_direct(person.did)), True
 
-    async def _new_direct(self, did: str) -> Conversation:
+    def _new_direct(self, did: str) -> Conversation:
+        """A direct conversation with ``did``, not stored yet."""
         now = time.time()
-        conv = Conversation(direct_id(self.me, did), "direct", "", [self.me, did], [], now, now)
-        return await self.store.save(conv)
+        return Conversation(direct_id(self.me, did), "direct", "", [self.me, did], [], now, now)
 
     async def new_group(self, name: object, members: object) -> Conversation:
         name = check_name(name)
@@ -551,7 +551,12 @@ class Chat(Capability):
             peer = await self.peers.peer(did)
             if peer is None or peer.state != "blocked":
                 raise NotFound("that twin is not blocked")
-            await self.peers.pin(did)
+            convs = await self.store.conversations()
+            ours = any(c.kind == "group" and c.active and did in c.members for c in convs)
+            if person is None and not ours:
+                await self.peers.forget(did)  # a stranger again, not a pinned twin
+            else:
+                await self.peers.pin(did)  # a member of a group of ours again
         await self._touch_sender(did)
 
     async def _touch_sender(self, did: str) -> None:
@@ -576,7 +581,10 @@ class Chat(Capability):
                 person = await self.contacts.book.by_did(message.sender)
                 if person is None or person.status != "connected":
                     raise Forbidden("only contacts start a direct conversation")
-                conv = await self._new_direct(message.sender)
+                if message.type != "chat.message":
+                    return None  # nothing of it is here to change or mark read
+                # stored once its first message is taken: a refused one leaves nothing behind
+                conv = self._new_direct(message.sender)
             return conv
         if conv is None or message.sender not in conv.members:
             if conv is not None and not conv.active:
@@ -719,7 +727,7 @@ class Chat(Capability):
     async def _read_by(self, conv: Conversation, member: str, n: int) -> None:
         """Note that ``member`` read up to counter ``n``; the ticks of this twin's messages
         it covers change."""
-        before = (await self.store.reads(conv.id)).get(member, 0)
+        before = await self.store.read_by(conv.id, member)
         if n <= before:
             return
         await self.store.keep_read(conv.id, member, n)
@@ -782,7 +790,7 @@ class Chat(Capability):
                 continue
             try:
                 await self.peers.pin(did, hint)
-            except BadInput:
+            except (BadInput, InvalidSignature):  # a hint that does not hold is not kept
                 if peer is None:
                     await self.peers.pin(did)
 

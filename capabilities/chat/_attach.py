@@ -32,6 +32,7 @@ FRAME = CHUNK + sodium.crypto_secretstream_xchacha20poly1305_ABYTES
 HEADER = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES
 TRIES = (2, 10, 30)  # seconds between the first tries of a fetch; upkeep tries again later
 FOLDER = "Chat"
+NAME_BYTES = 255  # what Files takes as one name
 
 
 @dataclass
@@ -137,6 +138,7 @@ class Attachments:
         self.box = chat.context.box("attachments")
         self.progress: dict[str, int] = {}  # bytes received so far, while fetching
         self._fetching: set[str] = set()
+        self._claimed: set[str] = set()  # paths chosen for files still being written
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
@@ -181,7 +183,12 @@ class Attachments:
         if not conv.active:
             raise Conflict("you are no longer in this group: nothing can be posted into it")
         path = await self._free_path(conv, name)
-        entry, _ = await self.files.store.write(path, _limited(body), length=length, parents=True)
+        try:
+            entry, _ = await self.files.store.write(
+                path, _limited(body), length=length, parents=True
+            )
+        finally:
+            self._claimed.discard(path)
         kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
         att = Attachment(
             b64url(os.urandom(12)),
@@ -199,16 +206,21 @@ class Attachments:
 
     async def _free_path(self, conv: Conversation, name: str) -> str:
         title = await self.chat.title(conv)
-        folder = "".join("-" if c in "/\\" or ord(c) < 32 else c for c in title).strip(". ")
-        folder = f"{FOLDER}/{folder[:100] or conv.id}"
+        folder = "".join("-" if c in "/\\\x7f" or ord(c) < 32 else c for c in title)
+        folder = f"{FOLDER}/{_fit(folder.strip('. '), 100).rstrip('. ') or conv.id}"
         stem, dot, ext = name.rpartition(".")
         if not stem:
             stem, dot, ext = name, "", ""
-        candidate, number = f"{folder}/{name}", 1
-        while await self.files.store.find(candidate) is not None:
+        number = 1
+        while True:
+            candidate = f"{folder}/{_numbered(stem, number, dot + ext)}"
+            # claimed before looking: two files of one name written at once get two paths
+            if candidate not in self._claimed:
+                self._claimed.add(candidate)
+                if await self.files.store.find(candidate) is None:
+                    return candidate  # the caller lets go of it once it is written
+                self._claimed.discard(candidate)
             number += 1
-            candidate = f"{folder}/{stem} ({number}){dot}{ext}"
-        return candidate
 
     async def uploaded(self, conv: Conversation, att_id: object) -> Attachment:
         if not isinstance(att_id, str):
@@ -370,10 +382,10 @@ class Attachments:
 
         path = await self._free_path(conv, att.name)
         try:
+            # what was written of a refused one is not kept: Files keeps a file once it is whole
             await self.files.store.write(path, counted(), length=att.size, parents=True)
-        except BadInput:
-            # what was written of it is not kept: Files keeps a file only once it is whole
-            raise
+        finally:
+            self._claimed.discard(path)
         current = await self.db.fetchone("SELECT 1 FROM chat_attachments WHERE id = ?", (att.id,))
         if current is None:  # the message was deleted meanwhile
             await self.files.store.delete(path)
@@ -387,6 +399,20 @@ class Attachments:
             await self._keep(att)
             if att.msg is not None:
                 await self.chat.store.touch(att.conv, [att.msg])
+
+
+def _fit(text: str, size: int) -> str:
+    """``text`` cut to at most ``size`` bytes of UTF-8, between characters."""
+    return text.encode()[:size].decode("utf-8", "ignore")
+
+
+def _numbered(stem: str, number: int, ext: str) -> str:
+    """A file name for Files (at most NAME_BYTES of UTF-8: a name of 200 characters may be
+    more), the stem cut to make room for its number and extension."""
+    counted = f" ({number})" if number > 1 else ""
+    if len((counted + ext).encode()) >= NAME_BYTES:  # an extension longer than a name may be
+        stem, ext = stem + ext, ""
+    return _fit(stem, NAME_BYTES - len((counted + ext).encode())) + counted + ext
 
 
 async def _limited(body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:

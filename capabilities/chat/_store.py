@@ -419,15 +419,27 @@ class Store:
             (conv_id, msg, data),
         )
 
-    async def reads(self, conv_id: str) -> dict[str, int]:
-        rows = await self.db.fetchall("SELECT who, n FROM chat_reads WHERE conv = ?", (conv_id,))
-        return {r["who"]: r["n"] for r in rows}
+    def _reader(self, conv_id: str, who: str) -> str:
+        # a member's did is not kept in clear: a keyed hash, a different one in each conversation
+        return self.box.blind(f"reader {conv_id} {who}")
+
+    async def reads(self, conv_id: str) -> list[int]:
+        """How far each member who told us has read (in no particular order)."""
+        rows = await self.db.fetchall("SELECT n FROM chat_reads WHERE conv = ?", (conv_id,))
+        return [r["n"] for r in rows]
+
+    async def read_by(self, conv_id: str, who: str) -> int:
+        n = await self.db.fetchval(
+            "SELECT n FROM chat_reads WHERE conv = ? AND who = ?",
+            (conv_id, self._reader(conv_id, who)),
+        )
+        return int(n or 0)
 
     async def keep_read(self, conv_id: str, who: str, n: int) -> None:
         await self.db.execute(
             "INSERT INTO chat_reads (conv, who, n) VALUES (?,?,?)"
             " ON CONFLICT (conv, who) DO UPDATE SET n = max(n, excluded.n)",
-            (conv_id, who, n),
+            (conv_id, self._reader(conv_id, who), n),
         )
 
     async def sent(self, rows: list[tuple[str, str, str]]) -> None:

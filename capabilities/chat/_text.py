@@ -15,6 +15,8 @@ MAX_FILE_NAME = 200
 # Bidirectional embeddings, overrides and isolates: in a name they can make "gpj.exe" read as
 # "exe.jpg". Messages keep them (a right-to-left writer may need them) and are shown isolated.
 _BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# What shows nothing on its own: a message of only these is as empty as one with no text
+_INVISIBLE = {"Cc", "Cf", "Zs", "Zl", "Zp"}
 _WORD = re.compile(r"\w+")
 PREFIX = 3  # a word is found by its first three characters, then checked whole
 
@@ -34,7 +36,7 @@ def check_text(value: object, *, empty: bool = False) -> str:
             f"a message is at most {MAX_TEXT} characters; this one is {len(text)}: "
             "split it, or send the text as a file"
         )
-    if not text and not empty:
+    if not empty and all(unicodedata.category(c) in _INVISIBLE for c in text):
         raise BadInput("a message needs some text (or an attachment)")
     if _controls(text, "\n\t"):
         raise BadInput("a message must not contain control characters")
@@ -65,8 +67,9 @@ def check_emoji(value: object) -> str:
     """A reaction: a short run of non-letter symbols (one emoji, maybe joined or modified)."""
     if not isinstance(value, str) or not value or len(value) > MAX_EMOJI:
         raise BadInput(f"a reaction is one emoji (at most {MAX_EMOJI} code points)")
-    if _controls(value, "") or any(unicodedata.category(c)[0] in "LNZ" for c in value):
-        raise BadInput("a reaction is an emoji, not letters, digits or spaces")
+    kinds = [unicodedata.category(c)[0] for c in value]
+    if _controls(value, "") or any(k in "LNZ" for k in kinds) or not any(k in "SP" for k in kinds):
+        raise BadInput("a reaction is an emoji, not letters, digits, spaces or invisible marks")
     return value
 
 

@@ -61,7 +61,7 @@ async def message_views(
     reactions = await store.reactions(conv.id, ids)
     mine = [m.id for m in messages if m.mine and m.kind == "text"]
     deliveries = await store.deliveries(conv.id, mine)
-    reads = await store.reads(conv.id) if mine else {}
+    reads = await store.reads(conv.id) if mine else []
     with_files = [m.id for m in messages if m.attachments]
     states = await _attachment_states(chat, conv.id, with_files) if with_files else {}
     names: dict[str, str] = {}
@@ -113,7 +113,7 @@ async def message_views(
             counts = deliveries.get(m.id, {})
             total = sum(counts.values())
             delivered = counts.get("delivered", 0)
-            read = sum(1 for n in reads.values() if n >= m.n)
+            read = sum(1 for n in reads if n >= m.n)
             if counts.get("failed"):
                 status = "failed"
             elif total and read >= total:

@@ -311,37 +311,31 @@ document.addEventListener("DOMContentLoaded", () => {
 
   // ---- notifications -----------------------------------------------------------------------
 
+  // The twin's shell shows them (twin.notifications): the page's own origin may not.
+  let notifyPermission = "unavailable";
+
   function notify(m) {
     if (seen.has(m.id) || m.mine || m.kind !== "text" || m.deleted || m.blocked || m.edited) return;
-    if (!("Notification" in window) || Notification.permission !== "granted") return;
-    if (document.visibilityState === "visible") return;
+    if (notifyPermission !== "granted" || document.visibilityState === "visible") return;
     if (!m.received || m.received < Date.now() / 1000 - NOTIFY_WITHIN) return;
     const c = conversations.get(m.conversation);
     if (c && c.muted) return;
     const title = c && c.kind === "group" ? m.sender_name + " in " + c.name : m.sender_name;
     const files = (m.attachments || []).length;
     const body = fmt.excerpt(m.text || "", 140) || (files ? "📎 " + plural(files, "file", "files") : "");
-    try {
-      const shown = new Notification(title, { body, tag: m.id });
-      shown.addEventListener("click", () => {
-        window.focus();
-        go("#c/" + enc(m.conversation));
-        shown.close();
-      });
-    } catch (_) { /* the browser keeps notifications from this page */ }
+    twin.notifications.show({ title, body, tag: m.conversation }); // one at a time per conversation
   }
 
-  function drawNotify() {
-    const able = "Notification" in window;
-    ui.notifyOffer.hidden = !able || Notification.permission !== "default";
+  async function drawNotify() {
+    notifyPermission = await twin.notifications.state();
+    ui.notifyOffer.hidden = notifyPermission !== "default";
   }
 
   async function askNotify() {
-    let answer = "denied";
-    try { answer = await Notification.requestPermission(); } catch (_) { /* refused */ }
-    drawNotify();
+    notifyPermission = await twin.notifications.ask();
+    ui.notifyOffer.hidden = notifyPermission !== "default";
     ui.notifyState.hidden = false;
-    ui.notifyState.textContent = answer === "granted"
+    ui.notifyState.textContent = notifyPermission === "granted"
       ? "Notifications are on: you are told of new messages while this tab is in the background (not for muted conversations)."
       : "Your browser did not allow notifications for this page. You can allow them in its site settings.";
   }
@@ -1364,7 +1358,10 @@ document.addEventListener("DOMContentLoaded", () => {
     autosize();
   });
   window.addEventListener("hashchange", route);
-  document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") markRead(); });
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") { markRead(); drawNotify(); }
+  });
+  twin.notifications.onClick((id) => { if (conversations.has(id)) go("#c/" + enc(id)); });
   setInterval(() => { listNodes.clear(); drawList(); }, 60000); // "Yesterday" arrives at midnight
 
   drawNotify();

@@ -1,6 +1,8 @@
 // The helper every experience page gets: twin.api(path, options) calls /api with the page's token,
 // twin.request does the same and hands back the raw Response, twin.live follows a server-sent
-// event stream under /api (EventSource cannot send the token) and resumes it after a disconnect.
+// event stream under /api (EventSource cannot send the token) and resumes it after a disconnect,
+// twin.notifications shows browser notifications through the shell's page around a notifying
+// experience (frame.js), which also gets the page's title, #fragment and links to other pages.
 (function () {
   const meta = document.querySelector('meta[name="twin-token"]');
   const token = meta ? meta.content : "";
@@ -164,5 +166,80 @@
     };
   }
 
-  window.twin = { api, request, live, token };
+  // ---- in the shell's frame (experience.toml: notifications = true) -------------------------
+
+  const STATES = new Set(["granted", "denied", "default", "unavailable"]);
+  const frameKey = window.parent !== window ? new URLSearchParams(location.search).get("frame") : null;
+  const framed = Boolean(frameKey);
+  const answers = new Map(); // request id → the resolver waiting for the permission state
+  const clickHandlers = [];
+  let asked = 0;
+
+  function toShell(message) {
+    window.parent.postMessage({ ...message, key: frameKey }, location.origin);
+  }
+
+  function permission(type, wait) {
+    if (!framed) return Promise.resolve("unavailable");
+    return new Promise((resolve) => {
+      const id = ++asked;
+      answers.set(id, resolve);
+      toShell({ type, id });
+      if (wait) setTimeout(() => { if (answers.delete(id)) resolve("unavailable"); }, wait);
+    });
+  }
+
+  const notifications = {
+    state: () => permission("twin.notify-state?", 3000),
+    ask: () => permission("twin.notify-ask", 0), // the browser's question waits for the owner
+    show({ title = "", body = "", tag = "" } = {}) {
+      if (framed) toShell({ type: "twin.notify", title: String(title), body: String(body), tag: String(tag) });
+    },
+    onClick(handler) { clickHandlers.push(handler); },
+  };
+
+  if (framed) {
+    window.addEventListener("message", (event) => {
+      if (event.source !== window.parent || event.origin !== location.origin) return;
+      const data = event.data;
+      if (!data || typeof data !== "object") return;
+      if (data.type === "twin.notify-state") {
+        const resolve = answers.get(data.id);
+        answers.delete(data.id);
+        if (resolve) resolve(STATES.has(data.state) ? data.state : "unavailable");
+      } else if (data.type === "twin.notification-click") {
+        for (const handler of clickHandlers) handler(String(data.tag || ""));
+      } else if (data.type === "twin.hash" && typeof data.hash === "string") {
+        if ((data.hash === "" || data.hash[0] === "#") && data.hash !== location.hash) location.replace(data.hash || "#");
+      }
+    });
+
+    // The tab shows the shell's page: it takes this page's title and #fragment.
+    let title = null;
+    const sendTitle = () => {
+      if (document.title === title) return;
+      title = document.title;
+      toShell({ type: "twin.title", title });
+    };
+    new MutationObserver(sendTitle).observe(document.head, { subtree: true, childList: true, characterData: true });
+    sendTitle();
+    window.addEventListener("hashchange", () => toShell({ type: "twin.hash", hash: location.hash }));
+
+    // A link to another page would open it in the frame (where the twin's own pages refuse to
+    // be): the shell's page opens it instead.
+    window.addEventListener("click", (event) => {
+      if (event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+      const link = event.target instanceof Element ? event.target.closest("a[href]") : null;
+      if (!link || link.hasAttribute("download")) return;
+      const target = (link.getAttribute("target") || "_self").toLowerCase();
+      if (!["_self", "_top", "_parent"].includes(target)) return;
+      const url = new URL(link.href, location.href);
+      if (url.protocol !== "http:" && url.protocol !== "https:") return;
+      if (url.origin === location.origin && url.pathname === location.pathname && url.search === location.search) return;
+      event.preventDefault();
+      toShell({ type: "twin.open", href: url.href });
+    });
+  }
+
+  window.twin = { api, request, live, token, notifications };
 })();
