@@ -754,10 +754,7 @@ class Chat(Capability):
             person = await self.contacts.book.by_did(sender)
             if person is None or person.status != "connected":
                 raise Forbidden("only a contact can add you to a group")
-        elif sender not in conv.members and not any(
-            isinstance(e, dict) and e.get("action") == "remove" and e.get("did") == sender
-            for e in held
-        ):
+        elif sender not in conv.members:
             raise Forbidden("only a group's members tell it about changes")
         log, state = _groups.take(conv_id, held, events)
         if conv is None:

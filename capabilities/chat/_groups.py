@@ -152,6 +152,10 @@ def take(group: str, held: list[dict[str, Any]], new: object) -> tuple[list[dict
         raise BadInput(f"a group message carries 1 to {MAX_EVENTS} changes")
     known = {e["id"] for e in held}
     log = list(held)
+    # a change is taken only from a signer who is a member now (or is added by a change that
+    # comes with it): numbers name no earlier change, so one removed could otherwise sign a
+    # change dated before their removal
+    members = set(fold(group, held)[0].members) if held else set()
     for raw in new:
         event = _shape(raw, group)
         if event["id"] in known:
@@ -159,6 +163,10 @@ def take(group: str, held: list[dict[str, Any]], new: object) -> tuple[list[dict
         if held and event["action"] == "create":
             raise Forbidden("that group exists already: it cannot be created again")
         check_signature(event)
+        if held and event["by"] not in members:
+            raise Forbidden("a change is taken only from a member of the group, as it stands now")
+        if event["action"] == "add":
+            members.add(event["did"])
         known.add(event["id"])
         log.append(event)
     if len(log) > MAX_EVENTS:
