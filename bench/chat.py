@@ -673,7 +673,9 @@ async def _fill(data_dir: Path, count: int, queries: list[Query], words: Words) 
             while len(query.inside) < SEARCH_RUNS and time.monotonic() - spent < SEARCH_LIMIT:
                 began = time.perf_counter()
                 try:
-                    found = await asyncio.wait_for(store.search(query.text, None), SEARCH_LIMIT)
+                    found, _ = await asyncio.wait_for(
+                        store.search(query.text, None), SEARCH_LIMIT
+                    )
                 except TimeoutError:
                     query.gave_up.append("store")
                     break

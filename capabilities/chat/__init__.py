@@ -33,6 +33,7 @@ MAX_JUMP = 1_000_000  # how far past the highest counter seen a message may clai
 GROUP_BODY = 192 * 1024
 HINTS_PER_MESSAGE = 200
 WAIT_DAYS = 14
+EARLY = 10_000
 
 Listener = Callable[[str, Any], None]
 Take = Callable[[Conversation, str, dict[str, Any]], Awaitable[None]]
@@ -59,6 +60,8 @@ class Chat(Capability):
         self._listeners: list[Listener] = []
         self.attachments: Any = None  # built at start-up (it needs files)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._early: dict[str, State] = {}  # delivery states that came before their row
+        self._noted: set[str] = set()
         self._handlers = {
             "chat.message": self._in_conversation(self._take_message),
             "chat.edit": self._in_conversation(self._take_edit),
@@ -432,8 +435,11 @@ class Chat(Capability):
                 continue
             if message is not None:
                 sent.append((envelope, conv.id, message.id))
+                if len(sent) == 100:
+                    await self._note_sent(sent)
+                    sent = []
         if sent:
-            await self.store.sent(sent)
+            await self._note_sent(sent)
 
     async def _attachments_for(self, conv: Conversation, ids: object) -> list[Any]:
         if ids is None or ids == []:
@@ -649,11 +655,6 @@ class Chat(Capability):
         now = time.time()
         if not isinstance(sent, (int, float)) or isinstance(sent, bool):
             raise BadInput("a message says when it was sent")
-        held = await self.store.find_message(conv.id, item["id"])
-        if held is not None:
-            if held.sender != sender:
-                raise BadInput("that message id is taken by another member's message")
-            return
         offered = self.attachments.check_offers(offers) if offers else []
         attachments = [{k: v for k, v in o.items() if k != "key"} for o in offered]
         message = Message(
@@ -668,7 +669,11 @@ class Chat(Capability):
             reply_to=reply,
             attachments=attachments,
         )
-        message = await self.store.add(message)
+        taken = await self.store.add(message)
+        if taken is not message:  # that id is held already
+            if taken.sender != sender:
+                raise BadInput("that message id is taken by another member's message")
+            return
         name = item.get("name")
         sealed = False
         if isinstance(name, str) and conv.names.get(sender) != name:
@@ -730,8 +735,9 @@ class Chat(Capability):
         before = await self.store.read_by(conv.id, member)
         if n <= before:
             return
-        await self.store.keep_read(conv.id, member, n)
-        await self.store.touch(conv.id, await self.store.mine_between(conv.id, before, n))
+        self.store.keep_read(conv.id, member, n)
+        if await self.store.my_last(conv.id) > before:  # some of this twin's ticks change
+            await self.store.touch(conv.id, await self.store.mine_between(conv.id, before, n))
 
     async def _on_group(self, envelope: Envelope) -> None:
         item = self._item(envelope)
@@ -815,8 +821,27 @@ class Chat(Capability):
 
     async def on_delivery(self, envelope_id: str, state: State, error: str | None) -> None:
         changed = await self.store.delivery_changed(envelope_id, state)
+        if changed is None and envelope_id in self._noted:
+            # written down while this looked: look again
+            changed = await self.store.delivery_changed(envelope_id, state)
+        elif changed is None:
+            # delivered before its fan-out wrote it down (the outbox is that quick): kept
+            # until it is
+            self._early[envelope_id] = state
+            while len(self._early) > EARLY:
+                del self._early[next(iter(self._early))]
         if changed is not None:
             await self.store.touch(*changed[:1], [changed[1]])
+
+    async def _note_sent(self, rows: list[tuple[str, str, str]]) -> None:
+        await self.store.sent(rows)
+        self._noted.update(r[0] for r in rows)
+        if len(self._noted) > EARLY:
+            self._noted.clear()  # only a guard against a late status: none is older
+        for envelope_id, *_ in rows:
+            state = self._early.pop(envelope_id, None)
+            if state is not None:
+                await self.on_delivery(envelope_id, state, None)
 
     # attachments over the peer protocol ------------------------------------------------------
 

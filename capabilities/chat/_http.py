@@ -158,6 +158,7 @@ class MessagePage(msgspec.Struct):
 
 class Found(msgspec.Struct):
     messages: list[MessageInfo]
+    complete: bool  # false: it stopped before looking at every candidate (say so, refine)
 
 
 class Person(msgspec.Struct):
@@ -326,8 +327,8 @@ def endpoints(chat: Chat) -> list[Endpoint]:
         conv_id = call.query.get("conversation") or None
         if conv_id is not None:
             await store.conversation(conv_id)
-        found = await store.search(query, conv_id)
-        return {"messages": await message_views(chat, None, found)}
+        found, complete = await store.search(query, conv_id)
+        return {"messages": await message_views(chat, None, found), "complete": complete}
 
     async def block(call: Call) -> None:
         await chat.block(call.body.did)

@@ -85,6 +85,9 @@ MIGRATIONS = (
 )
 MAX_WAITING = 2000  # messages held for groups not known yet
 SEARCH_LIMIT = 50
+MAX_UNREAD = 1000
+SEARCH_CANDIDATES = 20_000
+SEARCH_SECONDS = 2.0
 
 
 @dataclass
@@ -153,6 +156,8 @@ class Store:
         self.seq = 0
         self.changed = asyncio.Event()
         self._conversations: dict[str, Conversation] | None = None
+        self._read_marks: dict[tuple[str, str], int] = {}
+        self._my_last: dict[str, int] = {}
 
     async def load(self) -> dict[str, Conversation]:
         if self._conversations is None:
@@ -239,10 +244,12 @@ class Store:
         )
 
     async def unread(self, conv: Conversation) -> int:
+        # counted up to MAX_UNREAD: past that the number says no more than "many"
         return int(
             await self.db.fetchval(
-                "SELECT count(*) FROM chat_messages WHERE conv = ? AND counts = 1 AND n > ?",
-                (conv.id, conv.read_n),
+                "SELECT count(*) FROM (SELECT 1 FROM chat_messages"
+                " WHERE conv = ? AND counts = 1 AND n > ? LIMIT ?)",
+                (conv.id, conv.read_n, MAX_UNREAD),
             )
         )
 
@@ -280,6 +287,8 @@ class Store:
         )
         if result.rowcount == 0:
             return await self.message(message.conv, message.id)
+        if message.mine and message.conv in self._my_last:
+            self._my_last[message.conv] = max(self._my_last[message.conv], message.n)
         await self._index(message)
         self.wake()
         return message
@@ -317,10 +326,11 @@ class Store:
         if message.deleted or message.kind != "text" or not message.text:
             return
         tokens = {self.token(p) for p in prefixes(message.text)}
-        await self.db.executemany(
-            "INSERT OR IGNORE INTO chat_words (token, conv, msg, at) VALUES (?,?,?,?)",
-            [(t, message.conv, message.id, message.received) for t in tokens],
-        )
+        for token in tokens:  # written with the next batch: the index moves no live stream
+            self.db.enqueue(
+                "INSERT OR IGNORE INTO chat_words (token, conv, msg, at) VALUES (?,?,?,?)",
+                (token, message.conv, message.id, message.received),
+            )
 
     def token(self, prefix: str) -> str:
         return self.index.blind(prefix)[:16]
@@ -429,18 +439,33 @@ class Store:
         return [r["n"] for r in rows]
 
     async def read_by(self, conv_id: str, who: str) -> int:
-        n = await self.db.fetchval(
-            "SELECT n FROM chat_reads WHERE conv = ? AND who = ?",
-            (conv_id, self._reader(conv_id, who)),
-        )
-        return int(n or 0)
+        key = (conv_id, who)
+        if key not in self._read_marks:
+            n = await self.db.fetchval(
+                "SELECT n FROM chat_reads WHERE conv = ? AND who = ?",
+                (conv_id, self._reader(conv_id, who)),
+            )
+            self._read_marks[key] = int(n or 0)
+        return self._read_marks[key]
 
-    async def keep_read(self, conv_id: str, who: str, n: int) -> None:
-        await self.db.execute(
+    def keep_read(self, conv_id: str, who: str, n: int) -> None:
+        """Note a read mark (written with the next batch: it moves no live stream)."""
+        key = (conv_id, who)
+        self._read_marks[key] = max(n, self._read_marks.get(key, 0))
+        self.db.enqueue(
             "INSERT INTO chat_reads (conv, who, n) VALUES (?,?,?)"
             " ON CONFLICT (conv, who) DO UPDATE SET n = max(n, excluded.n)",
             (conv_id, self._reader(conv_id, who), n),
         )
+
+    async def my_last(self, conv_id: str) -> int:
+        """The counter of this twin's latest message in a conversation (0: none)."""
+        if conv_id not in self._my_last:
+            n = await self.db.fetchval(
+                "SELECT max(n) FROM chat_messages WHERE conv = ? AND mine = 1", (conv_id,)
+            )
+            self._my_last[conv_id] = int(n or 0)
+        return self._my_last[conv_id]
 
     async def sent(self, rows: list[tuple[str, str, str]]) -> None:
         """Note the envelopes that carry one of this twin's messages: (envelope, conv, msg)."""
@@ -503,32 +528,48 @@ class Store:
 
     # search -------------------------------------------------------------------------------
 
-    async def search(self, query: str, conv_id: str | None) -> list[Message]:
-        """The latest messages holding every word of ``query`` (as a word or its start)."""
+    async def search(self, query: str, conv_id: str | None) -> tuple[list[Message], bool]:
+        """The latest messages holding every word of ``query`` (as a word or its start), and
+        whether the search looked at every candidate: it opens at most SEARCH_CANDIDATES of
+        the latest ones, for at most SEARCH_SECONDS (a rare word that begins like a common
+        one: "thermocline" among thousands of "the")."""
         wanted = words(query)[:8]
         if not wanted:
-            return []
+            return [], True
         tokens = sorted({self.token(w[:PREFIX]) for w in wanted})
         marks = ",".join("?" * len(tokens))
         where = f"token IN ({marks})" + (" AND conv = ?" if conv_id else "")
         params: list[Any] = [*tokens] + ([conv_id] if conv_id else [])
+        rows = await self.db.fetchall(
+            f"SELECT conv, msg FROM chat_words WHERE {where} GROUP BY conv, msg"
+            " HAVING count(*) = ? ORDER BY max(at) DESC LIMIT ?",
+            (*params, len(tokens), SEARCH_CANDIDATES + 1),
+        )
+        complete = len(rows) <= SEARCH_CANDIDATES
+        deadline = time.monotonic() + SEARCH_SECONDS
         found: list[Message] = []
-        offset = 0
-        while len(found) < SEARCH_LIMIT:
-            rows = await self.db.fetchall(
-                f"SELECT conv, msg FROM chat_words WHERE {where} GROUP BY conv, msg"
-                " HAVING count(*) = ? ORDER BY max(at) DESC LIMIT 200 OFFSET ?",
-                (*params, len(tokens), offset),
-            )
-            if not rows:
-                break
-            offset += len(rows)
-            for row in rows:
-                message = await self.find_message(row["conv"], row["msg"])
-                if message is not None and not message.deleted and matches(message.text, wanted):
-                    found.append(message)
-                    if len(found) == SEARCH_LIMIT:
-                        break
-            if len(rows) < 200:
-                break
-        return found
+        for start in range(0, min(len(rows), SEARCH_CANDIDATES), 100):
+            if time.monotonic() > deadline:
+                return found, False
+            found += [
+                m
+                for m in await self._open_many(rows[start : start + 100])
+                if not m.deleted and matches(m.text, wanted)
+            ]
+            if len(found) >= SEARCH_LIMIT:
+                return found[:SEARCH_LIMIT], True
+        return found, complete
+
+    async def _open_many(self, keys: list[Any]) -> list[Message]:
+        """The messages named by (conv, msg) rows, in their order, in one query."""
+        marks = ",".join("(?,?)" for _ in keys)
+        flat = [v for row in keys for v in (row["conv"], row["msg"])]
+        rows = await self.db.fetchall(
+            f"SELECT * FROM chat_messages WHERE (conv, id) IN (VALUES {marks})", flat
+        )
+        by_key = {(r["conv"], r["id"]): r for r in rows}
+        return [
+            self._message(by_key[(k["conv"], k["msg"])])
+            for k in keys
+            if (k["conv"], k["msg"]) in by_key
+        ]
