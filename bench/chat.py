@@ -27,7 +27,7 @@ from typing import Any
 from _procs import BENCH, HOST, Server, bench_token, clean_env, free_port, get, twin_serve
 from _wire import Connection, Stream, request_bytes, wait_readable
 from chat_members import member
-from peers import Failed, Twin, _connect, _loadavg, _until, percentile
+from peers import Failed, Twin, _connect, _fmt, _loadavg, _until, _verdict, percentile
 
 BURST = 3_000  # messages posted as fast as the sender's API takes them
 CLIENTS = 4  # API clients posting at once in the burst
@@ -673,9 +673,7 @@ async def _fill(data_dir: Path, count: int, queries: list[Query], words: Words) 
             while len(query.inside) < SEARCH_RUNS and time.monotonic() - spent < SEARCH_LIMIT:
                 began = time.perf_counter()
                 try:
-                    found, _ = await asyncio.wait_for(
-                        store.search(query.text, None), SEARCH_LIMIT
-                    )
+                    found, _ = await asyncio.wait_for(store.search(query.text, None), SEARCH_LIMIT)
                 except TimeoutError:
                     query.gave_up.append("store")
                     break
@@ -784,17 +782,6 @@ def measure(scratch: Path, quick: bool = False, only: tuple[str, ...] = PARTS) -
 
 
 # the report ---------------------------------------------------------------------------------
-
-
-def _fmt(value: float | None, digits: int = 0) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
-
-
-def _verdict(value: float, target: float, below: bool = False) -> str:
-    if math.isnan(value):
-        return "not measured"
-    meets = value < target if below else value >= target
-    return "meets" if meets else "MISSES"
 
 
 def _median(values: list[float], scale: float = 1.0) -> float:

@@ -117,6 +117,16 @@ def test_a_direct_conversation_both_ways(trio: tuple[Peer, Peer, Peer]) -> None:
         10,
         "the reaction",
     )
+    # search finds words by their start, every word of the search, in the sealed history
+    def found(peer: Peer, query: str) -> list[str]:
+        answer = peer.get(f"/api/chat/search?q={query}&conversation={conv['id']}")
+        assert answer["complete"]
+        return [m["text"] for m in answer["messages"]]
+
+    assert found(ada, "babb") == ["Hello Babbage 👋"]
+    assert found(babbage, "HELLO") == ["Hello Ada", "Hello Babbage 👋"]  # latest first
+    assert found(babbage, "hello ad") == ["Hello Ada"]
+    assert found(babbage, "ello") == []  # a word's start, not its middle
     # the order is the same on both twins
     assert [m["id"] for m in messages(ada, conv["id"])] == [
         m["id"] for m in messages(babbage, conv["id"])

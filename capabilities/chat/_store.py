@@ -536,29 +536,33 @@ class Store:
         wanted = words(query)[:8]
         if not wanted:
             return [], True
-        tokens = sorted({self.token(w[:PREFIX]) for w in wanted})
+        # the index holds each word's first three letters: a shorter word of the search is
+        # only checked in what the longer ones find (alone, it finds itself as a whole word)
+        long = [w for w in wanted if len(w) >= PREFIX]
+        tokens = sorted({self.token(w[:PREFIX]) for w in long or wanted})
         marks = ",".join("?" * len(tokens))
         where = f"token IN ({marks})" + (" AND conv = ?" if conv_id else "")
         params: list[Any] = [*tokens] + ([conv_id] if conv_id else [])
-        rows = await self.db.fetchall(
-            f"SELECT conv, msg FROM chat_words WHERE {where} GROUP BY conv, msg"
-            " HAVING count(*) = ? ORDER BY max(at) DESC LIMIT ?",
-            (*params, len(tokens), SEARCH_CANDIDATES + 1),
-        )
-        complete = len(rows) <= SEARCH_CANDIDATES
         deadline = time.monotonic() + SEARCH_SECONDS
         found: list[Message] = []
-        for start in range(0, min(len(rows), SEARCH_CANDIDATES), 100):
-            if time.monotonic() > deadline:
-                return found, False
-            found += [
-                m
-                for m in await self._open_many(rows[start : start + 100])
-                if not m.deleted and matches(m.text, wanted)
-            ]
-            if len(found) >= SEARCH_LIMIT:
-                return found[:SEARCH_LIMIT], True
-        return found, complete
+        seen = 0
+        for limit in (500, SEARCH_CANDIDATES):  # most searches end in the first few hundred
+            rows = await self.db.fetchall(
+                f"SELECT conv, msg FROM chat_words WHERE {where} GROUP BY conv, msg"
+                " HAVING count(*) = ? ORDER BY max(at) DESC LIMIT ?",
+                (*params, len(tokens), limit + 1),
+            )
+            for start in range(seen, min(len(rows), limit), 100):
+                if time.monotonic() > deadline:
+                    return found, False
+                opened = await self._open_many(rows[start : start + 100])
+                found += [m for m in opened if not m.deleted and matches(m.text, wanted, long)]
+                if len(found) >= SEARCH_LIMIT:
+                    return found[:SEARCH_LIMIT], True
+            if len(rows) <= limit:
+                return found, True
+            seen = limit
+        return found, False
 
     async def _open_many(self, keys: list[Any]) -> list[Message]:
         """The messages named by (conv, msg) rows, in their order, in one query."""

@@ -90,7 +90,10 @@ def prefixes(text: str) -> set[str]:
     return {word[:PREFIX] for word in words(text)}
 
 
-def matches(text: str, query: list[str]) -> bool:
-    """Whether every query word begins a word of ``text``."""
+def matches(text: str, query: list[str], long: list[str]) -> bool:
+    """Whether every query word begins a word of ``text`` (when the query has no ``long``
+    word, of PREFIX characters or more, its short words must be whole words)."""
     found = words(text)
+    if not long:
+        return all(q in found for q in query)
     return all(any(word.startswith(q) for word in found) for q in query)
