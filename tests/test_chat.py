@@ -12,73 +12,17 @@ from typing import Any
 
 import httpx
 import pytest
+from chats import direct, make_group, messages, send, shows, texts, three_friends
 from conftest import start_twin, stop_twin, wait_for
-from twins import Peer, befriend
+from twins import Peer
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Peer, Peer, Peer]]:
-    """Ada, Babbage and Charles, all contacts of one another."""
-    root = tmp_path_factory.mktemp("chat")
-    processes = [start_twin(root, "--peer-backoff", "2") for _ in range(3)]
-    peers: list[Peer] = []
-    try:
-        peers += [Peer(p, n) for p, n in zip(processes, ("Ada", "Babbage", "Charles"), strict=True)]
-        ada, babbage, charles = peers
-        befriend(ada, babbage)
-        befriend(babbage, charles)
-        befriend(charles, ada)
-        yield ada, babbage, charles
-    finally:
-        for peer in peers:
-            peer.client.close()
-            processes.append(peer.process)
-        for process in processes:
-            stop_twin(process)
-
-
-def send(peer: Peer, conv: str, text: str, **extra: Any) -> dict[str, Any]:
-    response = peer.call(
-        "POST", f"/api/chat/conversations/{conv}/messages", json={"text": text, **extra}
-    )
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-def texts(peer: Peer, conv: str) -> list[str]:
-    response = peer.call("GET", f"/api/chat/conversations/{conv}/messages?limit=200")
-    if response.status_code == 404:
-        return []
-    assert response.status_code == 200, response.text
-    return [m["text"] for m in response.json()["messages"] if m["kind"] == "text"]
-
-
-def messages(peer: Peer, conv: str) -> list[dict[str, Any]]:
-    return list(peer.get(f"/api/chat/conversations/{conv}/messages?limit=200")["messages"])
-
-
-def direct(peer: Peer, other: Peer) -> dict[str, Any]:
-    response = peer.call("POST", "/api/chat/conversations", json={"with": other.did})
-    assert response.status_code in (200, 201), response.text
-    return dict(response.json())
-
-
-def group(peer: Peer, name: str, *members: Peer) -> dict[str, Any]:
-    response = peer.call(
-        "POST", "/api/chat/groups", json={"name": name, "members": [m.did for m in members]}
-    )
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-def shows(peer: Peer, conv: str, wanted: list[str], timeout: float = 15) -> None:
-    wait_for(
-        lambda: texts(peer, conv)[-len(wanted) :] == wanted,
-        timeout,
-        f"{wanted!r} in {peer.name}'s conversation",
-    )
+    with three_friends(tmp_path_factory.mktemp("chat")) as peers:
+        yield peers
 
 
 def test_a_direct_conversation_both_ways(trio: tuple[Peer, Peer, Peer]) -> None:
@@ -117,6 +61,7 @@ def test_a_direct_conversation_both_ways(trio: tuple[Peer, Peer, Peer]) -> None:
         10,
         "the reaction",
     )
+
     # search finds words by their start, every word of the search, in the sealed history
     def found(peer: Peer, query: str) -> list[str]:
         answer = peer.get(f"/api/chat/search?q={query}&conversation={conv['id']}")
@@ -137,7 +82,7 @@ def test_a_group_with_an_offline_member_edits_deletes_and_removal(
     trio: tuple[Peer, Peer, Peer],
 ) -> None:
     ada, babbage, charles = trio
-    conv = group(ada, 'Engine / "Analytical" <b>', babbage, charles)["id"]
+    conv = make_group(ada, 'Engine / "Analytical" <b>', babbage, charles)["id"]
     wait_for(
         lambda: (
             texts(charles, conv) == []

@@ -17,11 +17,12 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
-from conftest import start_twin, stop_twin, wait_for
+from chats import direct, make_group, messages, post, send, texts, three_friends
+from conftest import wait_for
 from twin_capabilities.chat import direct_id
 from twin_capabilities.chat._attach import MAX_ATTACHMENT
 from twin_capabilities.chat._groups import new_event
-from twins import Peer, befriend
+from twins import Peer
 
 from twin.identity import Identity
 from twin.peers import address_hint, seal
@@ -45,82 +46,27 @@ class Room:
 
 @pytest.fixture(scope="module")
 def room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Room]:
-    root = tmp_path_factory.mktemp("chat-bad-input")
-    processes = [start_twin(root, "--peer-backoff", "2") for _ in range(3)]
-    peers: list[Peer] = []
-    try:
-        peers += [Peer(p, n) for p, n in zip(processes, ("Ada", "Babbage", "Charles"), strict=True)]
-        ada, babbage, charles = peers
-        befriend(ada, babbage)
-        befriend(babbage, charles)
-        befriend(charles, ada)
-        pair = direct(ada, babbage)
+    with three_friends(tmp_path_factory.mktemp("chat-bad-input")) as (ada, babbage, charles):
+        pair = direct(ada, babbage)["id"]
         direct(babbage, ada)
-        side = direct(babbage, charles)
+        side = direct(babbage, charles)["id"]
         direct(charles, babbage)
-        group = make_group(ada, "Engine", babbage, charles)
-        duo = make_group(ada, "Just us", babbage)
+        group = make_group(ada, "Engine", babbage, charles)["id"]
+        duo = make_group(ada, "Just us", babbage)["id"]
         for peer, conv in ((babbage, group), (charles, group), (babbage, duo)):
             wait_for(lambda p=peer, c=conv: found(p, c), 15, f"the group at {peer.name}")
         yield Room(ada, babbage, charles, pair, side, group, duo, charles.identity())
-    finally:
-        for peer in peers:
-            peer.client.close()
-        for process in processes:
-            stop_twin(process)
 
 
 # helpers -------------------------------------------------------------------------------------
-
-
-def direct(peer: Peer, other: Peer) -> str:
-    response = peer.call("POST", "/api/chat/conversations", json={"with": other.did})
-    assert response.status_code in (200, 201), response.text
-    return str(response.json()["id"])
-
-
-def make_group(peer: Peer, name: str, *members: Peer) -> str:
-    response = peer.call(
-        "POST", "/api/chat/groups", json={"name": name, "members": [m.did for m in members]}
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
 
 
 def found(peer: Peer, conv: str) -> bool:
     return peer.call("GET", f"/api/chat/conversations/{conv}").status_code == 200
 
 
-def post(peer: Peer, conv: str, text: str, **extra: Any) -> httpx.Response:
-    return peer.call(
-        "POST", f"/api/chat/conversations/{conv}/messages", json={"text": text, **extra}
-    )
-
-
-def send(peer: Peer, conv: str, text: str, **extra: Any) -> dict[str, Any]:
-    response = post(peer, conv, text, **extra)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-def messages(peer: Peer, conv: str) -> list[dict[str, Any]]:
-    """Every message of ``conv`` as ``peer`` holds it, oldest first (page by page)."""
-    found: list[dict[str, Any]] = []
-    query = "limit=200"
-    while True:
-        page = peer.get(f"/api/chat/conversations/{conv}/messages?{query}")
-        found[:0] = page["messages"]
-        if not page["more"]:
-            return found
-        query = f"limit=200&before={found[0]['id']}"
-
-
 def message(peer: Peer, conv: str, message_id: str) -> dict[str, Any]:
     return next(m for m in messages(peer, conv) if m["id"] == message_id)
-
-
-def texts(peer: Peer, conv: str) -> list[str]:
-    return [m["text"] for m in messages(peer, conv) if m["kind"] == "text"]
 
 
 def arrives(peer: Peer, conv: str, text: str, timeout: float = 15) -> dict[str, Any]:
@@ -289,7 +235,7 @@ def test_html_and_script_are_stored_as_given(room: Room) -> None:
 
 def test_group_names_with_slashes_and_quotes_keep_files_in_one_folder(room: Room) -> None:
     name = "Plans / \"Q3\" \\ drafts 'final'"
-    conv = make_group(room.ada, name, room.babbage)
+    conv = make_group(room.ada, name, room.babbage)["id"]
     assert conversation(room.ada, conv)["name"] == name
     wait_for(lambda: found(room.babbage, conv), 15, "the group at Babbage")
     assert conversation(room.babbage, conv)["name"] == name
@@ -316,7 +262,7 @@ def test_group_names_with_slashes_and_quotes_keep_files_in_one_folder(room: Room
     got = room.babbage.call("GET", f"/api/files/content/Chat/{quote(folder)}/notes.txt")
     assert got.status_code == 200 and got.content == content
     # a name that looks like a way out of the folder stays one folder inside Chat
-    climbing = make_group(room.ada, "../../..", room.babbage)
+    climbing = make_group(room.ada, "../../..", room.babbage)["id"]
     up = room.ada.call(
         "POST", f"/api/chat/conversations/{climbing}/attachments?name=up.txt", content=b"up"
     )
@@ -330,7 +276,7 @@ def test_names_long_in_bytes_still_keep_their_attachments(room: Room) -> None:
     """Chat takes 80 characters in a group's name and 200 in a file's; Files takes 255 bytes
     of UTF-8 in a name, which 80 emoji or 150 CJK characters pass. Two files of one name in
     one message each get a place of their own, on both twins."""
-    emoji = make_group(room.ada, "😀" * 80, room.babbage)
+    emoji = make_group(room.ada, "😀" * 80, room.babbage)["id"]
     first = room.ada.call(
         "POST", f"/api/chat/conversations/{emoji}/attachments?name=a.txt", content=b"a"
     )
@@ -593,7 +539,7 @@ def test_a_change_for_another_group_is_refused(room: Room) -> None:
 
 
 def test_a_removed_admins_backdated_change_is_refused(room: Room) -> None:
-    conv = make_group(room.ada, "Backdated", room.babbage, room.charles)
+    conv = make_group(room.ada, "Backdated", room.babbage, room.charles)["id"]
     wait_for(lambda: found(room.babbage, conv), 15, "the group at Babbage")
     path = f"/api/chat/conversations/{conv}/members/{room.charles.did}"
     promoted = room.ada.call("PATCH", path, json={"admin": True})
@@ -613,7 +559,7 @@ def test_a_removed_admins_backdated_change_is_refused(room: Room) -> None:
 
 
 def test_a_forged_address_hint_in_a_group_message_is_not_kept(room: Room) -> None:
-    conv = make_group(room.ada, "Hints", room.babbage, room.charles)
+    conv = make_group(room.ada, "Hints", room.babbage, room.charles)["id"]
     wait_for(lambda: found(room.babbage, conv), 15, "the group at Babbage")
     address = room.babbage.contact(room.ada)["address"]  # type: ignore[index]
     elsewhere = address_hint(Identity.generate(), ["http://127.0.0.1:9/"])

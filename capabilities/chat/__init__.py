@@ -20,7 +20,6 @@ from twin.peers import Message as Envelope
 from twin.peers import MessageType, PeerChannel, State
 
 from ..contacts import Contacts
-from ..profile import ProfileCapability
 from . import _groups
 from ._store import MIGRATIONS, Conversation, Message, Store
 from ._text import check_emoji, check_name, check_text
@@ -155,10 +154,6 @@ class Chat(Capability):
     def contacts(self) -> Contacts:
         return self.require(Contacts)
 
-    async def my_name(self) -> str:
-        profile = await self.require(ProfileCapability).current()
-        return profile.display_name or "someone"
-
     async def contact(self, did: object) -> Any:
         """The connected contact ``did``; BadInput naming what is wrong otherwise."""
         if not isinstance(did, str):
@@ -173,7 +168,7 @@ class Chat(Capability):
 
     async def name_of(self, conv: Conversation | None, did: str) -> str:
         if did == self.me:
-            return await self.my_name()
+            return await self.contacts.my_name()
         person = await self.contacts.book.by_did(did)
         if person is not None:
             return person.name
@@ -288,7 +283,7 @@ class Chat(Capability):
                     hint = await self.peers.hint(did)
                     if hint is not None:
                         held[did] = hint
-        names = {self.me: await self.my_name()}
+        names = {self.me: await self.contacts.my_name()}
         chunks: list[dict[str, Any]] = [{"c": conv.id, "events": events, "names": names}]
         items = list(held.items())
         for start in range(0, len(items), HINTS_PER_MESSAGE):
@@ -396,7 +391,7 @@ class Chat(Capability):
             "n": message.n,
             "sent": round(now, 3),
             "text": text,
-            "name": await self.my_name(),
+            "name": await self.contacts.my_name(),
         }
         if reply_to is not None:
             body["reply"] = reply_to
