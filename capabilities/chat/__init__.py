@@ -61,6 +61,8 @@ class Chat(Capability):
         self._tasks: set[asyncio.Task[None]] = set()
         self._early: dict[str, State] = {}  # delivery states that came before their row
         self._noted: set[str] = set()
+        self._statuses: dict[str, State] = {}  # delivery states not written yet
+        self._status_writer: asyncio.Task[None] | None = None
         self._handlers = {
             "chat.message": self._in_conversation(self._take_message),
             "chat.edit": self._in_conversation(self._take_edit),
@@ -102,6 +104,8 @@ class Chat(Capability):
         self._spawn(self._upkeep())
 
     async def shutdown(self) -> None:
+        if self._status_writer is not None:
+            await self._status_writer  # the last ticks are kept
         for task in list(self._tasks):
             task.cancel()
         if self.attachments is not None:
@@ -378,11 +382,9 @@ class Chat(Capability):
                 reply_to=reply_to,
                 attachments=[a.public() for a in files],
             )
-            message = await self.store.add(message)
             # writing in a conversation is reading it: what came before is no longer unread
-            conv = await self.store.save(
-                replace(conv, n=message.n, read_n=message.n, updated=now), sealed=False
-            )
+            conv = replace(conv, n=message.n, read_n=message.n, updated=now)
+            message = await self.store.add(message, conv)
             if files:
                 await self.attachments.attached(files, message)
         body: dict[str, Any] = {
@@ -664,20 +666,19 @@ class Chat(Capability):
             reply_to=reply,
             attachments=attachments,
         )
-        taken = await self.store.add(message)
+        name, names = item.get("name"), conv.names
+        if isinstance(name, str) and names.get(sender) != name:
+            try:
+                names = {**names, sender: check_name(name, "a name", 64)}
+            except BadInput:
+                pass
+        moved = replace(conv, n=max(conv.n, n), updated=now, names=names)
+        taken = await self.store.add(message, moved, sealed=names is not conv.names)
         if taken is not message:  # that id is held already
             if taken.sender != sender:
                 raise BadInput("that message id is taken by another member's message")
             return
-        name = item.get("name")
-        sealed = False
-        if isinstance(name, str) and conv.names.get(sender) != name:
-            try:
-                conv.names[sender] = check_name(name, "a name", 64)
-                sealed = True
-            except BadInput:
-                pass
-        conv = await self.store.save(replace(conv, n=max(conv.n, n), updated=now), sealed=sealed)
+        conv = moved
         if offered:
             await self.attachments.receive(message, offered)
         # writing is reading: its author had seen everything before its counter
@@ -815,18 +816,34 @@ class Chat(Capability):
                 self.context.log.info("a waiting chat message was refused: %s", exc)
 
     async def on_delivery(self, envelope_id: str, state: State, error: str | None) -> None:
-        changed = await self.store.delivery_changed(envelope_id, state)
-        if changed is None and envelope_id in self._noted:
-            # written down while this looked: look again
-            changed = await self.store.delivery_changed(envelope_id, state)
-        elif changed is None:
-            # delivered before its fan-out wrote it down (the outbox is that quick): kept
-            # until it is
-            self._early[envelope_id] = state
-            while len(self._early) > EARLY:
-                del self._early[next(iter(self._early))]
-        if changed is not None:
-            await self.store.touch(*changed[:1], [changed[1]])
+        """Note a delivery state; it is written with the others that came meanwhile, so the
+        outbox does not wait for chat."""
+        self._statuses[envelope_id] = state
+        if self._status_writer is None or self._status_writer.done():
+            self._status_writer = asyncio.ensure_future(self._write_statuses())
+
+    async def _write_statuses(self) -> None:
+        while self._statuses:
+            states, self._statuses = self._statuses, {}
+            try:
+                changed, missing = await self.store.deliveries_changed(states)
+                late = {e: states[e] for e in missing if e in self._noted}
+                if late:  # written down while this looked: look again
+                    changed += (await self.store.deliveries_changed(late))[0]
+                for envelope_id in missing:
+                    if envelope_id not in late:
+                        # delivered before its fan-out wrote it down (the outbox is that
+                        # quick): kept until it is
+                        self._early[envelope_id] = states[envelope_id]
+                while len(self._early) > EARLY:
+                    del self._early[next(iter(self._early))]
+                touched: dict[str, list[str]] = {}
+                for conv_id, message_id in changed:
+                    touched.setdefault(conv_id, []).append(message_id)
+                for conv_id, message_ids in touched.items():
+                    await self.store.touch(conv_id, dict.fromkeys(message_ids))
+            except Exception as exc:  # ticks are not worth stopping for; the next ones go on
+                self.context.log.error("delivery ticks were not written (%s)", exc)
 
     async def _note_sent(self, rows: list[tuple[str, str, str]]) -> None:
         await self.store.sent(rows)

@@ -14,6 +14,7 @@ from twin import BadInput, Call, RateLimited, api
 from twin.api import Endpoint
 from twin.streams import EventStream, first_of
 
+from ._store import Message
 from ._views import conversation_view, message_views
 
 if TYPE_CHECKING:
@@ -363,18 +364,8 @@ def endpoints(chat: Chat) -> list[Endpoint]:
             if ready and (await call.recheck()) is None:
                 yield b'event: end\ndata: {"reason": "access withdrawn"}\n\n'
                 return
-            chunks = []
-            for item in items:
-                if hasattr(item, "members"):
-                    view = await one_view(item)
-                    chunks.append(_event("conversation", item.seq, view))
-                else:
-                    conv = await store.find(item.conv)
-                    if conv is not None:
-                        view = (await message_views(chat, conv, [item]))[0]
-                        chunks.append(_event("message", item.seq, view))
-            if chunks:
-                yield b"".join(chunks)
+            if items:
+                yield await _events_of(chat, items)
             if more:
                 continue
             if not ready:
@@ -556,6 +547,32 @@ def endpoints(chat: Chat) -> list[Endpoint]:
             summary="Conversations and messages as they change, as server-sent events",
         ),
     ]
+
+
+async def _events_of(chat: Chat, items: list[Any]) -> bytes:
+    """The stream's events for changed conversations and messages, in their order. The
+    messages of one conversation are viewed together, and a conversation's last message is
+    not viewed twice."""
+    views: dict[str, dict[str, dict[str, Any]]] = {}  # conversation: message: view
+    by_conv: dict[str, list[Message]] = {}
+    for item in items:
+        if isinstance(item, Message):
+            by_conv.setdefault(item.conv, []).append(item)
+    for conv_id, messages in by_conv.items():
+        conv = await chat.store.find(conv_id)
+        if conv is not None:
+            made = await message_views(chat, conv, messages)
+            views[conv_id] = {m.id: view for m, view in zip(messages, made, strict=True)}
+    chunks = []
+    for item in items:
+        if isinstance(item, Message):
+            view = views.get(item.conv, {}).get(item.id)
+            if view is not None:
+                chunks.append(_event("message", item.seq, view))
+        else:
+            view = await conversation_view(chat, item, views.get(item.id, {}))
+            chunks.append(_event("conversation", item.seq, view))
+    return b"".join(chunks)
 
 
 def _event(kind: str, seq: int, view: dict[str, Any]) -> bytes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -211,25 +211,27 @@ class Store:
     async def save(self, conv: Conversation, *, sealed: bool = True) -> Conversation:
         """Write ``conv`` (its sealed part too unless only counters changed)."""
         held = await self.load()
+        await self.db.execute(*self._conversation_write(conv, sealed or conv.id not in held))
+        held[conv.id] = conv
+        self.wake()
+        return conv
+
+    def _conversation_write(self, conv: Conversation, sealed: bool) -> tuple[str, tuple[Any, ...]]:
+        """The statement that writes ``conv``, which takes the next seq."""
         conv.seq = self.next_seq()
-        if sealed or conv.id not in held:
+        if sealed:
             data = self.box.seal_json(conv.sealed(), context=conv.id)
-            await self.db.execute(
+            return (
                 "INSERT INTO chat_conversations (id, data, created, updated, n, read_n, seq)"
                 " VALUES (?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET data = excluded.data,"
                 " updated = excluded.updated, n = excluded.n, read_n = excluded.read_n,"
                 " seq = excluded.seq",
                 (conv.id, data, conv.created, conv.updated, conv.n, conv.read_n, conv.seq),
             )
-        else:
-            await self.db.execute(
-                "UPDATE chat_conversations SET updated = ?, n = ?, read_n = ?, seq = ?"
-                " WHERE id = ?",
-                (conv.updated, conv.n, conv.read_n, conv.seq, conv.id),
-            )
-        held[conv.id] = conv
-        self.wake()
-        return conv
+        return (
+            "UPDATE chat_conversations SET updated = ?, n = ?, read_n = ?, seq = ? WHERE id = ?",
+            (conv.updated, conv.n, conv.read_n, conv.seq, conv.id),
+        )
 
     async def group_log(self, conv_id: str) -> list[dict[str, Any]]:
         row = await self.db.fetchone("SELECT log FROM chat_groups WHERE id = ?", (conv_id,))
@@ -267,11 +269,15 @@ class Store:
             **data,
         )
 
-    async def add(self, message: Message) -> Message:
-        """Store a new message; the same id again is not stored twice (the held one comes
-        back)."""
+    async def add(
+        self, message: Message, moved: Conversation | None = None, *, sealed: bool = False
+    ) -> Message:
+        """Store a new message and, only if it is new, ``moved`` (its conversation as the
+        message changes it), in one write; the same id again is not stored twice (the held
+        one comes back)."""
+        held = await self.load()
         message.seq = self.next_seq()
-        result = await self.db.execute(
+        insert = (
             "INSERT OR IGNORE INTO chat_messages (conv, id, n, mine, counts, data, received, seq)"
             " VALUES (?,?,?,?,?,?,?,?)",
             (
@@ -285,8 +291,22 @@ class Store:
                 message.seq,
             ),
         )
-        if result.rowcount == 0:
+        then = None
+        if moved is not None:
+            then = self._conversation_write(moved, sealed or moved.id not in held)
+
+        def write(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(*insert)
+            new = cursor.rowcount > 0
+            cursor.close()
+            if new and then is not None:
+                conn.execute(*then).close()
+            return new
+
+        if not await self.db.write(write):
             return await self.message(message.conv, message.id)
+        if moved is not None:
+            held[moved.id] = moved
         if message.mine and message.conv in self._my_last:
             self._my_last[message.conv] = max(self._my_last[message.conv], message.n)
         await self._index(message)
@@ -474,16 +494,31 @@ class Store:
             rows,
         )
 
-    async def delivery_changed(self, envelope: str, state: str) -> tuple[str, str] | None:
-        row = await self.db.fetchone(
-            "SELECT conv, msg, state FROM chat_sent WHERE envelope = ?", (envelope,)
-        )
-        if row is None or row["state"] == state or row["state"] == "delivered":
-            return None
-        await self.db.execute(
-            "UPDATE chat_sent SET state = ? WHERE envelope = ?", (state, envelope)
-        )
-        return row["conv"], row["msg"]
+    async def deliveries_changed(
+        self, states: Mapping[str, str]
+    ) -> tuple[list[tuple[str, str]], list[str]]:
+        """Write new delivery states (by envelope); the (conversation, message) pairs whose
+        ticks change, and the envelopes not written down yet."""
+        rows = []
+        ids = list(states)
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            rows += await self.db.fetchall(
+                "SELECT envelope, conv, msg, state FROM chat_sent WHERE envelope IN"
+                f" ({','.join('?' * len(part))})",
+                part,
+            )
+        found = {row["envelope"] for row in rows}
+        changes = [
+            row for row in rows if row["state"] not in (states[row["envelope"]], "delivered")
+        ]
+        if changes:
+            await self.db.executemany(
+                "UPDATE chat_sent SET state = ? WHERE envelope = ?",
+                [(states[row["envelope"]], row["envelope"]) for row in changes],
+            )
+        missing = [e for e in ids if e not in found]
+        return [(row["conv"], row["msg"]) for row in changes], missing
 
     async def deliveries(self, conv_id: str, ids: list[str]) -> dict[str, dict[str, int]]:
         if not ids:

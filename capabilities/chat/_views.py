@@ -13,7 +13,10 @@ if TYPE_CHECKING:
 QUOTE = 200
 
 
-async def conversation_view(chat: Chat, conv: Conversation) -> dict[str, Any]:
+async def conversation_view(
+    chat: Chat, conv: Conversation, known: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """``known``: views of some of its messages made just now, by id."""
     members = []
     for did in conv.members:
         person = await chat.contacts.book.by_did(did)
@@ -37,10 +40,20 @@ async def conversation_view(chat: Chat, conv: Conversation) -> dict[str, Any]:
         "active": conv.active,
         "muted": conv.muted,
         "unread": await chat.store.unread(conv),
-        "last": (await message_views(chat, conv, [last]))[0] if last else None,
+        "last": await _last_view(chat, conv, last, known or {}),
         "updated": conv.updated,
         "created": conv.created,
     }
+
+
+async def _last_view(
+    chat: Chat, conv: Conversation, last: Message | None, known: dict[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    if last is None:
+        return None
+    if last.id in known:  # made in the same look at the changes
+        return known[last.id]
+    return (await message_views(chat, conv, [last]))[0]
 
 
 async def message_views(
