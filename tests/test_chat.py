@@ -97,7 +97,14 @@ def test_a_group_with_an_offline_member_edits_deletes_and_removal(
     # Charles is away while ten messages go out
     port = int(charles.url.rsplit(":", 1)[1])
     stop_twin(charles.process)
-    sent = [send(ada if i % 2 else babbage, conv, f"message {i}") for i in range(10)]
+    sent = []
+    for i in range(10):
+        author, other = (ada, babbage) if i % 2 else (babbage, ada)
+        sent.append(send(author, conv, f"message {i}"))
+        # each writes once the other's message is there, as in a conversation: the order
+        # they saw is the order everyone sees (two messages written at once take the order
+        # of their ids, the same on every twin)
+        shows(other, conv, [f"message {i}"])
     charles.process = start_twin(
         charles.process.log.parent,
         "--peer-backoff",

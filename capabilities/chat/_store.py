@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from twin import Migration, NotFound
@@ -140,10 +141,51 @@ class Message:
         return not self.mine and self.kind == "text" and not self.deleted
 
     def sealed(self) -> dict[str, Any]:
-        data = asdict(self)
-        for clear in ("conv", "id", "n", "mine", "received", "seq"):
-            del data[clear]
-        return data
+        """What is kept sealed: all but what the rows hold in clear to be found and ordered
+        by (conv, id, n, mine, received, seq)."""
+        return {
+            "sender": self.sender,
+            "sent": self.sent,
+            "text": self.text,
+            "kind": self.kind,
+            "reply_to": self.reply_to,
+            "attachments": self.attachments,
+            "edited": self.edited,
+            "deleted": self.deleted,
+        }
+
+
+TOKENS_KEPT = 4096  # search tokens kept in memory (about 0.5 MiB)
+_INDEX = "INSERT OR IGNORE INTO chat_words (token, conv, msg, at) VALUES (?,?,?,?)"
+Query = Callable[[sqlite3.Connection], list[sqlite3.Row]]
+
+
+def _fetchall(sql: str, params: tuple[Any, ...], conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    return conn.execute(sql, params).fetchall()
+
+
+def _reactions(conv_id: str, ids: list[str]) -> Query:
+    marks = ",".join("?" * len(ids))
+    sql = f"SELECT msg, data FROM chat_reactions WHERE conv = ? AND msg IN ({marks})"
+    return partial(_fetchall, sql, (conv_id, *ids))
+
+
+def _deliveries(conv_id: str, ids: list[str]) -> Query:
+    marks = ",".join("?" * len(ids))
+    sql = (
+        f"SELECT msg, state, count(*) AS k FROM chat_sent WHERE conv = ? AND msg IN ({marks})"
+        " GROUP BY msg, state"
+    )
+    return partial(_fetchall, sql, (conv_id, *ids))
+
+
+@dataclass
+class Marks:
+    """What is shown on messages besides themselves."""
+
+    reactions: dict[str, dict[str, list[str]]]  # message: emoji: dids
+    deliveries: dict[str, dict[str, int]]  # this twin's message: delivery state: envelopes
+    reads: list[int]  # how far each member who told us has read
 
 
 class Store:
@@ -158,6 +200,7 @@ class Store:
         self._conversations: dict[str, Conversation] | None = None
         self._read_marks: dict[tuple[str, str], int] = {}
         self._my_last: dict[str, int] = {}
+        self._tokens: dict[str, str] = {}
 
     async def load(self) -> dict[str, Conversation]:
         if self._conversations is None:
@@ -245,15 +288,27 @@ class Store:
             (conv_id, sealed),
         )
 
-    async def unread(self, conv: Conversation) -> int:
-        # counted up to MAX_UNREAD: past that the number says no more than "many"
-        return int(
-            await self.db.fetchval(
-                "SELECT count(*) FROM (SELECT 1 FROM chat_messages"
-                " WHERE conv = ? AND counts = 1 AND n > ? LIMIT ?)",
-                (conv.id, conv.read_n, MAX_UNREAD),
+    async def summary(self, conv: Conversation) -> tuple[Message | None, int]:
+        """A conversation's last message and how many are unread, in one look. Unread are
+        counted up to MAX_UNREAD: past that the number says no more than "many"."""
+
+        def look(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
+            return (
+                _fetchall(
+                    "SELECT * FROM chat_messages WHERE conv = ? ORDER BY n DESC, id DESC LIMIT 1",
+                    (conv.id,),
+                    conn,
+                ),
+                _fetchall(
+                    "SELECT count(*) FROM (SELECT 1 FROM chat_messages"
+                    " WHERE conv = ? AND counts = 1 AND n > ? LIMIT ?)",
+                    (conv.id, conv.read_n, MAX_UNREAD),
+                    conn,
+                ),
             )
-        )
+
+        last, unread = await self.db.read(look)
+        return (self._message(last[0]) if last else None), int(unread[0][0])
 
     # messages -----------------------------------------------------------------------------
 
@@ -294,6 +349,7 @@ class Store:
         then = None
         if moved is not None:
             then = self._conversation_write(moved, sealed or moved.id not in held)
+        words = self._words(message)
 
         def write(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(*insert)
@@ -301,6 +357,8 @@ class Store:
             cursor.close()
             if new and then is not None:
                 conn.execute(*then).close()
+            if new and words:
+                conn.executemany(_INDEX, words).close()
             return new
 
         if not await self.db.write(write):
@@ -309,7 +367,6 @@ class Store:
             held[moved.id] = moved
         if message.mine and message.conv in self._my_last:
             self._my_last[message.conv] = max(self._my_last[message.conv], message.n)
-        await self._index(message)
         self.wake()
         return message
 
@@ -329,7 +386,9 @@ class Store:
             await self.db.execute(
                 "DELETE FROM chat_words WHERE conv = ? AND msg = ?", (message.conv, message.id)
             )
-            await self._index(message)
+            words = self._words(message)
+            if words:
+                await self.db.executemany(_INDEX, words)
         self.wake()
         return message
 
@@ -342,18 +401,22 @@ class Store:
             )
             self.wake()
 
-    async def _index(self, message: Message) -> None:
+    def _words(self, message: Message) -> list[tuple[str, str, str, float]]:
+        """The search index's rows for a message: a keyed hash of each word's beginning."""
         if message.deleted or message.kind != "text" or not message.text:
-            return
+            return []
         tokens = {self.token(p) for p in prefixes(message.text)}
-        for token in tokens:  # written with the next batch: the index moves no live stream
-            self.db.enqueue(
-                "INSERT OR IGNORE INTO chat_words (token, conv, msg, at) VALUES (?,?,?,?)",
-                (token, message.conv, message.id, message.received),
-            )
+        return [(token, message.conv, message.id, message.received) for token in tokens]
 
     def token(self, prefix: str) -> str:
-        return self.index.blind(prefix)[:16]
+        """The index's keyed hash of a word's beginning; the common ones are kept (chat
+        repeats its words: most of a message's tokens were made before)."""
+        token = self._tokens.get(prefix)
+        if token is None:
+            if len(self._tokens) >= TOKENS_KEPT:
+                self._tokens.clear()
+            token = self._tokens[prefix] = self.index.blind(prefix)[:16]
+        return token
 
     async def message(self, conv_id: str, message_id: str) -> Message:
         row = await self.db.fetchone(
@@ -388,10 +451,6 @@ class Store:
         more = len(rows) > limit
         return [self._message(r) for r in reversed(rows[:limit])], more
 
-    async def last(self, conv_id: str) -> Message | None:
-        found, _ = await self.page(conv_id, None, 1)
-        return found[0] if found else None
-
     async def mine_between(self, conv_id: str, low: int, high: int) -> list[str]:
         rows = await self.db.fetchall(
             "SELECT id FROM chat_messages WHERE conv = ? AND mine = 1 AND n > ? AND n <= ?"
@@ -403,13 +462,22 @@ class Store:
     async def changes(self, since: int, limit: int = 200) -> tuple[list[Any], int, bool]:
         """Conversations and messages changed after ``since``, in order; the last seq covered
         and whether more follow."""
-        convs = await self.db.fetchall(
-            "SELECT id, seq FROM chat_conversations WHERE seq > ? ORDER BY seq LIMIT ?",
-            (since, limit),
-        )
-        msgs = await self.db.fetchall(
-            "SELECT * FROM chat_messages WHERE seq > ? ORDER BY seq LIMIT ?", (since, limit)
-        )
+
+        def look(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
+            return (
+                _fetchall(
+                    "SELECT id, seq FROM chat_conversations WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (since, limit),
+                    conn,
+                ),
+                _fetchall(
+                    "SELECT * FROM chat_messages WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (since, limit),
+                    conn,
+                ),
+            )
+
+        convs, msgs = await self.db.read(look)
         cutoff = None
         for rows in (convs, msgs):
             if len(rows) == limit:
@@ -431,11 +499,33 @@ class Store:
     async def reactions(self, conv_id: str, ids: list[str]) -> dict[str, dict[str, list[str]]]:
         if not ids:
             return {}
-        marks = ",".join("?" * len(ids))
-        rows = await self.db.fetchall(
-            f"SELECT msg, data FROM chat_reactions WHERE conv = ? AND msg IN ({marks})",
-            (conv_id, *ids),
+        return self._opened_reactions(conv_id, await self.db.read(_reactions(conv_id, ids)))
+
+    async def marks(self, conv_id: str, ids: list[str], mine: list[str]) -> Marks:
+        """The reactions on messages ``ids``, and for this twin's ``mine`` among them their
+        delivery states and the members' read marks: in one look."""
+        reactions = _reactions(conv_id, ids) if ids else None
+        deliveries = reads = None
+        if mine:
+            deliveries = _deliveries(conv_id, mine)
+            reads = partial(_fetchall, "SELECT n FROM chat_reads WHERE conv = ?", (conv_id,))
+
+        def look(conn: sqlite3.Connection) -> tuple[Any, ...]:
+            return tuple(None if q is None else q(conn) for q in (reactions, deliveries, reads))
+
+        found = await self.db.read(look)
+        counts: dict[str, dict[str, int]] = {}
+        for r in found[1] or ():
+            counts.setdefault(r["msg"], {})[r["state"]] = r["k"]
+        return Marks(
+            self._opened_reactions(conv_id, found[0] or []),
+            counts,
+            [r["n"] for r in found[2] or ()],
         )
+
+    def _opened_reactions(
+        self, conv_id: str, rows: list[sqlite3.Row]
+    ) -> dict[str, dict[str, list[str]]]:
         return {
             r["msg"]: self.box.open_json(r["data"], context=f"react {conv_id} {r['msg']}")
             for r in rows
@@ -452,11 +542,6 @@ class Store:
     def _reader(self, conv_id: str, who: str) -> str:
         # a member's did is not kept in clear: a keyed hash, a different one in each conversation
         return self.box.blind(f"reader {conv_id} {who}")
-
-    async def reads(self, conv_id: str) -> list[int]:
-        """How far each member who told us has read (in no particular order)."""
-        rows = await self.db.fetchall("SELECT n FROM chat_reads WHERE conv = ?", (conv_id,))
-        return [r["n"] for r in rows]
 
     async def read_by(self, conv_id: str, who: str) -> int:
         key = (conv_id, who)
@@ -519,20 +604,6 @@ class Store:
             )
         missing = [e for e in ids if e not in found]
         return [(row["conv"], row["msg"]) for row in changes], missing
-
-    async def deliveries(self, conv_id: str, ids: list[str]) -> dict[str, dict[str, int]]:
-        if not ids:
-            return {}
-        marks = ",".join("?" * len(ids))
-        rows = await self.db.fetchall(
-            f"SELECT msg, state, count(*) AS k FROM chat_sent WHERE conv = ? AND msg IN ({marks})"
-            " GROUP BY msg, state",
-            (conv_id, *ids),
-        )
-        found: dict[str, dict[str, int]] = {}
-        for r in rows:
-            found.setdefault(r["msg"], {})[r["state"]] = r["k"]
-        return found
 
     # waiting for a group ------------------------------------------------------------------
 

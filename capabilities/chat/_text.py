@@ -21,8 +21,13 @@ _WORD = re.compile(r"\w+")
 PREFIX = 3  # a word is found by its first three characters, then checked whole
 
 
-def _controls(text: str, allowed: str) -> bool:
-    return any((ord(c) < 32 and c not in allowed) or 0x7F <= ord(c) < 0xA0 for c in text)
+# C0 and C1 control characters; messages may hold tabs (U+0009) and line breaks (U+000A)
+_ANY_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _controls(text: str, lines: bool) -> bool:
+    return (_CONTROL_BUT_LINES if lines else _ANY_CONTROL).search(text) is not None
 
 
 def check_text(value: object, *, empty: bool = False) -> str:
@@ -38,7 +43,7 @@ def check_text(value: object, *, empty: bool = False) -> str:
         )
     if not empty and all(unicodedata.category(c) in _INVISIBLE for c in text):
         raise BadInput("a message needs some text (or an attachment)")
-    if _controls(text, "\n\t"):
+    if _controls(text, lines=True):
         raise BadInput("a message must not contain control characters")
     return text
 
@@ -52,7 +57,7 @@ def check_name(value: object, what: str = "a group's name", limit: int = MAX_GRO
         raise BadInput(f"{what} must not be empty")
     if len(name) > limit:
         raise BadInput(f"{what} is at most {limit} characters; this one is {len(name)}")
-    if _controls(name, ""):
+    if _controls(name, lines=False):
         raise BadInput(f"{what} must be one line without control characters")
     if any(c in _BIDI_CONTROLS for c in name):
         raise BadInput(
@@ -68,7 +73,11 @@ def check_emoji(value: object) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_EMOJI:
         raise BadInput(f"a reaction is one emoji (at most {MAX_EMOJI} code points)")
     kinds = [unicodedata.category(c)[0] for c in value]
-    if _controls(value, "") or any(k in "LNZ" for k in kinds) or not any(k in "SP" for k in kinds):
+    if (
+        _controls(value, lines=False)
+        or any(k in "LNZ" for k in kinds)
+        or not any(k in "SP" for k in kinds)
+    ):
         raise BadInput("a reaction is an emoji, not letters, digits, spaces or invisible marks")
     return value
 

@@ -30,7 +30,7 @@ async def conversation_view(
                 "contact": person is not None and person.status == "connected",
             }
         )
-    last = await chat.store.last(conv.id)
+    last, unread = await chat.store.summary(conv)
     return {
         "id": conv.id,
         "kind": conv.kind,
@@ -39,7 +39,7 @@ async def conversation_view(
         "admin": conv.kind == "group" and chat.me in conv.admins and conv.active,
         "active": conv.active,
         "muted": conv.muted,
-        "unread": await chat.store.unread(conv),
+        "unread": unread,
         "last": await _last_view(chat, conv, last, known or {}),
         "updated": conv.updated,
         "created": conv.created,
@@ -71,10 +71,9 @@ async def message_views(
         return views
     store = chat.store
     ids = [m.id for m in messages]
-    reactions = await store.reactions(conv.id, ids)
     mine = [m.id for m in messages if m.mine and m.kind == "text"]
-    deliveries = await store.deliveries(conv.id, mine)
-    reads = await store.reads(conv.id) if mine else []
+    marks = await store.marks(conv.id, ids, mine)
+    reactions, deliveries, reads = marks.reactions, marks.deliveries, marks.reads
     with_files = [m.id for m in messages if m.attachments]
     states = await _attachment_states(chat, conv.id, with_files) if with_files else {}
     names: dict[str, str] = {}

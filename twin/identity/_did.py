@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from twin.errors import BadInput
 from twin.identity._base58 import b58decode, b58encode
 
@@ -24,6 +26,11 @@ def public_key_from_did(did: str) -> bytes:
     """The 32-byte Ed25519 public key named by a ``did:key``; BadInput for anything else."""
     if not isinstance(did, str):
         raise BadInput("a did must be a string")
+    return _decoded(did)
+
+
+@functools.lru_cache(maxsize=1024)  # the few dids a twin talks to, each read several times
+def _decoded(did: str) -> bytes:
     if len(did) > _MAX_LENGTH:
         raise BadInput(f"did is too long ({len(did)} characters) for an Ed25519 did:key")
     if not did.startswith(_PREFIX):

@@ -64,6 +64,7 @@ def check_type(name: object) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=1024)  # the X25519 key of each did a twin seals to or opens for
 def _exchange_public(did: str) -> bytes:
     try:
         return nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(public_key_from_did(did))
