@@ -666,6 +666,7 @@ async def _fill(data_dir: Path, count: int, queries: list[Query], words: Words) 
             await store.save(
                 replace(conv, n=n, read_n=read, updated=start + count * 60), sealed=False
             )
+        await store.index_pending()  # the search index, written in bulk as a twin does
         await core.db.flush()
         took = time.monotonic() - began
         for query in queries:

@@ -4,6 +4,7 @@ experience holding only ``chat:send`` posting without reading."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,45 @@ async def test_a_message_comes_back_from_the_store_with_every_field(tmp_path: Pa
         back = await chat.store.message(values["conv"], values["id"])
         assert back == stored and back.seq > 0
         assert {name: getattr(back, name) for name in values} == values
+
+
+async def test_search_finds_what_was_just_written_and_edited_before_the_index_ran(
+    tmp_path: Path,
+) -> None:
+    # the index is written in bulk a moment after messages come; a search does not wait for it
+    from dataclasses import replace
+
+    from twin_capabilities.chat._store import Message
+
+    async with twin_with(tmp_path / "t") as (twin, _):
+        store = twin.registry.loaded["chat"].capability.store
+        conv, other = "d" + "1" * 31, Identity.generate().did
+        first = await store.add(Message(conv, "m1", 1, other, False, 1.0, 1.0, "thermocline"))
+        await store.add(Message(conv, "m2", 2, other, False, 2.0, 2.0, "xylophone music"))
+        assert await twin.db.fetchval("SELECT count(*) FROM chat_unindexed") == 2
+        assert [m.id for m in (await store.search("thermo", conv))[0]] == ["m1"]
+        assert await twin.db.fetchval("SELECT count(*) FROM chat_unindexed") == 0
+        await store.update(replace(first, text="a kettle"), text_changed=True)
+        assert (await store.search("thermo", None))[0] == []
+        assert [m.id for m in (await store.search("kett", None))[0]] == ["m1"]
+        # the words of the old text are gone from the index (not only filtered out): "a", "ket"
+        assert await twin.db.fetchval("SELECT count(*) FROM chat_words WHERE msg = 'm1'") == 2
+
+
+async def test_messages_left_unindexed_by_a_stop_are_indexed_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    from twin_capabilities.chat._store import Message
+
+    conv, other = "d" + "2" * 31, Identity.generate().did
+    async with twin_with(tmp_path / "t") as (twin, _):
+        store = twin.registry.loaded["chat"].capability.store
+        store.close = lambda: asyncio.sleep(0)  # as if the process were killed: nothing indexed
+        await store.add(Message(conv, "m1", 1, other, False, 1.0, 1.0, "hello kettle"))
+    async with twin_with(tmp_path / "t") as (twin, _):
+        for _ in range(100):
+            if not await twin.db.fetchval("SELECT count(*) FROM chat_unindexed"):
+                break
+            await asyncio.sleep(0.05)
+        words = await twin.db.fetchval("SELECT count(*) FROM chat_words WHERE msg = 'm1'")
+        assert words == 2  # "hel", "ket", found without any search asking for them

@@ -102,10 +102,12 @@ class Chat(Capability):
         files = self.require_files()
         self.attachments = Attachments(self, files)
         self._spawn(self._upkeep())
+        self.store.index_soon()  # what a stop left unindexed
 
     async def shutdown(self) -> None:
         if self._status_writer is not None:
             await self._status_writer  # the last ticks are kept
+        await self.store.close()
         for task in list(self._tasks):
             task.cancel()
         if self.attachments is not None:

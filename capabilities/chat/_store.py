@@ -6,6 +6,7 @@ opaque ids stay in clear."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -18,6 +19,8 @@ from twin.db import Database
 from twin.vault import Box
 
 from ._text import PREFIX, matches, prefixes, words
+
+log = logging.getLogger("twin.cap.chat")
 
 MIGRATIONS = (
     Migration(
@@ -83,7 +86,14 @@ MIGRATIONS = (
         );
         """,
     ),
+    Migration(
+        "search index written in bulk",
+        # messages whose words are not in chat_words yet; a row per message (or per edit)
+        "CREATE TABLE chat_unindexed (conv TEXT NOT NULL, msg TEXT NOT NULL)",
+    ),
 )
+INDEX_BATCH = 500  # messages indexed in one write
+INDEX_DELAY = 0.5  # seconds new messages wait for others to be indexed with
 MAX_WAITING = 2000  # messages held for groups not known yet
 SEARCH_LIMIT = 50
 MAX_UNREAD = 1000
@@ -156,6 +166,7 @@ class Message:
 
 
 TOKENS_KEPT = 4096  # search tokens kept in memory (about 0.5 MiB)
+_UNINDEXED = "INSERT INTO chat_unindexed (conv, msg) VALUES (?, ?)"
 _INDEX = "INSERT OR IGNORE INTO chat_words (token, conv, msg, at) VALUES (?,?,?,?)"
 Query = Callable[[sqlite3.Connection], list[sqlite3.Row]]
 
@@ -177,6 +188,12 @@ def _deliveries(conv_id: str, ids: list[str]) -> Query:
         " GROUP BY msg, state"
     )
     return partial(_fetchall, sql, (conv_id, *ids))
+
+
+def _write_index(words: list[tuple[Any, ...]], last: int, conn: sqlite3.Connection) -> None:
+    """The words of the pending messages up to rowid ``last``, which are then no longer so."""
+    conn.executemany(_INDEX, words).close()
+    conn.execute("DELETE FROM chat_unindexed WHERE rowid <= ?", (last,)).close()
 
 
 @dataclass
@@ -201,6 +218,8 @@ class Store:
         self._read_marks: dict[tuple[str, str], int] = {}
         self._my_last: dict[str, int] = {}
         self._tokens: dict[str, str] = {}
+        self._indexing = asyncio.Lock()
+        self._indexer: asyncio.Future[None] | None = None
 
     async def load(self) -> dict[str, Conversation]:
         if self._conversations is None:
@@ -349,7 +368,7 @@ class Store:
         then = None
         if moved is not None:
             then = self._conversation_write(moved, sealed or moved.id not in held)
-        words = self._words(message)
+        later = self._indexed(message)
 
         def write(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(*insert)
@@ -357,8 +376,8 @@ class Store:
             cursor.close()
             if new and then is not None:
                 conn.execute(*then).close()
-            if new and words:
-                conn.executemany(_INDEX, words).close()
+            if new and later:
+                conn.execute(_UNINDEXED, (message.conv, message.id)).close()
             return new
 
         if not await self.db.write(write):
@@ -367,6 +386,8 @@ class Store:
             held[moved.id] = moved
         if message.mine and message.conv in self._my_last:
             self._my_last[message.conv] = max(self._my_last[message.conv], message.n)
+        if later:
+            self.index_soon()
         self.wake()
         return message
 
@@ -383,12 +404,13 @@ class Store:
             ),
         )
         if text_changed:
-            await self.db.execute(
-                "DELETE FROM chat_words WHERE conv = ? AND msg = ?", (message.conv, message.id)
-            )
-            words = self._words(message)
-            if words:
-                await self.db.executemany(_INDEX, words)
+            async with self._indexing:  # not while the old text's words are being written
+                await self.db.execute(
+                    "DELETE FROM chat_words WHERE conv = ? AND msg = ?", (message.conv, message.id)
+                )
+                if self._indexed(message):
+                    await self.db.execute(_UNINDEXED, (message.conv, message.id))
+                    self.index_soon()
         self.wake()
         return message
 
@@ -401,12 +423,61 @@ class Store:
             )
             self.wake()
 
+    # the search index ----------------------------------------------------------------------
+
+    @staticmethod
+    def _indexed(message: Message) -> bool:
+        return not message.deleted and message.kind == "text" and bool(message.text)
+
     def _words(self, message: Message) -> list[tuple[str, str, str, float]]:
         """The search index's rows for a message: a keyed hash of each word's beginning."""
-        if message.deleted or message.kind != "text" or not message.text:
+        if not self._indexed(message):
             return []
         tokens = {self.token(p) for p in prefixes(message.text)}
         return [(token, message.conv, message.id, message.received) for token in tokens]
+
+    def index_soon(self) -> None:
+        """Index what was added, once a little more has come: the words of a few hundred
+        messages written together cost a fraction of theirs written one message at a time."""
+        if self._indexer is None or self._indexer.done():
+            self._indexer = asyncio.ensure_future(self._index_later())
+
+    async def _index_later(self) -> None:
+        await asyncio.sleep(INDEX_DELAY)
+        try:
+            await self.index_pending()
+        except Exception as exc:  # a locked vault, a full disk: the next message tries again
+            log.warning("chat's search index waits: %s", exc)
+
+    async def index_pending(self) -> int:
+        """Write the search index of every message still waiting for it; how many there were."""
+        done = 0
+        async with self._indexing:
+            while True:
+                rows = await self.db.fetchall(
+                    "SELECT u.rowid AS pending, m.* FROM chat_unindexed u LEFT JOIN"
+                    " chat_messages m ON m.conv = u.conv AND m.id = u.msg ORDER BY u.rowid"
+                    " LIMIT ?",
+                    (INDEX_BATCH,),
+                )
+                if not rows:
+                    return done
+                words = sorted(
+                    word
+                    for row in rows
+                    if row["id"] is not None
+                    for word in self._words(self._message(row))
+                )
+                last = rows[-1]["pending"]
+
+                await self.db.write(partial(_write_index, words, last))
+                done += len(rows)
+
+    async def close(self) -> None:
+        """Index what waits (it would be indexed at the next start otherwise)."""
+        if self._indexer is not None:
+            self._indexer.cancel()
+        await self.index_pending()
 
     def token(self, prefix: str) -> str:
         """The index's keyed hash of a word's beginning; the common ones are kept (chat
@@ -642,6 +713,7 @@ class Store:
         wanted = words(query)[:8]
         if not wanted:
             return [], True
+        await self.index_pending()  # what was just written is found too
         # the index holds each word's first three letters: a shorter word of the search is
         # only checked in what the longer ones find (alone, it finds itself as a whole word)
         long = [w for w in wanted if len(w) >= PREFIX]
