@@ -29,6 +29,9 @@ log = logging.getLogger("twin.peers")
 BATCH = 64  # envelopes in one request
 BATCH_BYTES = 512 * 1024
 MAX_ANSWER = 1024 * 1024
+# Under load a lane waits this long for more before a small batch: many envelopes a request
+# cost both twins far less each than a few. One envelope after a quiet spell goes at once.
+LINGER = 0.004  # seconds
 FIRST_RETRY = 1.0  # seconds; doubled on each failure in a row, up to the twin's peer_backoff
 KEEP_DONE = 7 * 24 * 3600  # delivered and failed rows are kept this long for their state
 
@@ -47,7 +50,7 @@ class _Retry(Exception):
 
 
 class _Lane:
-    __slots__ = ("wake", "task", "failures", "retry_at", "queued", "batch")
+    __slots__ = ("wake", "task", "failures", "retry_at", "queued", "batch", "busy")
 
     def __init__(self) -> None:
         self.wake = asyncio.Event()
@@ -56,6 +59,7 @@ class _Lane:
         self.retry_at: float | None = None
         self.queued = False  # something was put since the lane's last look
         self.batch = BATCH  # smaller after the peer found a request too large
+        self.busy = False  # the last request carried several: more are likely on their way
 
 
 StatusCallback = Callable[[str, str, State, str | None], Awaitable[None]]
@@ -225,13 +229,20 @@ class Outbox:
             if self._lanes.get(peer_id) is lane:
                 del self._lanes[peer_id]
 
-    async def _round(self, peer_id: str, lane: _Lane) -> bool:
-        """Send the next batch; False when nothing is left to send."""
-        rows = await self._db.fetchall(
+    async def _next(self, peer_id: str, lane: _Lane) -> list[Any]:
+        return await self._db.fetchall(
             "SELECT id, type, envelope, state, expires FROM twin_outbox "
             "WHERE peer = ? AND state IN ('queued', 'sent') ORDER BY seq LIMIT ?",
             (peer_id, lane.batch),
         )
+
+    async def _round(self, peer_id: str, lane: _Lane) -> bool:
+        """Send the next batch; False when nothing is left to send."""
+        rows = await self._next(peer_id, lane)
+        if lane.busy and 0 < len(rows) < lane.batch and not lane.failures:
+            await asyncio.sleep(LINGER)
+            rows = await self._next(peer_id, lane)
+        lane.busy = len(rows) > 1
         if not rows:
             return False
         now = time.time()
