@@ -165,6 +165,7 @@ class Message:
         }
 
 
+OPENED_KEPT = 512  # the latest messages opened, kept opened
 TOKENS_KEPT = 4096  # search tokens kept in memory (about 0.5 MiB)
 _UNINDEXED = "INSERT INTO chat_unindexed (conv, msg) VALUES (?, ?)"
 _INDEX = "INSERT OR IGNORE INTO chat_words (token, conv, msg, at) VALUES (?,?,?,?)"
@@ -218,6 +219,7 @@ class Store:
         self._read_marks: dict[tuple[str, str], int] = {}
         self._my_last: dict[str, int] = {}
         self._tokens: dict[str, str] = {}
+        self._opened: dict[tuple[str, str], tuple[bytes, dict[str, Any]]] = {}
         self._indexing = asyncio.Lock()
         self._indexer: asyncio.Future[None] | None = None
 
@@ -332,7 +334,13 @@ class Store:
     # messages -----------------------------------------------------------------------------
 
     def _message(self, row: sqlite3.Row) -> Message:
-        data = self.box.open_json(row["data"], context=f"{row['conv']} {row['id']}")
+        key, sealed = (row["conv"], row["id"]), row["data"]
+        kept = self._opened.pop(key, None)
+        if kept is not None and kept[0] == sealed:
+            data = kept[1]
+        else:
+            data = self.box.open_json(sealed, context=f"{row['conv']} {row['id']}")
+        self._keep_opened(key, sealed, data)
         return Message(
             conv=row["conv"],
             id=row["id"],
@@ -343,6 +351,14 @@ class Store:
             **data,
         )
 
+    def _keep_opened(self, key: tuple[str, str], sealed: bytes, data: dict[str, Any]) -> None:
+        """Keep what a sealed message holds: the stream and the lists read the latest ones
+        again and again (the sealed bytes change with every write, so a kept one is current
+        exactly when they match)."""
+        self._opened[key] = (sealed, data)
+        if len(self._opened) > OPENED_KEPT:
+            del self._opened[next(iter(self._opened))]
+
     async def add(
         self, message: Message, moved: Conversation | None = None, *, sealed: bool = False
     ) -> Message:
@@ -351,6 +367,8 @@ class Store:
         one comes back)."""
         held = await self.load()
         message.seq = self.next_seq()
+        data = message.sealed()
+        sealed_data = self.box.seal_json(data, context=f"{message.conv} {message.id}")
         insert = (
             "INSERT OR IGNORE INTO chat_messages (conv, id, n, mine, counts, data, received, seq)"
             " VALUES (?,?,?,?,?,?,?,?)",
@@ -360,7 +378,7 @@ class Store:
                 message.n,
                 int(message.mine),
                 int(message.counts),
-                self.box.seal_json(message.sealed(), context=f"{message.conv} {message.id}"),
+                sealed_data,
                 message.received,
                 message.seq,
             ),
@@ -384,6 +402,7 @@ class Store:
             return await self.message(message.conv, message.id)
         if moved is not None:
             held[moved.id] = moved
+        self._keep_opened((message.conv, message.id), sealed_data, data)
         if message.mine and message.conv in self._my_last:
             self._my_last[message.conv] = max(self._my_last[message.conv], message.n)
         if later:
