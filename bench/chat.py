@@ -31,6 +31,7 @@ from peers import Failed, Twin, _connect, _fmt, _loadavg, _until, _verdict, perc
 
 BURST = 3_000  # messages posted as fast as the sender's API takes them
 CLIENTS = 4  # API clients posting at once in the burst
+BURSTS = 3  # bursts one after the other: the figures are the median one's (the machine is shared)
 SERIAL = 300  # messages posted one at a time, each once the one before is on the stream
 PACED = ((200.0, 1_000), (100.0, 500))  # (messages a second, how many) for the paced figures
 PACED_CLIENTS = 8  # connections the paced run may use when a reply is slow
@@ -327,7 +328,7 @@ def measure_direct(scratch: Path, quick: bool, into: Direct) -> None:
         try:
             runs: list[tuple[str, int, dict[str, Any]]] = [
                 ("warm-up", WARM_UP, {"clients": 1}),
-                ("burst", BURST // scale, {"clients": CLIENTS}),
+                *[(f"burst {k}", BURST // scale, {"clients": CLIENTS}) for k in range(BURSTS)],
                 ("serial", SERIAL // scale, {"serial": True}),
             ]
             runs += [
@@ -794,13 +795,19 @@ Row = tuple[str, str, str, str]
 
 def _direct_rows(d: Direct) -> list[Row]:
     rows: list[Row] = []
-    burst = d.series.get("burst")
-    if burst is not None:
+    bursts = sorted(
+        (found for label, found in d.series.items() if label.startswith("burst")),
+        key=lambda found: found.rate if found.rate == found.rate else -1.0,
+    )
+    if bursts:
+        burst = bursts[(len(bursts) - 1) // 2]  # the median (the lower one of an even count)
         cpu = {name: 1e3 * used / burst.count for name, used in burst.cpu.items()}
+        each = " / ".join(_fmt(found.rate) for found in bursts)
         rows += [
             (f"a. {burst.count:,} posted by {CLIENTS} clients: on the stream/s",
              _fmt(burst.rate), f">= {TARGET_RATE:,.0f}; Synapse {SYNAPSE_RATE:g}",
              _verdict(burst.rate, TARGET_RATE)),
+            (f"   the median of {len(bursts)} bursts, each", each, "", ""),
             ("   answered by the sender's API/s", _fmt(burst.api_rate), "", ""),
             ("   API reply p50 / p99, ms", _fmt(burst.api(50), 1), f"p99 {_fmt(burst.api(99), 1)}",
              ""),

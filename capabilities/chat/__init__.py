@@ -62,6 +62,7 @@ class Chat(Capability):
         self._early: dict[str, State] = {}  # delivery states that came before their row
         self._noted: set[str] = set()
         self._statuses: dict[str, State] = {}  # delivery states not written yet
+        self._noting: set[asyncio.Future[None]] = set()  # envelopes of messages being noted
         self._status_writer: asyncio.Task[None] | None = None
         self._handlers = {
             "chat.message": self._in_conversation(self._take_message),
@@ -105,6 +106,7 @@ class Chat(Capability):
         self.store.index_soon()  # what a stop left unindexed
 
     async def shutdown(self) -> None:
+        await asyncio.gather(*self._noting)
         if self._status_writer is not None:
             await self._status_writer  # the last ticks are kept
         await self.store.close()
@@ -363,6 +365,13 @@ class Chat(Capability):
         attachments: object = None,
     ) -> Message:
         """Send a message into ``conv`` from this twin (what ``chat:send`` allows)."""
+        message, _ = await self._post(conv, text, reply_to=reply_to, attachments=attachments)
+        return message
+
+    async def _post(
+        self, conv: Conversation, text: object, *, reply_to: object, attachments: object
+    ) -> tuple[Message, int]:
+        """:meth:`post`; and how many envelopes carry the message."""
         files = await self._attachments_for(conv, attachments)
         text = check_text(text, empty=bool(files))
         if reply_to is not None:
@@ -401,9 +410,9 @@ class Chat(Capability):
             body["reply"] = reply_to
         if files:
             body["att"] = [a.offer() for a in files]
-        await self._fan_out(conv, "chat.message", body, message)
+        envelopes = await self._fan_out(conv, "chat.message", body, message)
         self._tell("message", message)
-        return message
+        return message, envelopes
 
     async def _postable(self, conv: Conversation) -> Conversation:
         conv = await self.store.conversation(conv.id)
@@ -422,8 +431,10 @@ class Chat(Capability):
 
     async def _fan_out(
         self, conv: Conversation, type_: str, body: dict[str, Any], message: Message | None
-    ) -> None:
-        """Send to each member's twin directly; for a message, note each envelope's delivery."""
+    ) -> int:
+        """Send to each member's twin directly; how many envelopes went. For a message, each
+        envelope's delivery is noted (written while the caller goes on: the ticks do not hold
+        up the message)."""
         sent = []
         for did in conv.members:
             if did == self.me:
@@ -432,13 +443,14 @@ class Chat(Capability):
                 envelope = await self.peers.send(did, type_, body)
             except (Conflict, NotFound):  # blocked, or not (yet) pinned: nothing to send to
                 continue
-            if message is not None:
-                sent.append((envelope, conv.id, message.id))
-                if len(sent) == 100:
-                    await self._note_sent(sent)
-                    sent = []
-        if sent:
-            await self._note_sent(sent)
+            sent.append(envelope)
+        if message is not None:
+            rows = [(envelope, conv.id, message.id) for envelope in sent]
+            for start in range(0, len(sent), 500):
+                task = asyncio.ensure_future(self._note_sent(rows[start : start + 500]))
+                self._noting.add(task)
+                task.add_done_callback(self._noting.discard)
+        return len(sent)
 
     async def _attachments_for(self, conv: Conversation, ids: object) -> list[Any]:
         if ids is None or ids == []:
@@ -848,7 +860,11 @@ class Chat(Capability):
                 self.context.log.error("delivery ticks were not written (%s)", exc)
 
     async def _note_sent(self, rows: list[tuple[str, str, str]]) -> None:
-        await self.store.sent(rows)
+        try:
+            await self.store.sent(rows)
+        except Exception as exc:  # the message went; only its ticks are lost
+            self.context.log.error("a message's delivery ticks were not written (%s)", exc)
+            return
         self._noted.update(r[0] for r in rows)
         if len(self._noted) > EARLY:
             self._noted.clear()  # only a guard against a late status: none is older

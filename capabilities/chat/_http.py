@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
@@ -14,13 +16,15 @@ from twin import BadInput, Call, RateLimited, api
 from twin.api import Endpoint
 from twin.streams import EventStream, first_of
 
-from ._store import Message
+from ._store import Marks, Message
 from ._views import conversation_view, message_views
 
 if TYPE_CHECKING:
     from . import Chat
 
 KEEP_ALIVE = 15.0
+STREAM_PACE = 0.01  # seconds at least between two batches of a busy live stream
+BUSY = 3  # messages in a batch that make a stream busy (they came while the last was made)
 STREAMS = 64
 _Did = Annotated[str, msgspec.Meta(max_length=200)]
 _Id = Annotated[str, msgspec.Meta(max_length=64)]
@@ -272,10 +276,12 @@ def endpoints(chat: Chat) -> list[Endpoint]:
     async def post(call: Call) -> dict[str, Any]:
         conv = await conv_of(call)
         body: NewMessage = call.body
-        message = await chat.post(
+        message, envelopes = await chat._post(
             conv, body.text, reply_to=body.reply_to, attachments=body.attachments
         )
-        return await message_view(conv, message)
+        # a message just written has no reactions, no reads yet and its envelopes queued
+        fresh = Marks({}, {message.id: {"queued": envelopes}} if envelopes else {}, [])
+        return (await message_views(chat, conv, [message], fresh))[0]
 
     async def edit(call: Call) -> dict[str, Any]:
         conv = await conv_of(call)
@@ -358,6 +364,7 @@ def endpoints(chat: Chat) -> list[Endpoint]:
     async def events(call: Call, since: int) -> AsyncIterator[bytes]:
         stopping = chat.context.stopping
         ready = False
+        busy_until = 0.0  # while a batch carried several messages, the next waits till then
         while not stopping.is_set():
             woke = store.woke()
             items, since, more = await store.changes(since)
@@ -366,6 +373,8 @@ def endpoints(chat: Chat) -> list[Endpoint]:
                 return
             if items:
                 yield await _events_of(chat, items)
+                if sum(isinstance(item, Message) for item in items) >= BUSY:
+                    busy_until = time.monotonic() + STREAM_PACE
             if more:
                 continue
             if not ready:
@@ -373,6 +382,12 @@ def endpoints(chat: Chat) -> list[Endpoint]:
                 yield b'event: ready\ndata: {"seq": %d}\n\n' % since
             if not await first_of(woke, stopping, timeout=KEEP_ALIVE):
                 yield b": keep-alive\n\n"
+                continue
+            # a busy stream gathers what comes over a few milliseconds into one batch: each
+            # batch costs a few reads, however many changes it carries
+            pause = busy_until - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
 
     conv_path = "/conversations/{id}"
     msg_path = conv_path + "/messages/{mid}"

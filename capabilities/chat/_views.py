@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._store import Conversation, Message
+from ._store import Conversation, Marks, Message
 
 if TYPE_CHECKING:
     from . import Chat
@@ -57,9 +57,10 @@ async def _last_view(
 
 
 async def message_views(
-    chat: Chat, conv: Conversation | None, messages: list[Message]
+    chat: Chat, conv: Conversation | None, messages: list[Message], marks: Marks | None = None
 ) -> list[dict[str, Any]]:
-    """Views of messages of one conversation (``conv`` None: look each one's up)."""
+    """Views of messages of one conversation (``conv`` None: look each one's up); ``marks``
+    when they are known already."""
     if not messages:
         return []
     if conv is None:
@@ -71,8 +72,9 @@ async def message_views(
         return views
     store = chat.store
     ids = [m.id for m in messages]
-    mine = [m.id for m in messages if m.mine and m.kind == "text"]
-    marks = await store.marks(conv.id, ids, mine)
+    if marks is None:
+        mine = [m.id for m in messages if m.mine and m.kind == "text"]
+        marks = await store.marks(conv.id, ids, mine)
     reactions, deliveries, reads = marks.reactions, marks.deliveries, marks.reads
     with_files = [m.id for m in messages if m.attachments]
     states = await _attachment_states(chat, conv.id, with_files) if with_files else {}

@@ -32,6 +32,7 @@ MAX_ANSWER = 1024 * 1024
 # Under load a lane waits this long for more before a small batch: many envelopes a request
 # cost both twins far less each than a few. One envelope after a quiet spell goes at once.
 LINGER = 0.004  # seconds
+BUSY = 4  # envelopes in the last request that make a lane busy
 FIRST_RETRY = 1.0  # seconds; doubled on each failure in a row, up to the twin's peer_backoff
 KEEP_DONE = 7 * 24 * 3600  # delivered and failed rows are kept this long for their state
 
@@ -59,7 +60,7 @@ class _Lane:
         self.retry_at: float | None = None
         self.queued = False  # something was put since the lane's last look
         self.batch = BATCH  # smaller after the peer found a request too large
-        self.busy = False  # the last request carried several: more are likely on their way
+        self.busy = False  # the last request carried BUSY or more: more are on their way
 
 
 StatusCallback = Callable[[str, str, State, str | None], Awaitable[None]]
@@ -242,7 +243,7 @@ class Outbox:
         if lane.busy and 0 < len(rows) < lane.batch and not lane.failures:
             await asyncio.sleep(LINGER)
             rows = await self._next(peer_id, lane)
-        lane.busy = len(rows) > 1
+        lane.busy = len(rows) >= BUSY
         if not rows:
             return False
         now = time.time()
