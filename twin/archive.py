@@ -8,10 +8,11 @@ The header says the format version and how the key is made: from the recovery ph
 root seed) or from a passphrase (argon2id, its salt and costs). Each frame is its length (4
 bytes) and a libsodium secretstream message of up to FRAME_BYTES of the plain stream, with
 the header as associated data, so a changed header opens nothing. The last frame is tagged
-final: an archive cut anywhere is noticed. The plain stream is records, each a line of JSON
-and then the bytes it announces: ``{"path": …, "size": N}`` for an entry, and last
-``{"manifest": {…}}``, which lists every entry with its size and SHA-256 and is signed by the
-twin's root key.
+final: an archive cut anywhere is noticed. The plain stream is records, each a line of JSON:
+``{"path": …}`` for an entry, followed by its bytes in pieces (each its length in 4 bytes, then
+the bytes; a length of 0 ends the entry, so an entry can be written before its size is known),
+and last ``{"manifest": {…}}``, which lists every entry with its size and SHA-256 and is signed
+by the twin's root key.
 
 Reading checks everything as it goes and raises at the first thing wrong, so an importer that
 stages what it reads and commits only after :meth:`ArchiveReader.entries` has finished never
@@ -25,7 +26,7 @@ import hashlib
 import json
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -43,6 +44,7 @@ MAGIC = b"TWINARC\x00"
 VERSION = 1
 FRAME_BYTES = 64 * 1024
 MAX_HEADER = 4096
+PIECE = 1024 * 1024  # at most this much of an entry in one piece
 MAX_LINE = 32 * 1024 * 1024  # a record's line of JSON: the manifest of 100,000 entries is ~15 MB
 _ABYTES = sodium.crypto_secretstream_xchacha20poly1305_ABYTES
 _FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
@@ -140,25 +142,24 @@ class ArchiveWriter:
 
     def add(self, path: str, data: bytes) -> Entry:
         """One entry whose bytes are at hand."""
-        return self.add_stream(path, len(data), iter((data,)))
+        return self.add_stream(path, iter((data,)))
 
-    def add_stream(self, path: str, size: int, chunks: Iterator[bytes]) -> Entry:
-        """One entry of ``size`` bytes, read from ``chunks`` as they come."""
+    def add_stream(self, path: str, chunks: Iterable[bytes]) -> Entry:
+        """One entry, its bytes read from ``chunks`` as they come."""
         if self._closed:
             raise RuntimeError("the archive is closed")
         check_path(path)
         if path in self._paths:
             raise BadInput(f"the archive already holds {path!r}")
-        self._record({"path": path, "size": size})
-        digest, seen = hashlib.sha256(), 0
+        self._record({"path": path})
+        digest, size = hashlib.sha256(), 0
         for chunk in chunks:
-            seen += len(chunk)
-            if seen > size:
-                raise BadInput(f"{path!r} is longer than the {size} bytes announced")
-            digest.update(chunk)
-            self._write(chunk)
-        if seen != size:
-            raise BadInput(f"{path!r} is {seen} bytes, not the {size} announced")
+            for start in range(0, len(chunk), PIECE):
+                piece = chunk[start : start + PIECE]
+                digest.update(piece)
+                size += len(piece)
+                self._write(struct.pack(">I", len(piece)) + piece)
+        self._write(struct.pack(">I", 0))
         entry = Entry(path, size, digest.hexdigest())
         self._entries.append(entry)
         self._paths.add(path)
@@ -279,21 +280,23 @@ class ArchiveReader:
             raise WrongPassphrase(f"that {what} does not open this archive")
         return key
 
-    def entries(self) -> Iterator[tuple[str, int, Iterator[bytes]]]:
-        """Each entry's path, size and bytes, in order; each must be read whole before the
-        next. Once they are all read, :attr:`manifest` holds the checked manifest."""
+    def entries(self) -> Iterator[tuple[str, Iterator[bytes]]]:
+        """Each entry's path and bytes, in order; each must be read whole before the next.
+        Once they are all read, :attr:`manifest` holds the checked manifest."""
         seen: list[Entry] = []
+        paths: set[str] = set()
         while True:
             head = self._line()
             if "manifest" in head:
                 self._finish(head["manifest"], seen)
                 return
-            path, size = check_path(head.get("path")), head.get("size")
-            if type(size) is not int or size < 0:
-                raise BadInput(f"the archive's entry {path!r} has no size")
-            digest = hashlib.sha256()
-            yield path, size, self._bytes(size, digest)
-            seen.append(Entry(path, size, digest.hexdigest()))
+            path = check_path(head.get("path"))
+            if path in paths:
+                raise BadInput(f"the archive holds {path!r} twice: it is damaged")
+            paths.add(path)
+            digest, counted = hashlib.sha256(), [0]
+            yield path, self._pieces(path, digest, counted)
+            seen.append(Entry(path, counted[0], digest.hexdigest()))
 
     def _finish(self, manifest: object, seen: list[Entry]) -> None:
         if not self._ended or self._plain:
@@ -332,16 +335,31 @@ class ArchiveReader:
             raise BadInput("the archive holds a record that is not an object: it is damaged")
         return head
 
-    def _bytes(self, size: int, digest: Any) -> Iterator[bytes]:
-        left = size
-        while left:
-            if not self._plain and not self._pull():
+    def _take(self, count: int) -> bytes:
+        while len(self._plain) < count:
+            if not self._pull():
                 raise BadInput("the archive ends early: it was cut off (copy it again)")
-            piece = bytes(self._plain[:left])
-            del self._plain[: len(piece)]
-            left -= len(piece)
-            digest.update(piece)
-            yield piece
+        taken = bytes(self._plain[:count])
+        del self._plain[:count]
+        return taken
+
+    def _pieces(self, path: str, digest: Any, counted: list[int]) -> Iterator[bytes]:
+        while True:
+            size = _unpack(self._take(4), "entry")
+            if size == 0:
+                return
+            if size > PIECE:
+                raise BadInput(f"the archive's entry {path!r} is damaged (a piece too long)")
+            left = size
+            while left:
+                if not self._plain and not self._pull():
+                    raise BadInput("the archive ends early: it was cut off (copy it again)")
+                piece = bytes(self._plain[:left])
+                del self._plain[: len(piece)]
+                left -= len(piece)
+                digest.update(piece)
+                counted[0] += len(piece)
+                yield piece
 
     def _pull(self) -> bool:
         """Decrypt the next frame into the plain buffer; False at the end of the stream."""
@@ -387,7 +405,7 @@ def read_all(
     """Read and check a whole archive without keeping its entries; its manifest."""
     with path.open("rb") as source:
         reader = ArchiveReader(source, seed=seed, passphrase=passphrase)
-        for _, _, chunks in reader.entries():
+        for _, chunks in reader.entries():
             for _ in chunks:
                 pass
     assert reader.manifest is not None
