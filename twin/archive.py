@@ -138,6 +138,7 @@ class ArchiveWriter:
         self._entries: list[Entry] = []
         self._paths: set[str] = set()
         self._closed = False
+        self._current: tuple[str, Any, list[int]] | None = None
         self.written = len(MAGIC) + 4 + len(self._header)  # bytes so far, for progress
 
     def add(self, path: str, data: bytes) -> Entry:
@@ -146,23 +147,44 @@ class ArchiveWriter:
 
     def add_stream(self, path: str, chunks: Iterable[bytes]) -> Entry:
         """One entry, its bytes read from ``chunks`` as they come."""
+        self.begin(path)
+        for chunk in chunks:
+            self.write(chunk)
+        return self.end()
+
+    def begin(self, path: str) -> None:
+        """Begin an entry; :meth:`write` its bytes, then :meth:`end` it."""
         if self._closed:
             raise RuntimeError("the archive is closed")
+        if self._current is not None:
+            raise RuntimeError(f"the entry {self._current[0]!r} is not ended")
         check_path(path)
         if path in self._paths:
             raise BadInput(f"the archive already holds {path!r}")
         self._record({"path": path})
-        digest, size = hashlib.sha256(), 0
-        for chunk in chunks:
-            for start in range(0, len(chunk), PIECE):
-                piece = chunk[start : start + PIECE]
-                digest.update(piece)
-                size += len(piece)
-                self._write(struct.pack(">I", len(piece)) + piece)
+        self._current = (path, hashlib.sha256(), [0])
+
+    def write(self, chunk: bytes) -> None:
+        """More of the current entry's bytes."""
+        if self._current is None:
+            raise RuntimeError("no entry is begun")
+        _, digest, size = self._current
+        for start in range(0, len(chunk), PIECE):
+            piece = chunk[start : start + PIECE]
+            digest.update(piece)
+            size[0] += len(piece)
+            self._write(struct.pack(">I", len(piece)) + piece)
+
+    def end(self) -> Entry:
+        """End the current entry; what the manifest will say of it."""
+        if self._current is None:
+            raise RuntimeError("no entry is begun")
+        path, digest, size = self._current
         self._write(struct.pack(">I", 0))
-        entry = Entry(path, size, digest.hexdigest())
+        entry = Entry(path, size[0], digest.hexdigest())
         self._entries.append(entry)
         self._paths.add(path)
+        self._current = None
         return entry
 
     def close(self, extra: dict[str, Any] | None = None) -> list[Entry]:
@@ -170,6 +192,8 @@ class ArchiveWriter:
         frame; the entries written."""
         if self._closed:
             return self._entries
+        if self._current is not None:
+            raise RuntimeError(f"the entry {self._current[0]!r} is not ended")
         manifest: dict[str, Any] = {
             **(extra or {}),
             "format": "twin-archive",

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from twin.api import Endpoint
     from twin.db import Database, Migration
     from twin.doors import Door, Mount
+    from twin.export import Export
     from twin.manifest import Manifest
     from twin.peers import MessageType, PeerChannel
     from twin.settings import Settings
@@ -100,6 +101,10 @@ class Capability:
 
     async def shutdown(self) -> None:
         """Runs when the twin stops."""
+
+    async def export(self, out: Export) -> None:
+        """Write what this capability keeps into ``out``, in formats another program can read,
+        for ``twin export`` (docs/export-format.md). Default: nothing."""
 
     async def holdings(self) -> Sequence[Holding]:
         """What this capability keeps, for the owner's Settings page (default: nothing shown)."""

@@ -563,6 +563,122 @@ def _probe(settings: Settings) -> str:
     return f"running at {settings.url} ({state}, version {health.get('version')})"
 
 
+@main.command("export")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The archive file to write (with --open: a new or empty folder).",
+)
+@click.option(
+    "--open",
+    "plain",
+    is_flag=True,
+    help="Write plain, documented files for other software instead: NOT encrypted.",
+)
+@click.option(
+    "--passphrase",
+    "ask_passphrase",
+    is_flag=True,
+    help="Encrypt with a passphrase asked now, instead of with the recovery phrase.",
+)
+@data_dir_option
+@_option("passphrase_file", metavar="FILE")
+@_fail_on_twin_errors
+def export(
+    out: Path,
+    plain: bool,
+    ask_passphrase: bool,
+    data_dir: Path | None,
+    passphrase_file: Path | None,
+) -> None:
+    """Write the whole twin to one encrypted archive (or, with --open, to plain files)."""
+    import time
+
+    from twin.archive import ArchiveWriter
+    from twin.export import Export, Folder, export_core
+    from twin.registry import find_sources
+
+    settings = _settings(data_dir=data_dir, passphrase_file=passphrase_file)
+    if not settings.key_path.exists():
+        raise click.ClickException(f"there is no twin in {settings.data_dir} to export")
+    if plain and ask_passphrase:
+        raise click.UsageError("--open writes plain files: it takes no --passphrase")
+    archive_passphrase = None
+    if ask_passphrase:
+        archive_passphrase = str(
+            click.prompt("Passphrase for the archive", hide_input=True, confirmation_prompt=True)
+        )
+    if not plain and out.exists():
+        raise click.ClickException(f"{out} exists already: give a new file name")
+    lock = _hold_data_dir(settings, "export")  # a twin at rest: its data does not move meanwhile
+
+    async def run() -> None:
+        twin = await _open(settings)
+        try:
+            logging.getLogger("twin.registry").setLevel(logging.WARNING)
+            await twin.start(find_sources(), connect=False)
+            identity = twin.require_identity()
+            began = time.monotonic()
+            handle = None
+            if plain:
+                sink: Any = Folder(out, identity, created=time.time())
+            else:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                handle = os.fdopen(os.open(out, flags, 0o600), "wb")
+                sink = ArchiveWriter(handle, identity, passphrase=archive_passphrase)
+            try:
+                parts = [("twin", None), *sorted(twin.registry.loaded.items())]
+                versions = {}
+                for folder, item in parts:
+                    part = Export(sink, folder, open=plain)
+                    click.echo(f"  {folder:<12} ...", nl=False)
+                    if item is None:
+                        await export_core(twin, part)
+                    else:
+                        versions[folder] = item.manifest.version
+                        await item.capability.export(part)
+                    click.echo(f"\r  {folder:<12} {part.entries:>7,} entries  {_mib(part.bytes)}")
+                sink.close({"twin": __version__, "capabilities": versions})
+            except BaseException:
+                # no half export is left to be taken for a whole one
+                if handle is not None:
+                    handle.close()
+                    out.unlink(missing_ok=True)
+                else:
+                    import shutil
+
+                    shutil.rmtree(out, ignore_errors=True)  # it was new or empty
+                raise
+            if handle is not None:
+                handle.flush()
+                os.fsync(handle.fileno())
+                handle.close()
+            took = time.monotonic() - began
+            click.echo(f"Exported {identity.did} to {out} in {took:.1f} s.")
+            if plain:
+                click.echo(
+                    f"This copy is NOT encrypted: anyone who can read {out} can read "
+                    "everything in it. Keep it safe, and delete it once you are done."
+                )
+            elif archive_passphrase is None:
+                click.echo("It opens with this twin's recovery phrase.")
+            else:
+                click.echo("It opens with the passphrase you gave.")
+        finally:
+            await twin.stop()
+
+    try:
+        _run(run())
+    finally:
+        lock.close()
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.1f} MiB" if size >= 2**20 else f"{size / 1024:,.1f} KiB"
+
+
 @main.group()
 def token() -> None:
     """Create, list and revoke bearer tokens for scripts and clients."""

@@ -82,6 +82,7 @@ class Twin:
         self.door = Door(self)
         self.peers = Peers(db, self.vault, settings, self.require_identity)
         self.started = False
+        self.connected = False  # the outbox runs (not in an export)
         self.stopping = asyncio.Event()  # set as the twin begins to stop; ends live streams
         self._unlocking = asyncio.Lock()
         self._failed_unlocks: dict[str, list[float]] = {}
@@ -149,7 +150,7 @@ class Twin:
         # device names given while it was locked waited in memory for the vault
         await self.sessions.names.flush()
         await self.passkeys.names.flush()
-        if self.started:
+        if self.started and self.connected:
             await self.peers.start()
 
     def require_identity(self) -> Identity:
@@ -158,9 +159,14 @@ class Twin:
         return self.identity
 
     async def start(
-        self, sources: Sequence[Source] | None = None, builtin: Sequence[Builtin] | None = None
+        self,
+        sources: Sequence[Source] | None = None,
+        builtin: Sequence[Builtin] | None = None,
+        *,
+        connect: bool = True,
     ) -> None:
-        """Load every capability (entry points unless ``sources`` is given) and experience."""
+        """Load every capability (entry points unless ``sources`` is given) and experience;
+        with ``connect`` False (an export), the outbox and announcements stay stopped."""
         from twin.admin import admin_builtin
 
         await self.registry.load(
@@ -175,13 +181,16 @@ class Twin:
             door=self.door,
             peers=self.peers,
         )
-        await self.peers.start()
+        if connect:
+            await self.peers.start()
         self.started = True
+        self.connected = connect
 
     async def stop(self) -> None:
         self.stopping.set()
         if self.started:
-            await self.peers.stop()
+            if self.connected:
+                await self.peers.stop()
             await self.registry.shutdown()
             self.started = False
         self.access.write()
