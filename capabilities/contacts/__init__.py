@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
-from typing import Any, ParamSpec, TypeVar
+from dataclasses import asdict, replace
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from twin import BadInput, Capability, Conflict, Holding, Migration, NotFound, Unavailable
 from twin.api import Endpoint
@@ -26,6 +26,9 @@ from ._book import (
     decode_invite,
 )
 from ._vouches import Vouches
+
+if TYPE_CHECKING:
+    from twin.export import Export
 
 __all__ = ["Contacts", "Person"]
 SHARE_CHUNK = 40  # statements in one contacts.vouches message
@@ -117,6 +120,27 @@ class Contacts(Capability):
         if not people:
             return []
         return [Holding("contacts", len(people), 0, None, "contacts")]
+
+    async def export(self, out: Export) -> None:
+        """``contacts.jsonl``, ``vouches.jsonl``, ``revocations.jsonl`` and ``invites.json``
+        (docs/export-format.md); keys and addresses are in the twin's ``peers.json``."""
+        people = sorted(await self.book.all(), key=lambda p: (p.created, p.id))
+        await out.lines(
+            "contacts.jsonl",
+            ({**asdict(p), "trust_label": TRUST_LEVELS[p.trust]} for p in people),
+        )
+        await out.lines(
+            "vouches.jsonl",
+            (statement async for statement, _ in self.vouches.every_statement(revoked=False)),
+        )
+        await out.lines(
+            "revocations.jsonl",
+            (
+                {"statement": statement, "revoked": when}
+                async for statement, when in self.vouches.every_statement(revoked=True)
+            ),
+        )
+        await out.json("invites.json", await self.book.every_invite())
 
     async def my_name(self) -> str:
         profile = await self.require(ProfileCapability).current()

@@ -222,6 +222,25 @@ class Book:
             for row in rows
         ]
 
+    async def every_invite(self) -> list[dict[str, Any]]:
+        """Every invite kept, oldest first, with its token's hash (not the token, which only
+        the invite's code holds), for the export; nothing is forgotten on the way."""
+        rows = await self._db.fetchall(
+            "SELECT id, token, label, created, expires, used FROM contacts_invites "
+            "ORDER BY created, id"
+        )
+        return [
+            {
+                "id": row["id"],
+                "label": self._box.open_text(row["label"], context=row["id"]),
+                "token_sha256": bytes(row["token"]).hex(),
+                "created": row["created"],
+                "expires": row["expires"],
+                "used": row["used"],
+            }
+            for row in rows
+        ]
+
     async def revoke_invite(self, invite_id: str) -> None:
         result = await self._db.execute("DELETE FROM contacts_invites WHERE id = ?", (invite_id,))
         if result.rowcount == 0:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from twin import BadInput, InvalidSignature, NotFound
@@ -21,6 +21,7 @@ LEVELS = {-2: "warns strongly", -1: "has doubts", 1: "vouches", 2: "vouches stro
 MAX_TOPIC = 64
 MAX_COMMENT = 500
 MAX_FROM_ONE = 1000  # statements kept from one voucher
+EXPORT_PAGE = 1000  # statements read at once for the export
 VOUCH_FIELDS = ("v", "type", "id", "by", "about", "topic", "level", "comment", "issued", "sig")
 REVOKE_FIELDS = ("v", "type", "id", "by", "vouch", "issued", "sig")
 
@@ -178,6 +179,25 @@ class Vouches:
         await self._db.execute(
             "DELETE FROM contacts_vouches WHERE by_key = ?", (self._box.blind(did),)
         )
+
+    async def every_statement(
+        self, *, revoked: bool
+    ) -> AsyncIterator[tuple[dict[str, Any], float | None]]:
+        """Every vouch kept (``revoked=False``: the owner's and those contacts shared) or every
+        revocation kept, each as signed, with when it was taken; in the order they came."""
+        which = "revoked IS NOT NULL" if revoked else "revoked IS NULL"
+        after = 0
+        while True:
+            rows = await self._db.fetchall(
+                f"SELECT rowid, id, data, revoked FROM contacts_vouches WHERE {which} "
+                "AND rowid > ? ORDER BY rowid LIMIT ?",
+                (after, EXPORT_PAGE),
+            )
+            if not rows:
+                return
+            for row in rows:
+                yield self._box.open_json(row["data"], context=row["id"]), row["revoked"]
+            after = rows[-1]["rowid"]
 
     async def revocations(self) -> list[dict[str, Any]]:
         rows = await self._db.fetchall(

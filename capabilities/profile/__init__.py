@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from starlette.responses import Response
 
 from twin import BadInput, Call, Capability, Endpoint, Migration, NotFound, api
+
+if TYPE_CHECKING:
+    from twin.export import Export
 
 MAX_AVATAR = 512 * 1024
 _AVATAR_TYPES = {
@@ -18,6 +21,8 @@ _AVATAR_TYPES = {
     "image/gif": (b"GIF87a", b"GIF89a"),
     "image/webp": (b"RIFF",),
 }
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp"}
+PUBLIC = ("display_name", "bio", "avatar")  # what /.well-known/twin and /avatar show anyone
 
 
 class Profile(msgspec.Struct):
@@ -161,6 +166,29 @@ class ProfileCapability(Capability):
     async def remove_avatar(self, call: Call) -> None:
         await self.db.execute("DELETE FROM profile_fields WHERE name = 'avatar'")
         self._forget()
+
+    async def export(self, out: Export) -> None:
+        """``profile.json`` and, if there is a picture, ``avatar.<ext>`` as it was uploaded."""
+        text = await self._field("text")
+        data = msgspec.json.decode(text[0]) if text else {"display_name": "", "bio": ""}
+        avatar: dict[str, Any] | None = None
+        stored = await self._field("avatar")
+        if stored is not None:
+            media, _, image = stored[0].partition(b"\n")
+            media_type = media.decode()
+            name = f"avatar.{_EXTENSIONS.get(media_type, 'bin')}"
+            await out.file(name, (image,))
+            avatar = {"file": name, "media_type": media_type, "updated": stored[1]}
+        await out.json(
+            "profile.json",
+            {
+                "display_name": data["display_name"],
+                "bio": data["bio"],
+                "updated": text[1] if text else None,
+                "avatar": avatar,
+                "public": list(PUBLIC),
+            },
+        )
 
     async def public_document(self) -> Mapping[str, Any]:
         profile = await self.current()

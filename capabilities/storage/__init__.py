@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twin import Capability, Holding, Migration
 from twin.api import Endpoint
@@ -24,6 +24,9 @@ from ._store import (
     Usage,
     Written,
 )
+
+if TYPE_CHECKING:
+    from twin.export import Export
 
 PURGE_EVERY = 6 * 3600  # seconds between clean-ups of old tombstones
 
@@ -93,6 +96,12 @@ class Storage(Capability):
             Holding(u.namespace, u.documents, u.bytes, u.quota, "documents")
             for u in await self.store.usages()
         ]
+
+    async def export(self, out: Export) -> None:
+        """Every namespace and document, in plain JSON (docs/export-format.md, storage)."""
+        from ._export import export_storage
+
+        await export_storage(self.store, out)
 
     def routes(self) -> Sequence[Endpoint]:
         from ._http import Routes

@@ -121,6 +121,23 @@ class Guestbook(Capability):
             for row in rows
         ]
 
+    async def export(self, out) -> None:
+        # `twin export` calls this: the entries in clear, oldest first, one JSON object a line.
+        # At most MAX_ENTRIES rows, so reading them at once is fine.
+        box = self.context.box()
+        rows = await self.db.fetchall("SELECT id, body, at FROM guestbook_entries ORDER BY id")
+        await out.lines(
+            "entries.jsonl",
+            (
+                {
+                    "id": row["id"],
+                    **box.open_json(row["body"], context=str(row["id"])),
+                    "at": row["at"],
+                }
+                for row in rows
+            ),
+        )
+
     async def sign(self, call: Call) -> Entry:
         new: NewEntry = call.body
         return await self.write(new.author, new.text)
