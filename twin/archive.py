@@ -229,6 +229,20 @@ class ArchiveWriter:
         self.written += 4 + len(sealed)
 
 
+def opens_with(path: Path) -> str:
+    """What opens the archive at ``path``, from its header: ``phrase`` (the recovery phrase)
+    or ``passphrase``. A file that is no archive says ``phrase``; the reader then says why."""
+    try:
+        with open(path, "rb") as source:
+            if source.read(len(MAGIC)) != MAGIC:
+                return "phrase"
+            size = _unpack(source.read(4), "header")
+            header = json.loads(source.read(min(size, MAX_HEADER)))
+        return "passphrase" if header["key"]["from"] == "passphrase" else "phrase"
+    except (OSError, BadInput, ValueError, KeyError, TypeError):
+        return "phrase"
+
+
 class ArchiveReader:
     """Reads an archive from ``source``, checking each part as it comes.
 

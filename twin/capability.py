@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from twin.api import Endpoint
     from twin.db import Database, Migration
     from twin.doors import Door, Mount
-    from twin.export import Export
+    from twin.export import Export, Part
     from twin.manifest import Manifest
     from twin.peers import MessageType, PeerChannel
     from twin.settings import Settings
@@ -105,6 +105,17 @@ class Capability:
     async def export(self, out: Export) -> None:
         """Write what this capability keeps into ``out``, in formats another program can read,
         for ``twin export`` (docs/export-format.md). Default: nothing."""
+
+    async def restore(self, part: Part) -> None:
+        """Read back, into this capability's empty tables, what ``export`` wrote, for
+        ``twin import``: the entries come in the order they were written. Default: there
+        must be none (a capability that exports nothing has nothing to read back)."""
+        names = await part.rest()
+        if names:
+            raise PluginError(
+                f"{self.id} cannot import its data ({', '.join(names[:3])}): "
+                "install a version of it that can"
+            )
 
     async def holdings(self) -> Sequence[Holding]:
         """What this capability keeps, for the owner's Settings page (default: nothing shown)."""

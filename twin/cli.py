@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from twin.__about__ import __version__
-from twin.errors import PluginError, TwinError, WrongPassphrase
+from twin.errors import InvalidSignature, PluginError, TwinError, WrongPassphrase
 from twin.settings import SETTINGS, Settings, host_port
 
 T = TypeVar("T")
@@ -597,8 +597,9 @@ def export(
     import time
 
     from twin.archive import ArchiveWriter
-    from twin.export import Export, Folder, export_core
+    from twin.export import Folder
     from twin.registry import find_sources
+    from twin.transfer import export_twin
 
     settings = _settings(data_dir=data_dir, passphrase_file=passphrase_file)
     if not settings.key_path.exists():
@@ -620,6 +621,8 @@ def export(
             logging.getLogger("twin.registry").setLevel(logging.WARNING)
             await twin.start(find_sources(), connect=False)
             identity = twin.require_identity()
+            total = sum(h.bytes for _, h in await twin.holdings())
+            meter = _Meter("Exporting", total)
             began = time.monotonic()
             handle = None
             if plain:
@@ -629,18 +632,7 @@ def export(
                 handle = os.fdopen(os.open(out, flags, 0o600), "wb")
                 sink = ArchiveWriter(handle, identity, passphrase=archive_passphrase)
             try:
-                parts = [("twin", None), *sorted(twin.registry.loaded.items())]
-                versions = {}
-                for folder, item in parts:
-                    part = Export(sink, folder, open=plain)
-                    click.echo(f"  {folder:<12} ...", nl=False)
-                    if item is None:
-                        await export_core(twin, part)
-                    else:
-                        versions[folder] = item.manifest.version
-                        await item.capability.export(part)
-                    click.echo(f"\r  {folder:<12} {part.entries:>7,} entries  {_mib(part.bytes)}")
-                sink.close({"twin": __version__, "capabilities": versions})
+                parts = await export_twin(twin, sink, open=plain, progress=meter.show)
             except BaseException:
                 # no half export is left to be taken for a whole one
                 if handle is not None:
@@ -651,10 +643,14 @@ def export(
 
                     shutil.rmtree(out, ignore_errors=True)  # it was new or empty
                 raise
+            finally:
+                meter.done()
             if handle is not None:
                 handle.flush()
                 os.fsync(handle.fileno())
                 handle.close()
+            for folder, part in parts:
+                click.echo(f"  {folder:<12} {part.entries:>7,} entries  {_mib(part.bytes)}")
             took = time.monotonic() - began
             click.echo(f"Exported {identity.did} to {out} in {took:.1f} s.")
             if plain:
@@ -673,6 +669,224 @@ def export(
         _run(run())
     finally:
         lock.close()
+
+
+@main.command("import")
+@click.argument("source", type=click.Path(path_type=Path, exists=True))
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Replace the twin already in the data directory, and everything it holds.",
+)
+@click.option(
+    "--seal",
+    "ask_passphrase",
+    is_flag=True,
+    help="Seal the imported root key with a new passphrase (asked twice).",
+)
+@data_dir_option
+@_option("passphrase_file", metavar="FILE")
+@_option("public_url")
+@_option("host")
+@_option("port")
+@_fail_on_twin_errors
+def import_(source: Path, replace: bool, ask_passphrase: bool, **flags: Any) -> None:
+    """Restore a whole twin from `twin export` (an archive or an --open folder) or a backup."""
+    settings = _settings(**flags)
+    target = settings.data_dir
+    if settings.key_path.exists() and not replace:
+        raise click.ClickException(
+            f"{target} already holds a twin: to replace it, and all it holds, with the "
+            "imported one, give --replace (export it first if you may want it back)"
+        )
+    if target.exists() and not settings.key_path.exists() and any(target.iterdir()):
+        if not replace:
+            raise click.ClickException(
+                f"{target} holds files but no twin: give an empty or new --data-dir, "
+                "or --replace to put the twin in place of them"
+            )
+    opened = _open_export(source)
+    new_passphrase = _new_passphrase(settings, ask_passphrase)
+    lock = _hold_data_dir(settings, "import") if target.is_dir() else None
+    try:
+        did, counts, kept_passkeys, peers = _run(_import(settings, opened, new_passphrase))
+    finally:
+        if lock is not None:
+            lock.close()
+    for folder, items in counts.items():
+        click.echo(f"  {folder:<12} {items:>7,} entries")
+    click.echo(f"Imported {did} into {target}.")
+    if peers:
+        click.echo(
+            f"When it serves, it tells its {peers} peer{'s' * (peers != 1)} its address, "
+            f"{settings.url}, so they reach it here."
+        )
+    if kept_passkeys:
+        click.echo(f"Your passkeys work as before at {settings.url}.")
+    else:
+        click.echo(
+            f"A passkey belongs to the address it was made at: make one for {settings.url} "
+            "with this link."
+        )
+        _run(_print_fresh_link(settings))
+
+
+class _Opened:
+    """An export opened for reading: its entries, and how far through it the reading is."""
+
+    def __init__(self, entries: Any, total: int, position: Callable[[], int]) -> None:
+        self.entries = entries
+        self.total = total
+        self.position = position
+        self.seed: bytes | None = None
+        self.manifest: Callable[[], dict[str, Any] | None] = lambda: None
+
+
+def _open_export(source: Path) -> _Opened:
+    from twin.archive import ArchiveReader, opens_with
+    from twin.export import read_folder
+    from twin.identity import Identity
+
+    if source.is_dir():
+        if not (source / "manifest.json").exists():
+            raise click.ClickException(
+                f"{source} is neither a twin export's folder (it has no manifest.json) nor a backup"
+            )
+        manifest, entries = read_folder(source)
+        read = [0]
+
+        def counted() -> Any:
+            for path, chunks in entries:
+                yield path, _counting(chunks, read)
+
+        opened = _Opened(counted(), sum(e[1] for e in manifest["entries"]), lambda: read[0])
+        opened.manifest = lambda: manifest
+        click.echo("A plain export holds no key: it is imported with the twin's recovery phrase.")
+        opened.seed = Identity.from_phrase(_read_phrase()).seed
+        return opened
+    handle = open(source, "rb")  # noqa: SIM115 (read to its end by the import)
+    if opens_with(source) == "passphrase":
+        if sys.stdin.isatty():
+            passphrase = str(click.prompt("Passphrase of the archive", hide_input=True))
+        else:
+            passphrase = sys.stdin.readline().rstrip("\n")
+        reader = ArchiveReader(handle, passphrase=passphrase)
+        seed = None
+    else:
+        seed = Identity.from_phrase(_read_phrase()).seed
+        reader = ArchiveReader(handle, seed=seed)
+    opened = _Opened(reader.entries(), source.stat().st_size, lambda: reader.position)
+    opened.seed = seed
+    opened.manifest = lambda: reader.manifest
+    return opened
+
+
+def _counting(chunks: Any, read: list[int]) -> Any:
+    for chunk in chunks:
+        read[0] += len(chunk)
+        yield chunk
+
+
+async def _import(
+    settings: Settings, opened: _Opened, passphrase: str | None
+) -> tuple[str, dict[str, int], bool, int]:
+    """Read the export into a new data directory beside the target, and only once all of it
+    is read and checked put it in the target's place; on any failure the target is as it
+    was. The did, each part's entries, whether the passkeys came, how many peers to tell."""
+    import dataclasses
+    import shutil
+    import sqlite3
+
+    from twin.core import Twin, initialize
+    from twin.export import Entries
+    from twin.identity import Identity
+    from twin.registry import find_sources
+    from twin.transfer import read_identity, restore_twin
+
+    target = settings.data_dir
+    staging = target.parent / f".{target.name}.importing-{os.getpid()}"
+    meter = _Meter("Importing", opened.total)
+    entries = Entries(opened.entries)
+    try:
+        core, did, seed = await read_identity(entries)
+        seed = seed or opened.seed
+        if seed is None or Identity.from_seed(seed).did != did:
+            raise WrongPassphrase(f"that recovery phrase is not the phrase of {did}")
+        staged = dataclasses.replace(settings, data_dir=staging)
+        initialize(staged, passphrase=passphrase, identity=Identity.from_seed(seed))
+        twin = await Twin.open(staged, passphrase)
+        try:
+            logging.getLogger("twin.registry").setLevel(logging.WARNING)
+            await twin.start(find_sources(), connect=False)
+
+            def progress(part: str, _entries: int, _bytes: int) -> None:
+                meter.show(part, 0, opened.position())
+
+            progress("twin", 0, 0)
+            counts, kept = await restore_twin(twin, entries, core, progress)
+            peers = sum(p.state == "pinned" for p in await twin.peers.directory.all())
+        finally:
+            await twin.stop()
+            meter.done()
+        manifest = opened.manifest()
+        if manifest is None or manifest.get("did") != did:
+            raise InvalidSignature(f"the export's manifest is not {did}'s")
+        _swap(staging, target)
+    except (OSError, sqlite3.Error) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise click.ClickException(
+            f"the import stopped ({exc}); {target} is as it was. If the disk is full, free "
+            "about twice the export's size and try again."
+        ) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return did, counts, kept, peers
+
+
+def _swap(staging: Path, target: Path) -> None:
+    """Put the new data directory in the target's place: the old one (if any) is moved
+    aside first and removed last, so a crash between leaves both, never neither."""
+    import shutil
+    import time
+
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    aside = target.parent / f".{target.name}.replaced-{int(time.time())}"
+    os.rename(target, aside)
+    os.rename(staging, target)
+    shutil.rmtree(aside)
+
+
+class _Meter:
+    """One line of progress on the terminal, redrawn in place: a bar when the total is known."""
+
+    def __init__(self, verb: str, total: int) -> None:
+        self._verb = verb
+        self._total = total
+        self._shown = False
+        self._tty = sys.stdout.isatty()
+        self._last = 0.0
+
+    def show(self, part: str, entries: int, done: int) -> None:
+        import time
+
+        now = time.monotonic()
+        if not self._tty and now - self._last < 5:  # a log file gets a line every 5 s
+            return
+        self._last = now
+        line = f"{self._verb} {part:<10} {_mib(done):>12}"
+        if self._total:
+            share = min(done / self._total, 1.0)
+            filled = int(share * 30)
+            line += f"  [{'#' * filled}{'.' * (30 - filled)}] {share:4.0%}"
+        click.echo(("\r" if self._tty else "") + line, nl=not self._tty)
+        self._shown = True
+
+    def done(self) -> None:
+        if self._shown and self._tty:
+            click.echo("")
 
 
 def _mib(size: int) -> str:

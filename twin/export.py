@@ -1,17 +1,19 @@
-"""What ``twin export`` writes: each capability's data, in open formats, under a folder named
-by its id, into an encrypted archive (twin/archive.py) or a plain folder (``--open``)."""
+"""What ``twin export`` writes and ``twin import`` reads back: each capability's data, in open
+formats, under a folder named by its id, in an encrypted archive (twin/archive.py) or a plain
+folder (``--open``). A capability writes its part in ``Capability.export(out)`` and reads it
+back, in the same order, in ``Capability.restore(part)``."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from twin.archive import Entry, check_path
-from twin.errors import BadInput, Conflict
-from twin.identity import Identity
+from twin.errors import BadInput, Conflict, InvalidSignature
+from twin.identity import Identity, verify
 
 
 class Sink(Protocol):
@@ -163,46 +165,216 @@ class Folder:
         return self._entries
 
 
-async def export_core(twin: Any, out: Export) -> None:
-    """The twin's own part, under ``twin/``: who it is, the twins it knows, the owner's
-    passkeys and the experiences' grants; the root seed only in the encrypted archive."""
-    import base64
+def read_folder(root: Path) -> tuple[dict[str, Any], Iterator[tuple[str, Iterator[bytes]]]]:
+    """A plain export's signed manifest, and its entries as an archive gives them, each file
+    checked against the size and hash the manifest lists as it is read."""
+    try:
+        manifest = json.loads((root / "manifest.json").read_bytes())
+    except FileNotFoundError:
+        raise BadInput(f"{root} holds no manifest.json: it is not a twin export") from None
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{root}/manifest.json cannot be read as JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "twin-export":
+        raise BadInput(f"{root}/manifest.json is not a twin export's")
+    if type(manifest.get("version")) is not int or manifest["version"] > 1:
+        raise BadInput(
+            f"this export is format {manifest.get('version')}, written by a newer twin: "
+            "upgrade twin, then try again"
+        )
+    unsigned = {k: v for k, v in manifest.items() if k != "sig"}
+    try:
+        verify(str(manifest.get("did")), unsigned, str(manifest.get("sig")))
+    except (InvalidSignature, BadInput):
+        raise InvalidSignature(
+            f"the export's manifest is not signed by {manifest.get('did')}: it was altered"
+        ) from None
+    listed = manifest.get("entries")
+    if not isinstance(listed, list) or not all(
+        isinstance(e, list) and len(e) == 3 and type(e[1]) is int for e in listed
+    ):
+        raise BadInput("the export's manifest does not list its entries")
+    base = root.resolve()
 
-    identity: Identity = twin.require_identity()
-    await out.json(
-        "identity.json",
-        {"did": identity.did, "public_key": base64.b64encode(identity.public_key).decode()},
-    )
-    if not out.open:  # what a passphrase archive is imported with: never in the plain copy
-        await out.json("key.json", {"seed": base64.b64encode(identity.seed).decode()})
-    peers = await twin.peers.directory.all()
-    await out.json(
-        "peers.json",
-        [
-            {
-                "did": p.did,
-                "state": p.state,
-                "addresses": list(p.urls),
-                "address_expires": p.address_expires,
-                "hint": twin.peers.directory.hint(p.id),
-                "created": p.created,
-                "last_seen": p.last_seen,
-            }
-            for p in peers
-        ],
-    )
-    grants = await twin.grants.all()
-    await out.json(
-        "grants.json",
-        {
-            name: {"scopes": sorted(g.scopes), "granted": g.granted}
-            for name, g in sorted(grants.items())
-        },
-    )
-    await out.json(
-        "passkeys.json",
-        [
-            {"id": k.id, "name": k.name, "created": k.created, "last_used": k.last_used}
-            for k in await twin.passkeys.all()
-        ],
-    )
+    def pieces(path: str, size: int, sha256: str) -> Iterator[bytes]:
+        target = (base / path).resolve()
+        if not target.is_relative_to(base):
+            raise BadInput(f"{path} leads out of the export's folder")
+        digest, seen = hashlib.sha256(), 0
+        try:
+            with open(target, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+                    seen += len(chunk)
+                    if seen > size:
+                        break
+                    yield chunk
+        except FileNotFoundError:
+            raise BadInput(f"{path} is missing from the export's folder") from None
+        if seen != size or digest.hexdigest() != sha256:
+            raise BadInput(f"{path} is not the file the manifest lists: it was changed")
+
+    def entries() -> Iterator[tuple[str, Iterator[bytes]]]:
+        for path, size, sha256 in listed:
+            yield check_path(path), pieces(path, size, str(sha256))
+
+    return manifest, entries()
+
+
+MAX_JSON = 64 * 1024 * 1024  # one JSON document read back whole
+MAX_LINE = 16 * 1024 * 1024  # one line of a JSON Lines entry
+
+
+class Item:
+    """One entry of a capability's part, as ``Capability.restore`` reads it: its ``name``
+    (under the capability's folder) and its bytes, read once, in one of these ways."""
+
+    def __init__(self, path: str, name: str, chunks: Iterator[bytes]) -> None:
+        self.path = path
+        self.name = name
+        self._chunks = chunks
+        self._taken = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The bytes as they come (an archive's pieces are at most 1 MiB)."""
+        self._take()
+        for chunk in self._chunks:
+            yield chunk
+
+    async def read(self, limit: int = MAX_JSON) -> bytes:
+        """The whole entry; refused past ``limit`` bytes."""
+        data = bytearray()
+        async for chunk in self.chunks():
+            data += chunk
+            if len(data) > limit:
+                raise BadInput(f"{self.path} is over {limit:,} bytes: it is not an export's")
+        return bytes(data)
+
+    async def json(self, limit: int = MAX_JSON) -> Any:
+        """The entry as one JSON document."""
+        try:
+            return json.loads(await self.read(limit))
+        except ValueError:
+            raise BadInput(f"{self.path} is not JSON: the export is damaged") from None
+
+    async def lines(self, limit: int = MAX_LINE) -> AsyncIterator[Any]:
+        """The entry as JSON Lines: one value a line."""
+        pending = bytearray()
+        number = 0
+        async for chunk in self.chunks():
+            pending += chunk
+            start = 0
+            while (end := pending.find(b"\n", start)) >= 0:
+                number += 1
+                yield self._value(bytes(pending[start:end]), number)
+                start = end + 1
+            del pending[:start]
+            if len(pending) > limit:
+                raise BadInput(f"line {number + 1} of {self.path} is over {limit:,} bytes")
+        if pending.strip():
+            yield self._value(bytes(pending), number + 1)
+
+    def _value(self, line: bytes, number: int) -> Any:
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise BadInput(f"line {number} of {self.path} is not JSON: it is damaged") from None
+
+    def _take(self) -> None:
+        if self._taken:
+            raise RuntimeError(f"{self.path} was read already")
+        self._taken = True
+
+    def skip(self) -> None:
+        """Read past what was not read (the archive still checks it)."""
+        if not self._taken:
+            self._taken = True
+        for _ in self._chunks:
+            pass
+
+
+class Entries:
+    """An export's entries (``(path, chunks)`` in order, from an archive, a plain folder or a
+    backup), handed out a folder at a time; each must be read before the next is given."""
+
+    def __init__(self, entries: Iterator[tuple[str, Iterator[bytes]]]) -> None:
+        self._entries = entries
+        self._next: tuple[str, Iterator[bytes]] | None = None
+        self._current: Item | None = None
+        self.done: list[str] = []  # the folders given out so far, in order
+
+    def folder(self) -> str | None:
+        """The folder of the next entry; None once all are read (and the manifest checked)."""
+        if self._current is not None:
+            self._current.skip()
+            self._current = None
+        if self._next is None:
+            self._next = next(self._entries, None)
+        return None if self._next is None else self._next[0].split("/", 1)[0]
+
+    def part(self) -> Part:
+        folder = self.folder()
+        if folder is None:
+            raise BadInput("the export ends before its parts")
+        if folder in self.done:
+            raise BadInput(f"the export's {folder}/ entries are not together: it is damaged")
+        self.done.append(folder)
+        return Part(folder, self)
+
+    def _peek(self, folder: str) -> str | None:
+        if self.folder() != folder:
+            return None
+        assert self._next is not None
+        return self._next[0]
+
+    def _take(self, folder: str) -> Item | None:
+        if self.folder() != folder:
+            return None
+        assert self._next is not None
+        path, chunks = self._next
+        self._next = None
+        self._current = Item(path, path[len(folder) + 1 :], chunks)
+        return self._current
+
+
+class Part:
+    """A capability's part of an export, for ``Capability.restore``: its entries in the order
+    ``export`` wrote them (so write first what must be read first).
+
+        async def restore(self, part: Part) -> None:
+            async for item in part:
+                if item.name == "settings.json":
+                    settings = await item.json()
+                elif item.name == "notes.jsonl":
+                    async for note in item.lines(): ...
+                elif item.name.startswith("attachments/"):
+                    await self.keep(item.name, item.chunks())
+    """
+
+    def __init__(self, folder: str, entries: Entries) -> None:
+        self.folder = folder
+        self._entries = entries
+        self.items = 0
+
+    async def __aiter__(self) -> AsyncIterator[Item]:
+        while (item := await self.next()) is not None:
+            yield item
+
+    async def next(self) -> Item | None:
+        """The next entry, or None at the end of the part."""
+        item = self._entries._take(self.folder)
+        if item is not None:
+            self.items += 1
+        return item
+
+    def peek(self) -> str | None:
+        """The name of the next entry, without reading it; None at the end of the part."""
+        path = self._entries._peek(self.folder)
+        return None if path is None else path[len(self.folder) + 1 :]
+
+    async def rest(self) -> list[str]:
+        """Read past the entries ``restore`` did not ask for; their names."""
+        names = []
+        async for item in self:
+            names.append(item.name)
+            item.skip()
+        return names

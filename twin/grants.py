@@ -6,6 +6,7 @@ import base64
 import json
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,23 @@ class Grants:
         await self._db.transaction(write)
         self._tokens.forget()
         return grant
+
+    async def restore(self, grants: dict[str, Any], experiences: Mapping[str, Experience]) -> None:
+        """The grants of an export (``twin/grants.json``), each to an experience installed
+        here, for the scopes it still declares, at the time it was first granted."""
+        for name, held in grants.items():
+            if not isinstance(held, dict) or not isinstance(held.get("scopes"), list):
+                raise BadInput(f"twin/grants.json: the grant of {name} has no scopes")
+            experience = experiences.get(name)
+            if experience is None:
+                continue  # not installed here: granted again once it is
+            scopes = frozenset(s for s in held["scopes"] if isinstance(s, str)) & experience.uses
+            grant = await self.grant(experience, scopes)
+            if isinstance(held.get("granted"), int | float):
+                await self._db.execute(
+                    "UPDATE twin_grants SET granted = ? WHERE experience = ?",
+                    (held["granted"], grant.experience),
+                )
 
     async def revoke(self, experience: str) -> None:
         async def remove(conn: Any) -> None:

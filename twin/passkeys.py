@@ -329,6 +329,51 @@ class Passkeys:
             for r in rows
         ]
 
+    async def export(self) -> list[dict[str, Any]]:
+        """Every passkey as ``twin export`` writes it: what Settings shows, and the public
+        half the browser's sign-ins are checked with (a passkey's secret never leaves it)."""
+        rows = await self._db.fetchall("SELECT * FROM twin_passkeys ORDER BY created")
+        return [
+            {
+                "id": r["id"],
+                "name": self.names.open(r["id"], r["name"]),
+                "credential": base64.urlsafe_b64encode(r["credential"]).decode(),
+                "public_key": base64.urlsafe_b64encode(r["public_key"]).decode(),
+                "sign_count": r["sign_count"],
+                "transports": json.loads(r["transports"]),
+                "created": r["created"],
+                "last_used": r["last_used"],
+                "flagged": r["flagged"],
+            }
+            for r in rows
+        ]
+
+    async def restore(self, passkeys: list[Any]) -> None:
+        """The passkeys of an export, into a twin at the same address (they are bound to it)."""
+        for held in passkeys:
+            try:
+                row = (
+                    str(held["id"]),
+                    _b64url(held["credential"], "a passkey's credential"),
+                    _b64url(held["public_key"], "a passkey's public key"),
+                    int(held["sign_count"]),
+                    json.dumps([str(t) for t in held["transports"]]),
+                    float(held["created"]),
+                    None if held["last_used"] is None else float(held["last_used"]),
+                    None if held["flagged"] is None else float(held["flagged"]),
+                )
+            except (KeyError, TypeError, ValueError):
+                raise BadInput(
+                    "twin/passkeys.json: a passkey lacks a field or has a bad one"
+                ) from (None)
+            await self._db.execute(
+                "INSERT INTO twin_passkeys (id, credential, public_key, sign_count, transports, "
+                "created, last_used, flagged) VALUES (?,?,?,?,?,?,?,?)",
+                row,
+            )
+            if isinstance(held.get("name"), str):
+                await self.rename(row[0], held["name"])
+
     async def rename(self, passkey_id: str, name: str) -> None:
         name = check_name(name)
         result = await self._db.execute(

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -19,6 +19,9 @@ from twin.doors import Mount
 from ._blobs import Blobs
 from ._store import FileStore, data_root
 from ._tree import MIGRATIONS_SQL, AlreadyExists, Entry, TrashItem, Usage
+
+if TYPE_CHECKING:
+    from twin.export import Export, Part
 
 UPKEEP_EVERY = 6 * 3600  # seconds between purges of the old trash and left-over content
 
@@ -85,6 +88,20 @@ class Files(Capability):
         """Problems with the files kept in ``data_dir`` (content missing or damaged)."""
         blobs = Blobs(data_root(data_dir), self.store.blobs.box)
         return await FileStore(self.db, self.store.box, blobs, 0, 1).check()
+
+    async def export(self, out: Export) -> None:
+        """``index.jsonl``, ``shares.json`` and every file's bytes at its real path, live ones
+        under ``tree/`` and those in the trash under ``trash/`` (docs/export-format.md)."""
+        from ._export import export_files
+
+        await export_files(self.store, self.shares, out)
+
+    async def restore(self, part: Part) -> None:
+        """Every folder and file back as it was exported: names, bytes, times, properties,
+        ETags, the trash and the share links (those whose secret the export holds)."""
+        from ._export import restore_files
+
+        await restore_files(self.store, self.shares, part)
 
     async def startup(self) -> None:
         self._upkeep = asyncio.create_task(self._upkeep_now_and_then(), name="files upkeep")

@@ -103,6 +103,27 @@ class Directory:
             peer = await self.take_address(peer, checked)
         return peer
 
+    async def restore(self, peers: list[Any]) -> None:
+        """The peers of an export (``twin/peers.json``), into an empty directory: each did with
+        its state, times and signed address (checked again); none is told our address yet."""
+        for held in peers:
+            if not isinstance(held, dict) or held.get("state") not in ("pinned", "blocked"):
+                raise BadInput("twin/peers.json: each peer needs a did and a state")
+            did = held.get("did")
+            if not isinstance(did, str):
+                raise BadInput("twin/peers.json: a peer has no did")
+            created, last_seen = held.get("created"), held.get("last_seen")
+            if not isinstance(created, float | int) or not isinstance(
+                last_seen, float | int | None
+            ):
+                raise BadInput(f"twin/peers.json: {did} has bad times")
+            peer = await self.pin(did, held.get("hint"), state=held["state"])
+            await self._db.execute(
+                "UPDATE twin_peers SET created = ?, last_seen = ? WHERE id = ?",
+                (created, last_seen, peer.id),
+            )
+            self._keep(replace(peer, created=created, last_seen=last_seen))
+
     async def take_address(self, peer: Peer, hint: dict[str, Any]) -> Peer:
         """Keep a checked hint if it is newer than the one held; the peer as it now stands."""
         held = self._hints.get(peer.id)
