@@ -1,5 +1,5 @@
 """The owner's settings page: passkeys and devices, signed-in browsers, pairing a new device,
-experiences' grants and API tokens, each listed with a way to take it back."""
+experiences' grants and API tokens, each listed with a way to take it back; and backups."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from twin.errors import TwinError
+from twin.backups import EVERY
+from twin.errors import BadInput, TwinError
 from twin.http import status_of
 from twin.sessions import LINK_TTL, Session
 
@@ -26,6 +27,8 @@ DONE = {
     "revoked": "Token revoked: it no longer opens your twin.",
     "withdrawn": "Access withdrawn.",
     "added": "Passkey added to this device.",
+    "scheduled": "Backups saved.",
+    "backing-up": "The backup has begun: its progress shows below.",
 }
 
 
@@ -73,6 +76,8 @@ def account_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
             granted=[(experiences.get(e), grants[e]) for e in sorted(grants)],
             tokens=[t for t in await twin.tokens.list() if t.kind == "token"],
             kept=await twin.holdings(),
+            backup=await twin.backups.state(),
+            every=EVERY,
             done=DONE.get(request.query_params.get("done", ""), ""),
             error=error,
         )
@@ -145,8 +150,32 @@ def account_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
         await twin.tokens.delete(request.path_params["id"])
         return back("revoked", "tokens")
 
+    @action()
+    async def schedule(request: Request, session: Session, fields: dict[str, str]) -> Response:
+        try:
+            every, keep = int(fields.get("every", "")), int(fields.get("keep", ""))
+        except ValueError:
+            raise BadInput("say how often to back up and how many backups to keep") from None
+        enabled = fields.get("enabled") == "on"
+        await twin.backups.configure(fields.get("folder", ""), every, keep, enabled)
+        return back("scheduled", "backups")
+
+    @action()
+    async def back_up_now(request: Request, session: Session, fields: dict[str, str]) -> Response:
+        await twin.backups.run_now()
+        return back("backing-up", "backups")
+
+    async def backup_state(request: Request) -> Response:
+        session = await owner(request)
+        if isinstance(session, Response):
+            return JSONResponse({"error": "sign in first"}, status_code=401)
+        return JSONResponse(await twin.backups.state(), headers={"cache-control": "no-store"})
+
     return [
         Route("/settings", show, methods=["GET"]),
+        Route("/settings/backup", schedule, methods=["POST"]),
+        Route("/settings/backup/run", back_up_now, methods=["POST"]),
+        Route("/settings/backup/state", backup_state, methods=["GET"]),
         Route("/settings/pair", pair, methods=["POST"]),
         Route("/settings/passkeys/{id}/rename", rename, methods=["POST"]),
         Route("/settings/passkeys/{id}/remove", remove, methods=["POST"]),

@@ -689,8 +689,11 @@ def export(
 @_option("public_url")
 @_option("host")
 @_option("port")
+@click.option("--snapshot", help="From a backup folder: which backup (default: the newest).")
 @_fail_on_twin_errors
-def import_(source: Path, replace: bool, ask_passphrase: bool, **flags: Any) -> None:
+def import_(
+    source: Path, replace: bool, ask_passphrase: bool, snapshot: str | None, **flags: Any
+) -> None:
     """Restore a whole twin from `twin export` (an archive or an --open folder) or a backup."""
     settings = _settings(**flags)
     target = settings.data_dir
@@ -705,7 +708,7 @@ def import_(source: Path, replace: bool, ask_passphrase: bool, **flags: Any) -> 
                 f"{target} holds files but no twin: give an empty or new --data-dir, "
                 "or --replace to put the twin in place of them"
             )
-    opened = _open_export(source)
+    opened = _open_export(source, snapshot)
     new_passphrase = _new_passphrase(settings, ask_passphrase)
     lock = _hold_data_dir(settings, "import") if target.is_dir() else None
     try:
@@ -731,6 +734,127 @@ def import_(source: Path, replace: bool, ask_passphrase: bool, **flags: Any) -> 
         _run(_print_fresh_link(settings))
 
 
+@main.group(invoke_without_command=True)
+@click.option(
+    "--to",
+    "root",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The backup folder (made if new); later backups into it write only what changed.",
+)
+@click.option(
+    "--keep",
+    type=click.IntRange(1, 365),
+    default=7,
+    show_default=True,
+    help="How many backups to keep in the folder; older ones are let go.",
+)
+@data_dir_option
+@_option("passphrase_file", metavar="FILE")
+@click.pass_context
+@_fail_on_twin_errors
+def backup(ctx: click.Context, root: Path | None, keep: int, **flags: Any) -> None:
+    """Back the whole twin up, encrypted, into a folder: `twin backup --to DIR`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if root is None:
+        raise click.UsageError("say where: twin backup --to DIR (or twin backup verify DIR)")
+    import time
+
+    from twin.backups import back_up
+    from twin.registry import find_sources
+
+    settings = _settings(**flags)
+    if not settings.key_path.exists():
+        raise click.ClickException(f"there is no twin in {settings.data_dir} to back up")
+    try:
+        lock = _hold_data_dir(settings, "backup")
+    except click.ClickException as exc:
+        raise click.ClickException(
+            f"{exc.message}. A serving twin backs itself up: switch it on in Settings, Backups"
+        ) from None
+
+    async def run() -> None:
+        twin = await _open(settings)
+        try:
+            logging.getLogger("twin.registry").setLevel(logging.WARNING)
+            await twin.start(find_sources(), connect=False)
+            meter = _Meter("Backing up", sum(h.bytes for _, h in await twin.holdings()))
+            began = time.monotonic()
+            try:
+                written = await back_up(twin, root, keep, meter.show)
+            finally:
+                meter.done()
+            click.echo(
+                f"Backed up {_mib(written.bytes)} in {written.entries:,} entries to {root} as "
+                f"{written.snapshot} in {time.monotonic() - began:.1f} s: "
+                f"{written.new_chunks:,} of {written.chunks:,} chunks were new "
+                f"({_mib(written.new_bytes)} written)."
+            )
+            if written.removed:
+                click.echo(f"Let go of {len(written.removed)} older: {', '.join(written.removed)}.")
+            click.echo("It opens with this twin's recovery phrase: twin import " + str(root))
+        finally:
+            await twin.stop()
+
+    try:
+        _run(run())
+    finally:
+        lock.close()
+
+
+def _open_backup(root: Path, settings: Settings) -> Any:
+    """The backup folder opened with this machine's twin's key when it is the same twin,
+    else with the recovery phrase (asked)."""
+    from twin.backup import BackupFolder, read_info
+    from twin.identity import Identity, read_key_file
+
+    info = read_info(root)
+    if settings.key_path.exists():
+        keyfile = read_key_file(settings.key_path)
+        if keyfile.did == info["did"]:
+            seed = keyfile.unlock(_passphrase_for(settings, required=True)).seed
+            return BackupFolder(root, seed)
+    click.echo(f"These are the backups of {info['did']}; they open with its recovery phrase.")
+    return BackupFolder(root, Identity.from_phrase(_read_phrase()).seed)
+
+
+@backup.command("verify")
+@click.argument(
+    "root", metavar="DIR", type=click.Path(path_type=Path, file_okay=False, exists=True)
+)
+@click.option("--snapshot", help="The backup to check (default: the newest).")
+@click.option("--all", "every", is_flag=True, help="Check every backup in the folder.")
+@data_dir_option
+@_option("passphrase_file", metavar="FILE")
+@_fail_on_twin_errors
+def backup_verify(root: Path, snapshot: str | None, every: bool, **flags: Any) -> None:
+    """Read a backup back and check every byte of it, without restoring it."""
+    folder = _open_backup(root, _settings(**flags))
+    names = folder.snapshots()
+    if not names:
+        raise click.ClickException(f"{root} holds no backup yet")
+    chosen = names if every else [snapshot or names[-1]]
+    for name in chosen:
+        entries, size = folder.verify(name)
+        click.echo(f"{name}: sound, {entries:,} entries, {_mib(size)}.")
+
+
+@backup.command("list")
+@click.argument(
+    "root", metavar="DIR", type=click.Path(path_type=Path, file_okay=False, exists=True)
+)
+@data_dir_option
+@_option("passphrase_file", metavar="FILE")
+@_fail_on_twin_errors
+def backup_list(root: Path, **flags: Any) -> None:
+    """The backups in a folder, oldest first."""
+    folder = _open_backup(root, _settings(**flags))
+    for name in folder.snapshots():
+        manifest = folder.manifest(name)
+        size = sum(e[1] for e in manifest["entries"])
+        click.echo(f"{name}  {len(manifest['entries']):>7,} entries  {_mib(size)}")
+
+
 class _Opened:
     """An export opened for reading: its entries, and how far through it the reading is."""
 
@@ -742,11 +866,16 @@ class _Opened:
         self.manifest: Callable[[], dict[str, Any] | None] = lambda: None
 
 
-def _open_export(source: Path) -> _Opened:
+def _open_export(source: Path, snapshot: str | None) -> _Opened:
     from twin.archive import ArchiveReader, opens_with
+    from twin.backup import is_backup
     from twin.export import read_folder
     from twin.identity import Identity
 
+    if is_backup(source):
+        return _open_snapshot(source, snapshot)
+    if snapshot is not None:
+        raise click.UsageError("--snapshot picks a backup: SOURCE must be a backup folder")
     if source.is_dir():
         if not (source / "manifest.json").exists():
             raise click.ClickException(
@@ -778,6 +907,32 @@ def _open_export(source: Path) -> _Opened:
     opened = _Opened(reader.entries(), source.stat().st_size, lambda: reader.position)
     opened.seed = seed
     opened.manifest = lambda: reader.manifest
+    return opened
+
+
+def _open_snapshot(source: Path, snapshot: str | None) -> _Opened:
+    from twin.backup import BackupFolder, read_info
+    from twin.identity import Identity
+
+    info = read_info(source)
+    click.echo(f"These are the backups of {info['did']}; they open with its recovery phrase.")
+    seed = Identity.from_phrase(_read_phrase()).seed
+    folder = BackupFolder(source, seed)
+    names = folder.snapshots()
+    if not names:
+        raise click.ClickException(f"{source} holds no backup yet")
+    name = snapshot or names[-1]
+    manifest = folder.manifest(name)
+    click.echo(f"Importing the backup {name}.")
+    read = [0]
+
+    def counted() -> Any:
+        for path, chunks in folder.entries(name):
+            yield path, _counting(chunks, read)
+
+    opened = _Opened(counted(), sum(e[1] for e in manifest["entries"]), lambda: read[0])
+    opened.seed = seed
+    opened.manifest = lambda: manifest
     return opened
 
 

@@ -14,6 +14,7 @@ from starlette.requests import Request
 
 from twin.__about__ import __version__
 from twin.accesslog import AccessLog
+from twin.backups import Backups
 from twin.capability import Holding
 from twin.db import Database
 from twin.doors import DOOR_RATE_FACTOR, Door
@@ -81,6 +82,7 @@ class Twin:
         self.door_limiter = RateLimiter(settings.rate_limit * DOOR_RATE_FACTOR)
         self.door = Door(self)
         self.peers = Peers(db, self.vault, settings, self.require_identity)
+        self.backups = Backups(self)
         self.started = False
         self.connected = False  # the outbox runs (not in an export)
         self.stopping = asyncio.Event()  # set as the twin begins to stop; ends live streams
@@ -183,6 +185,7 @@ class Twin:
         )
         if connect:
             await self.peers.start()
+            self.backups.start()
         self.started = True
         self.connected = connect
 
@@ -190,6 +193,7 @@ class Twin:
         self.stopping.set()
         if self.started:
             if self.connected:
+                await self.backups.stop()
                 await self.peers.stop()
             await self.registry.shutdown()
             self.started = False

@@ -140,4 +140,23 @@ MIGRATIONS = (
         CREATE INDEX twin_seen_expires ON twin_seen (expires);
     """,
     ),
+    Migration(
+        "create backup schedule",
+        """
+        CREATE TABLE twin_backup (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            folder TEXT NOT NULL,
+            every REAL NOT NULL,
+            keep INTEGER NOT NULL,
+            enabled INTEGER NOT NULL,
+            last_started REAL,
+            last_finished REAL,
+            last_state TEXT,
+            last_snapshot TEXT,
+            last_error TEXT,
+            last_bytes INTEGER,
+            last_new_bytes INTEGER
+        );
+    """,
+    ),
 )

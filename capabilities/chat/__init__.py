@@ -11,7 +11,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twin import BadInput, Capability, Conflict, Forbidden, Holding, InvalidSignature, NotFound
 from twin.api import Endpoint
@@ -23,6 +23,9 @@ from ..contacts import Contacts
 from . import _groups
 from ._store import MIGRATIONS, Conversation, Message, Store
 from ._text import check_emoji, check_name, check_text
+
+if TYPE_CHECKING:
+    from twin.export import Export, Part
 
 __all__ = ["Chat", "Conversation", "Message"]
 
@@ -64,6 +67,9 @@ class Chat(Capability):
         self._statuses: dict[str, State] = {}  # delivery states not written yet
         self._noting: set[asyncio.Future[None]] = set()  # envelopes of messages being noted
         self._status_writer: asyncio.Task[None] | None = None
+        # whether this process looked for messages whose envelopes the outbox lost, or is
+        # restoring an export (its messages go out from the twin that serves, not from here)
+        self._resent = False
         self._handlers = {
             "chat.message": self._in_conversation(self._take_message),
             "chat.edit": self._in_conversation(self._take_edit),
@@ -127,6 +133,24 @@ class Chat(Capability):
         count = await self.db.fetchval("SELECT count(*) FROM chat_messages")
         return [Holding("chat", int(count), 0, None, "messages")]
 
+    async def export(self, out: Export) -> None:
+        """``conversations.json``, each conversation's messages in ``messages/<id>.jsonl``,
+        then ``waiting.jsonl`` (docs/export-format.md); attachments stay in Files."""
+        from ._export import export_chat
+
+        await asyncio.gather(*self._noting)  # the envelopes of messages just sent, noted
+        if self._status_writer is not None:
+            await self._status_writer
+        await export_chat(self, out)
+
+    async def restore(self, part: Part) -> None:
+        """Every conversation and message back as exported, with its ids, counters, times,
+        reactions, read marks and delivery ticks; the search index written anew."""
+        from ._export import restore_chat
+
+        self._resent = True
+        await restore_chat(self, part)
+
     def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
@@ -139,9 +163,54 @@ class Chat(Capability):
             try:
                 await self.store.purge_waiting(time.time() - WAIT_DAYS * 86400)
                 await self.attachments.resume()
+                if not self._resent and not self.context.vault.locked:
+                    self._resent = True
+                    await self.resend_lost()
             except Exception:  # the next round tries again
                 self.context.log.exception("chat upkeep failed")
             await asyncio.sleep(300)
+
+    async def resend_lost(self) -> int:
+        """Send again this twin's messages still on their way whose envelopes the twin's
+        outbox does not hold (an import brings chat's delivery ticks, not the outbox), to every
+        member: a twin that has one already keeps it. How many messages went again."""
+        rows = await self.db.fetchall(
+            "SELECT envelope, conv, msg FROM chat_sent WHERE state IN ('queued', 'sent')"
+        )
+        lost: dict[tuple[str, str], None] = {}
+        for row in rows:
+            if await self.peers.delivery(row["envelope"]) is None:
+                lost[(row["conv"], row["msg"])] = None
+        again = 0
+        for conv_id, message_id in lost:
+            async with self._locks[conv_id]:
+                conv = await self.store.find(conv_id)
+                message = await self.store.find_message(conv_id, message_id)
+                # its ticks start again with the new envelopes (their count is its recipients)
+                await self.db.execute(
+                    "DELETE FROM chat_sent WHERE conv = ? AND msg = ?", (conv_id, message_id)
+                )
+            if conv is None or message is None or message.deleted or not conv.active:
+                continue
+            body: dict[str, Any] = {
+                "c": conv.id,
+                "id": message.id,
+                "n": message.n,
+                "sent": round(message.sent, 3),
+                "text": message.text,
+                "name": await self.contacts.my_name(),
+            }
+            if message.reply_to is not None:
+                body["reply"] = message.reply_to
+            offers = [a.offer() for a in await self.attachments.of(message) if a.mine]
+            if offers:
+                body["att"] = offers
+            await self._fan_out(conv, "chat.message", body, message)
+            await self.store.touch(conv.id, [message.id])
+            again += 1
+        if again:
+            self.context.log.info("sent %d messages again that were still on their way", again)
+        return again
 
     def listen(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(kind, item)`` for each new or changed message ("message") and

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -18,20 +19,23 @@ from ..profile import ProfileCapability
 from ._book import (
     INVITE_DAYS,
     MAX_NAME,
+    MAX_PEOPLE,
     MAX_REQUEST_NOTE,
     TRUST_LEVELS,
     Book,
     Person,
+    check_time,
     clean_text,
     decode_invite,
 )
-from ._vouches import Vouches
+from ._vouches import EXPORT_PAGE, Vouches
 
 if TYPE_CHECKING:
-    from twin.export import Export
+    from twin.export import Export, Item, Part
 
 __all__ = ["Contacts", "Person"]
 SHARE_CHUNK = 40  # statements in one contacts.vouches message
+PARTS = ("contacts.jsonl", "vouches.jsonl", "revocations.jsonl", "invites.json")  # in order
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -141,6 +145,47 @@ class Contacts(Capability):
             ),
         )
         await out.json("invites.json", await self.book.every_invite())
+
+    async def restore(self, part: Part) -> None:
+        """The address book, vouches, revocations and invites back as they were exported, every
+        signed statement verified again; the keys pinned come with ``twin/peers.json``."""
+        held = await self.db.fetchval(
+            "SELECT (SELECT count(*) FROM contacts_people) + "
+            "(SELECT count(*) FROM contacts_invites) + (SELECT count(*) FROM contacts_vouches)"
+        )
+        if held:
+            raise Conflict(
+                "this twin holds contacts, invites or vouches already: import into a new twin"
+            )
+        item = await _expect(part, PARTS[0])
+        people: list[Person] = []
+        seen: set[str] = set()
+        async for where, line in _numbered(item):
+            with _at(where):
+                person = self.book.restored(line)
+                if person.id in seen or person.did in seen:
+                    raise BadInput("this contact is listed before (the same id or did)")
+                if len(people) >= MAX_PEOPLE:
+                    raise BadInput(f"the address book holds at most {MAX_PEOPLE} people")
+            seen |= {person.id, person.did}
+            people.append(person)
+        await self.book.restore(people)
+        for name, kind in ((PARTS[1], "contacts.vouch"), (PARTS[2], "contacts.revoke")):
+            item = await _expect(part, name)
+            page: list[tuple[str, dict[str, Any], float | None]] = []
+            async for where, line in _numbered(item):
+                with _at(where):
+                    page.append((where, *_statement(line, kind)))
+                if len(page) >= EXPORT_PAGE:
+                    await self.vouches.restore(page)
+                    page = []
+            await self.vouches.restore(page)
+        item = await _expect(part, PARTS[3])
+        invites = await item.json()
+        with _at(item.path):
+            await self.book.restore_invites(invites)
+        if (extra := part.peek()) is not None:
+            raise BadInput(f"{part.folder}/{extra} is not part of contacts: the export is damaged")
 
     async def my_name(self) -> str:
         profile = await self.require(ProfileCapability).current()
@@ -376,3 +421,41 @@ class Contacts(Capability):
         if not isinstance(days, (int, float)) or not 0 < days <= 30:
             raise BadInput("an invite lasts more than 0 and at most 30 days")
         return float(days)
+
+
+async def _expect(part: Part, name: str) -> Item:
+    """The next entry of ``part``, which must be ``name`` (the entries come as PARTS)."""
+    item = await part.next()
+    if item is None or item.name != name:
+        found = "nothing" if item is None else item.path
+        raise BadInput(
+            f"the export holds {found} where {part.folder}/{name} belongs: it is damaged"
+        )
+    return item
+
+
+def _statement(line: Any, kind: str) -> tuple[dict[str, Any], float | None]:
+    """A line of ``vouches.jsonl`` (a vouch) or of ``revocations.jsonl`` (a revocation and
+    when it was taken), checked and verified."""
+    if kind == "contacts.vouch":
+        return Vouches.restored(line, kind), None
+    if not isinstance(line, dict) or "statement" not in line:
+        raise BadInput('it is not an object of a "statement" and when it was "revoked"')
+    return Vouches.restored(line["statement"], kind), check_time(line.get("revoked"), "revoked")
+
+
+async def _numbered(item: Item) -> AsyncIterator[tuple[str, Any]]:
+    """The lines of a JSON Lines entry, each with where it is, for a refusal."""
+    number = 0
+    async for line in item.lines():
+        number += 1
+        yield f"line {number} of {item.path}", line
+
+
+@contextmanager
+def _at(where: str) -> Iterator[None]:
+    """Say where the input was that was refused."""
+    try:
+        yield
+    except BadInput as exc:
+        raise BadInput(f"{where}: {exc.message}") from None

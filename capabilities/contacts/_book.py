@@ -10,12 +10,12 @@ import json
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from dataclasses import MISSING, asdict, dataclass, fields, replace
+from typing import Any, Literal, get_args
 
 from twin import BadInput, Conflict, Gone, InvalidSignature, NotFound
 from twin.db import Database
-from twin.identity import verify
+from twin.identity import public_key_from_did, verify
 from twin.peers import PeerChannel
 from twin.vault import Box
 
@@ -28,7 +28,11 @@ MAX_NOTE = 1000
 MAX_REQUEST_NOTE = 280
 INVITE_DAYS = 7
 MAX_INVITES = 100
+MAX_LABEL = 64
+MAX_TIME = 2**33  # seconds since 1970: past the year 2200
 _INVITE_PREFIX = "twin-invite:"
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,78 @@ class Book:
         waiting = [p for p in (await self._load()).values() if p.status == "incoming"]
         return len(waiting) < MAX_INCOMING
 
+    def restored(self, line: object) -> Person:
+        """A person as the export wrote them (each field, and a ``trust_label``), checked as
+        the API checks what it is given; their signed address too, while they are asking."""
+        if not isinstance(line, dict):
+            raise BadInput("it is not an object")
+        required = [f.name for f in fields(Person) if f.default is MISSING]
+        if missing := [name for name in required if name not in line]:
+            raise BadInput(f"it has no {missing[0]}")
+        person_id, did = line["id"], line["did"]
+        if not isinstance(person_id, str) or not _ID.fullmatch(person_id):
+            raise BadInput("id is 1 to 64 letters, digits, - or _")
+        public_key_from_did(did)
+        statuses = get_args(Status)
+        status, was = line["status"], line.get("was")
+        if status not in statuses:
+            raise BadInput(f"status is one of {', '.join(statuses)}, not {status!r}")
+        if was is not None and (status != "blocked" or was not in statuses or was == "blocked"):
+            raise BadInput("was is the status before a block: only a blocked contact has one")
+        name = clean_text(line["name"], "name", MAX_NAME)
+        if not name:
+            raise BadInput("name is empty")
+        trust = line["trust"]
+        if type(trust) is not int or not 0 <= trust < len(TRUST_LEVELS):
+            raise BadInput(f"trust is 0 to {len(TRUST_LEVELS) - 1}, not {trust!r}")
+        if line.get("trust_label", TRUST_LEVELS[trust]) != TRUST_LEVELS[trust]:
+            raise BadInput(f"trust_label of trust {trust} is {TRUST_LEVELS[trust]!r}")
+        if not isinstance(line["verified"], bool):
+            raise BadInput("verified is true or false")
+        invite = line.get("invite")
+        hint = line.get("hint")
+        if hint is not None:
+            try:
+                hint = self._peers.check_address(hint, did)
+            except InvalidSignature:
+                raise BadInput("hint is not an address signed by the twin it names") from None
+        return Person(
+            id=person_id,
+            did=did,
+            status=status,
+            name=name,
+            their_name=clean_text(line["their_name"], "their_name", MAX_NAME),
+            note=clean_text(line["note"], "note", MAX_NOTE, lines=True),
+            trust=trust,
+            verified=line["verified"],
+            created=check_time(line["created"], "created"),
+            updated=check_time(line["updated"], "updated"),
+            request_note=clean_text(
+                line.get("request_note", ""), "request_note", MAX_REQUEST_NOTE, lines=True
+            ),
+            invite=None if invite is None else clean_text(invite, "invite", MAX_LABEL),
+            hint=hint,
+            was=was,
+        )
+
+    async def restore(self, people: list[Person]) -> None:
+        """Put the people of an export (each :meth:`restored`, once) into an empty book, with
+        their ids and times as they were."""
+        await self._db.executemany(
+            "INSERT INTO contacts_people (id, key, data, created, updated) VALUES (?,?,?,?,?)",
+            [
+                (
+                    p.id,
+                    self._box.blind(p.did),
+                    self._box.seal_json(asdict(p), context=p.id),
+                    p.created,
+                    p.updated,
+                )
+                for p in people
+            ],
+        )
+        self._people = None
+
     # Invites ----------------------------------------------------------------------------
 
     async def create_invite(self, label: str, days: float, name: str) -> dict[str, Any]:
@@ -241,6 +317,49 @@ class Book:
             for row in rows
         ]
 
+    async def restore_invites(self, invites: object) -> None:
+        """Put the invites of an export (:meth:`every_invite`) into an empty table: by their
+        token's hash, so an invite given out before still works, or is still used."""
+        if not isinstance(invites, list):
+            raise BadInput("it is not a list of invites")
+        rows: list[tuple[Any, ...]] = []
+        ids: set[str] = set()
+        tokens: set[bytes] = set()
+        for number, invite in enumerate(invites, 1):
+            try:
+                row = self._invite_row(invite)
+                if row[0] in ids or row[1] in tokens:
+                    raise BadInput("it is listed twice (the same id or token)")
+            except BadInput as exc:
+                raise BadInput(f"invite {number}: {exc.message}") from None
+            ids.add(row[0])
+            tokens.add(row[1])
+            rows.append(row)
+        await self._db.executemany(
+            "INSERT INTO contacts_invites (id, token, label, created, expires, used) "
+            "VALUES (?,?,?,?,?,?)",
+            rows,
+        )
+
+    def _invite_row(self, invite: object) -> tuple[Any, ...]:
+        if not isinstance(invite, dict):
+            raise BadInput("it is not an object")
+        invite_id, token = invite.get("id"), invite.get("token_sha256")
+        if not isinstance(invite_id, str) or not _ID.fullmatch(invite_id):
+            raise BadInput("id is 1 to 64 letters, digits, - or _")
+        if not isinstance(token, str) or not _SHA256.fullmatch(token):
+            raise BadInput("token_sha256 is 64 lower-case hex digits")
+        label = clean_text(invite.get("label"), "label", MAX_LABEL)
+        used = invite.get("used")
+        return (
+            invite_id,
+            bytes.fromhex(token),
+            self._box.seal(label, context=invite_id),
+            check_time(invite.get("created"), "created"),
+            check_time(invite.get("expires"), "expires"),
+            None if used is None else check_time(used, "used"),
+        )
+
     async def revoke_invite(self, invite_id: str) -> None:
         result = await self._db.execute("DELETE FROM contacts_invites WHERE id = ?", (invite_id,))
         if result.rowcount == 0:
@@ -294,3 +413,10 @@ class Book:
 
 def _token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
+
+
+def check_time(value: Any, what: str) -> float:
+    """A time of an export: seconds since 1970, as a number."""
+    if type(value) not in (int, float) or not 0 <= value < MAX_TIME:
+        raise BadInput(f"{what} is seconds since 1970, not {value!r}")
+    return float(value)

@@ -5,8 +5,10 @@ the owner trusts each voucher (a web of trust computed here, nothing global)."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable
+from functools import partial
 from typing import Any
 
 from twin import BadInput, InvalidSignature, NotFound
@@ -199,6 +201,39 @@ class Vouches:
                 yield self._box.open_json(row["data"], context=row["id"]), row["revoked"]
             after = rows[-1]["rowid"]
 
+    @staticmethod
+    def restored(statement: object, kind: str) -> dict[str, Any]:
+        """A statement of an export, checked and its signature verified as when a contact
+        shares one (:func:`check_statement`); it must be a ``kind``."""
+        by = statement.get("by") if isinstance(statement, dict) else None
+        if not isinstance(by, str):
+            raise BadInput("a statement names the twin that made it in by")
+        try:
+            checked = check_statement(statement, by)
+        except InvalidSignature:
+            raise BadInput(
+                f"the signature of {by}'s statement does not verify: it was altered"
+            ) from None
+        if checked["type"] != kind:
+            raise BadInput(f"it is a {checked['type']}, not a {kind}")
+        return checked
+
+    async def restore(self, statements: list[tuple[str, dict[str, Any], float | None]]) -> None:
+        """Keep statements of an export (each :meth:`restored`) as they were kept: vouches
+        with ``None``, revocations with when they were taken; after those kept before them."""
+        rows = []
+        for where, statement, revoked in statements:
+            if revoked is None:
+                row_id = self._row_id(statement["by"], statement["id"])
+                about = self._box.blind(statement["about"])
+            else:  # a revocation takes the place of the vouch it revokes
+                row_id = self._row_id(statement["by"], statement["vouch"])
+                about = ""
+            by = self._box.blind(statement["by"])
+            data = self._box.seal_json(statement, context=row_id)
+            rows.append((where, (row_id, by, about, data, statement["issued"], revoked)))
+        await self._db.write(partial(_insert, rows=rows))
+
     async def revocations(self) -> list[dict[str, Any]]:
         rows = await self._db.fetchall(
             "SELECT id, data FROM contacts_vouches WHERE by_key = ? AND revoked IS NOT NULL",
@@ -252,3 +287,17 @@ class Vouches:
                 for name, t in sorted(topics.items(), key=lambda kv: -kv[1]["weight"])
             ],
         }
+
+
+def _insert(conn: sqlite3.Connection, rows: list[tuple[str, tuple[Any, ...]]]) -> None:
+    for where, row in rows:
+        try:
+            conn.execute(
+                "INSERT INTO contacts_vouches (id, by_key, about_key, data, issued, revoked) "
+                "VALUES (?,?,?,?,?,?)",
+                row,
+            )
+        except sqlite3.IntegrityError:
+            raise BadInput(
+                f"{where}: the statement is listed twice, or its vouch both kept and revoked"
+            ) from None

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import msgspec
 from starlette.responses import Response
 
-from twin import BadInput, Call, Capability, Endpoint, Migration, NotFound, api
+from twin import BadInput, Call, Capability, Conflict, Endpoint, Migration, NotFound, api
 
 if TYPE_CHECKING:
-    from twin.export import Export
+    from twin.export import Export, Part
 
 MAX_AVATAR = 512 * 1024
 _AVATAR_TYPES = {
@@ -23,6 +23,9 @@ _AVATAR_TYPES = {
 }
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp"}
 PUBLIC = ("display_name", "bio", "avatar")  # what /.well-known/twin and /avatar show anyone
+MAX_DISPLAY_NAME = 64
+MAX_BIO = 1000
+MAX_TIME = 2**33  # seconds since 1970: past the year 2200
 
 
 class Profile(msgspec.Struct):
@@ -33,14 +36,24 @@ class Profile(msgspec.Struct):
 
 
 class ProfileUpdate(msgspec.Struct, forbid_unknown_fields=True):
-    display_name: Annotated[str, msgspec.Meta(max_length=64)]
-    bio: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+    display_name: Annotated[str, msgspec.Meta(max_length=MAX_DISPLAY_NAME)]
+    bio: Annotated[str, msgspec.Meta(max_length=MAX_BIO)] = ""
 
 
 def _clean(text: str, what: str) -> str:
     if any(ord(c) < 32 and c not in "\n\t" for c in text):
         raise BadInput(f"{what} must not contain control characters")
     return text.strip()
+
+
+def _check_image(media: str, image: bytes) -> None:
+    """``image`` must be a picture of the type ``media`` claims (one of ``_AVATAR_TYPES``)."""
+    if not image:
+        raise BadInput("the picture is empty")
+    if not image.startswith(_AVATAR_TYPES[media]) or (
+        media == "image/webp" and image[8:12] != b"WEBP"
+    ):
+        raise BadInput(f"the body is not a {media} image")
 
 
 class ProfileCapability(Capability):
@@ -154,12 +167,7 @@ class ProfileCapability(Capability):
 
     async def set_avatar(self, call: Call) -> Profile:
         media = call.request.headers["content-type"].split(";")[0].strip().lower()
-        if not call.raw:
-            raise BadInput("the picture is empty")
-        if not call.raw.startswith(_AVATAR_TYPES[media]) or (
-            media == "image/webp" and call.raw[8:12] != b"WEBP"
-        ):
-            raise BadInput(f"the body is not a {media} image")
+        _check_image(media, call.raw)
         await self._put("avatar", media.encode() + b"\n" + call.raw)
         return await self.current()
 
@@ -190,7 +198,93 @@ class ProfileCapability(Capability):
             },
         )
 
+    async def restore(self, part: Part) -> None:
+        """The picture (if it was exported) and ``profile.json`` back as they were, with their
+        times; into a twin whose profile was never set."""
+        if await self.db.fetchval("SELECT count(*) FROM profile_fields"):
+            raise Conflict("this twin has a profile already: import into a new twin")
+        picture: tuple[str, bytes] | None = None  # written before profile.json, which names it
+        if (part.peek() or "").startswith("avatar."):
+            item = await part.next()
+            assert item is not None
+            picture = (item.name, await item.read(MAX_AVATAR))
+        item = await part.next()
+        if item is None or item.name != "profile.json":
+            found = "nothing" if item is None else item.path
+            raise BadInput(
+                f"the profile part holds {found} where {part.folder}/profile.json belongs: "
+                "the export is damaged"
+            )
+        try:
+            rows = _restored(await item.json(64 * 1024), picture)
+        except BadInput as exc:
+            raise BadInput(f"{item.path}: {exc.message}") from None
+        if (extra := part.peek()) is not None:
+            raise BadInput(f"{part.folder}/{extra} is not part of a profile: the export is damaged")
+        box = self.context.box()
+        await self.db.executemany(
+            "INSERT INTO profile_fields (name, value, updated) VALUES (?,?,?)",
+            [(name, box.seal(value, context=name), updated) for name, value, updated in rows],
+        )
+        self._forget()
+
     async def public_document(self) -> Mapping[str, Any]:
         profile = await self.current()
         avatar = profile.avatar and self.context.settings.url + profile.avatar
         return {"display_name": profile.display_name, "bio": profile.bio, "avatar": avatar}
+
+
+def _restored(document: Any, picture: tuple[str, bytes] | None) -> list[tuple[str, bytes, float]]:
+    """The rows of an exported ``profile.json`` and the picture before it: (field, value in
+    clear, updated), each value checked as the API checks it."""
+    if not isinstance(document, dict):
+        raise BadInput("it is not an object")
+    display_name = _text(document.get("display_name"), "display_name", MAX_DISPLAY_NAME)
+    bio = _text(document.get("bio"), "bio", MAX_BIO)
+    public = document.get("public", list(PUBLIC))
+    if not isinstance(public, list) or not all(name in PUBLIC for name in public):
+        raise BadInput(f"public lists some of {', '.join(PUBLIC)}")
+    rows = []
+    if document.get("updated") is not None:
+        text = msgspec.json.encode({"display_name": display_name, "bio": bio})
+        rows.append(("text", text, _time(document["updated"], "updated")))
+    elif display_name or bio:
+        raise BadInput("updated is null (a profile never set), yet it has a display_name or bio")
+    avatar = document.get("avatar")
+    if avatar is None:
+        if picture is not None:
+            raise BadInput(f"avatar is null, yet the export holds the picture {picture[0]}")
+        return rows
+    if not isinstance(avatar, dict):
+        raise BadInput("avatar is null or an object of file, media_type and updated")
+    media = avatar.get("media_type")
+    if media not in _AVATAR_TYPES:
+        raise BadInput(f"avatar.media_type is one of {', '.join(_AVATAR_TYPES)}, not {media!r}")
+    name = f"avatar.{_EXTENSIONS[media]}"
+    if avatar.get("file") != name or picture is None or picture[0] != name:
+        raise BadInput(f"avatar.file is {name}, the picture the export holds before profile.json")
+    try:
+        _check_image(media, picture[1])
+    except BadInput:
+        raise BadInput(f"{name} is not a {media} picture") from None
+    rows.append(
+        (
+            "avatar",
+            media.encode() + b"\n" + picture[1],
+            _time(avatar.get("updated"), "avatar.updated"),
+        )
+    )
+    return rows
+
+
+def _text(value: Any, what: str, limit: int) -> str:
+    if not isinstance(value, str) or len(value) > limit:
+        raise BadInput(f"{what} is text of at most {limit} characters")
+    _clean(value, what)  # refuses control characters; the text stays as exported
+    return value
+
+
+def _time(value: Any, what: str) -> float:
+    if type(value) not in (int, float) or not 0 <= value < MAX_TIME:
+        raise BadInput(f"{what} is seconds since 1970, not {value!r}")
+    return float(value)

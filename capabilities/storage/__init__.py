@@ -26,7 +26,7 @@ from ._store import (
 )
 
 if TYPE_CHECKING:
-    from twin.export import Export
+    from twin.export import Export, Part
 
 PURGE_EVERY = 6 * 3600  # seconds between clean-ups of old tombstones
 
@@ -102,6 +102,13 @@ class Storage(Capability):
         from ._export import export_storage
 
         await export_storage(self.store, out)
+
+    async def restore(self, part: Part) -> None:
+        """Every namespace back as it was exported: documents, versions, times, deletions and
+        counters, so change feeds go on where they were."""
+        from ._export import restore_storage
+
+        await restore_storage(self.store, part)
 
     def routes(self) -> Sequence[Endpoint]:
         from ._http import Routes

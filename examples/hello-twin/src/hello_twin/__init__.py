@@ -8,7 +8,17 @@ from typing import Annotated, Any
 
 import msgspec
 
-from twin import BadInput, Call, Capability, Message, MessageType, Migration, NotFound, api
+from twin import (
+    BadInput,
+    Call,
+    Capability,
+    Conflict,
+    Message,
+    MessageType,
+    Migration,
+    NotFound,
+    api,
+)
 
 MAX_ENTRIES = 500
 
@@ -23,6 +33,16 @@ class Entry(msgspec.Struct):
 class NewEntry(msgspec.Struct, forbid_unknown_fields=True):
     author: Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+
+
+class ExportedEntry(msgspec.Struct):
+    """One line of entries.jsonl, as export() writes it and restore() reads it back."""
+
+    # The limits a new entry has: an export is a file anyone may have edited.
+    id: Annotated[int, msgspec.Meta(ge=1)]
+    author: Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    at: Annotated[float, msgspec.Meta(ge=0, lt=2**33)]  # seconds since 1970
 
 
 class Note(msgspec.Struct, forbid_unknown_fields=True):
@@ -136,6 +156,43 @@ class Guestbook(Capability):
                 }
                 for row in rows
             ),
+        )
+
+    async def restore(self, part) -> None:
+        # `twin import` calls this on a new twin with what export() wrote, entry by entry in
+        # the order export() wrote them. Check every value as if a stranger wrote it, keep ids
+        # and times as they were, and say which line is wrong (BadInput) if one is.
+        if await self.db.fetchval("SELECT COUNT(*) FROM guestbook_entries"):
+            raise Conflict("the guestbook holds entries already: import into a new twin")
+        item = await part.next()
+        if item is None or item.name != "entries.jsonl":
+            raise BadInput(f"the export has no {part.folder}/entries.jsonl where it belongs")
+        box = self.context.box()
+        rows = []
+        number = 0
+        async for line in item.lines():  # each line decoded from JSON; a broken one is refused
+            number += 1
+            if number > MAX_ENTRIES:
+                raise BadInput(f"{item.path} holds more than {MAX_ENTRIES} entries")
+            try:
+                entry = msgspec.convert(line, ExportedEntry)
+            except msgspec.ValidationError as exc:
+                raise BadInput(f"line {number} of {item.path}: {exc}") from None
+            if not entry.author.strip() or not entry.text.strip():
+                raise BadInput(
+                    f"line {number} of {item.path}: author and text need more than spaces"
+                )
+            if rows and entry.id <= rows[-1][0]:
+                raise BadInput(f"line {number} of {item.path}: ids go up, oldest entry first")
+            # Sealed to its row id, as write() seals it.
+            body = box.seal_json(
+                {"author": entry.author, "text": entry.text}, context=str(entry.id)
+            )
+            rows.append((entry.id, body, entry.at))
+        if part.peek() is not None:  # something a newer version wrote: do not drop it unread
+            raise BadInput(f"{part.folder}/{part.peek()} is not a guestbook's: update hello-twin")
+        await self.db.executemany(
+            "INSERT INTO guestbook_entries (id, body, at) VALUES (?,?,?)", rows
         )
 
     async def sign(self, call: Call) -> Entry:

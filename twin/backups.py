@@ -1,0 +1,215 @@
+"""Backing the twin up: ``back_up`` (what ``twin backup --to`` and the schedule both run) and
+``Backups``, the schedule the owner switches on in Settings, which a serving twin keeps: the
+folder, how often, how many to keep, the last backup's outcome and the running one's
+progress."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from twin.backup import BackupFolder, Written
+from twin.errors import BadInput, Conflict, TwinError
+from twin.transfer import Progress, export_twin
+
+if TYPE_CHECKING:
+    from twin.core import Twin
+
+log = logging.getLogger("twin.backup")
+EVERY = {1: "every hour", 6: "every 6 hours", 24: "every day", 168: "every week"}
+MAX_KEEP = 365
+_LOOK = 60.0  # how often the schedule looks whether a backup is due
+
+
+async def back_up(twin: Twin, root: Path, keep: int, progress: Progress | None = None) -> Written:
+    """One snapshot of the whole twin into the backup folder ``root`` (made if new), then all
+    but the ``keep`` newest let go."""
+    identity = twin.require_identity()
+    try:
+        folder = await asyncio.to_thread(BackupFolder, root, identity.seed, create=True)
+    except OSError as exc:
+        raise BadInput(f"cannot back up into {root}: {exc.strerror or exc}") from None
+    lock = folder.lock()
+    try:
+        writer = folder.writer()
+        await export_twin(twin, writer, open=False, progress=progress)
+        written = writer.written
+        written.removed = await asyncio.to_thread(folder.keep, keep)
+        return written
+    finally:
+        lock.close()
+
+
+@dataclass
+class Running:
+    """The backup under way: where it is and how far."""
+
+    started: float
+    total: int
+    part: str = ""
+    done: int = 0
+
+
+class Backups:
+    """The scheduled backup of a serving twin."""
+
+    def __init__(self, twin: Twin) -> None:
+        self._twin = twin
+        self.running: Running | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._job: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    async def state(self) -> dict[str, Any]:
+        """The schedule, the last backup and the running one, as Settings shows them."""
+        row = await self._twin.db.fetchone("SELECT * FROM twin_backup WHERE id = 1")
+        schedule = last = None
+        if row is not None:
+            schedule = {
+                "folder": row["folder"],
+                "every": int(row["every"] / 3600),
+                "keep": row["keep"],
+                "enabled": bool(row["enabled"]),
+            }
+            if row["last_started"] is not None:
+                last = {
+                    "started": row["last_started"],
+                    "finished": row["last_finished"],
+                    "state": row["last_state"],
+                    "snapshot": row["last_snapshot"],
+                    "error": row["last_error"],
+                    "bytes": row["last_bytes"],
+                    "new_bytes": row["last_new_bytes"],
+                }
+        running = None
+        if self.running is not None:
+            r = self.running
+            running = {"started": r.started, "part": r.part, "done": r.done, "total": r.total}
+        return {"schedule": schedule, "last": last, "running": running}
+
+    async def configure(self, folder: str, every: int, keep: int, enabled: bool) -> None:
+        """Set the schedule, after checking the folder can hold this twin's backups."""
+        if every not in EVERY:
+            raise BadInput(f"back up every 1, 6, 24 or 168 hours, not {every}")
+        if not 1 <= keep <= MAX_KEEP:
+            raise BadInput(f"keep between 1 and {MAX_KEEP} backups, not {keep}")
+        root = Path(folder.strip())
+        if not root.is_absolute():
+            raise BadInput("give the backup folder as a full path, such as /mnt/disk/twin-backups")
+        data = self._twin.settings.data_dir.resolve()
+        if root.resolve() == data or data in root.resolve().parents:
+            raise BadInput(
+                "a backup inside the twin's own folder is lost with it: choose a folder on "
+                "another disk, or one another machine copies"
+            )
+        identity = self._twin.require_identity()
+        try:
+            await asyncio.to_thread(BackupFolder, root, identity.seed, create=True)
+        except OSError as exc:
+            raise BadInput(f"cannot back up into {root}: {exc.strerror or exc}") from None
+        await self._twin.db.execute(
+            "INSERT INTO twin_backup (id, folder, every, keep, enabled) VALUES (1, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET folder = excluded.folder, every = excluded.every, "
+            "keep = excluded.keep, enabled = excluded.enabled",
+            (str(root), every * 3600.0, keep, int(enabled)),
+        )
+        self._wake.set()
+
+    async def run_now(self) -> None:
+        """Begin a backup at once, in the background (its progress is in ``running``)."""
+        row = await self._twin.db.fetchone("SELECT folder FROM twin_backup WHERE id = 1")
+        if row is None:
+            raise BadInput("choose a backup folder first")
+        if self.running is not None:
+            raise Conflict("a backup is running already: wait for it to finish")
+        self._twin.require_identity()
+        self._begin()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._schedule(), name="twin backups")
+
+    async def stop(self) -> None:
+        for task in (self._task, self._job):
+            if task is not None and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._task = self._job = None
+
+    def _begin(self) -> None:
+        self.running = Running(started=time.time(), total=0)
+        self._job = asyncio.create_task(self._run(), name="twin backup")
+
+    async def _schedule(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), _LOOK)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if self.running is not None or self._twin.vault.locked:
+                continue
+            row = await self._twin.db.fetchone(
+                "SELECT every, enabled, last_started FROM twin_backup WHERE id = 1"
+            )
+            if row is None or not row["enabled"]:
+                continue
+            if row["last_started"] is None or time.time() - row["last_started"] >= row["every"]:
+                self._begin()
+
+    async def _run(self) -> None:
+        running = self.running
+        assert running is not None
+        db = self._twin.db
+        row = await db.fetchone("SELECT folder, keep FROM twin_backup WHERE id = 1")
+        assert row is not None
+        await db.execute(
+            "UPDATE twin_backup SET last_started = ?, last_finished = NULL, "
+            "last_state = 'running', last_error = NULL WHERE id = 1",
+            (running.started,),
+        )
+        running.total = sum(h.bytes for _, h in await self._twin.holdings())
+
+        def progress(part: str, _entries: int, done: int) -> None:
+            running.part, running.done = part, done
+
+        try:
+            written = await back_up(self._twin, Path(row["folder"]), row["keep"], progress)
+        except asyncio.CancelledError:
+            await self._finish("stopped", error="the twin stopped while it ran")
+            raise
+        except TwinError as exc:
+            await self._finish("failed", error=exc.message)
+        except Exception as exc:
+            log.exception("the backup failed")
+            await self._finish("failed", error=f"{type(exc).__name__}: {exc}")
+        else:
+            log.info(
+                "backed up %s into %s: %d bytes new",
+                written.snapshot,
+                row["folder"],
+                written.new_bytes,
+            )
+            await self._finish("done", written=written)
+        finally:
+            self.running = None
+
+    async def _finish(self, state: str, *, error: str = "", written: Written | None = None) -> None:
+        await self._twin.db.execute(
+            "UPDATE twin_backup SET last_finished = ?, last_state = ?, last_error = ?, "
+            "last_snapshot = ?, last_bytes = ?, last_new_bytes = ? WHERE id = 1",
+            (
+                time.time(),
+                state,
+                error or None,
+                written.snapshot if written else None,
+                written.bytes if written else None,
+                written.new_bytes if written else None,
+            ),
+        )
