@@ -22,6 +22,7 @@ class Peer:
     name: str
     token: str = ""
     did: str = ""
+    named: bool = True  # False: a twin that has its profile already (an imported one)
     client: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
@@ -35,7 +36,8 @@ class Peer:
             check=True,
         ).stdout.split()[-1]
         self.did = self.get("/api/health")["did"]
-        self.call("PUT", "/api/profile", json={"display_name": self.name})
+        if self.named:
+            self.call("PUT", "/api/profile", json={"display_name": self.name})
 
     def connect(self) -> None:
         if hasattr(self, "client"):

@@ -993,6 +993,11 @@ async def _import(
             f"the import stopped ({exc}); {target} is as it was. If the disk is full, free "
             "about twice the export's size and try again."
         ) from None
+    except TwinError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise click.ClickException(
+            f"{exc.message}. Nothing was imported: {target} is as it was."
+        ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
