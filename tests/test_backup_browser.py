@@ -1,0 +1,89 @@
+"""Backups in Settings, in a real browser: the owner picks a folder and switches the schedule
+on, a backup runs with its progress bar moving, and the page shows the last backup's outcome
+(and says so plainly when one could not run)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from browser import authenticator, chromium, screenshot
+from conftest import twin_command
+from playwright.sync_api import expect
+from test_browser import create_passkey, setup_link
+
+pytestmark = pytest.mark.slow
+MIB = 1024 * 1024
+
+
+def test_the_owner_switches_on_backups_and_watches_one_run(serve: Any, tmp_path: Path) -> None:
+    twin = serve()
+    token = subprocess.run(
+        twin_command("token", "create", "--scope", "files:*", "--data-dir", str(twin.data_dir)),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[-1]
+    with httpx.Client(base_url=twin.url, timeout=60) as client:
+        for n in range(3):  # enough that a backup takes a moment to watch
+            put = client.put(
+                f"/api/files/content/Videos/{n}.bin",
+                content=os.urandom(48 * MIB),
+                params={"parents": "1"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert put.status_code == 201, put.text
+    folder = tmp_path / "usb-disk" / "twin-backups"
+    settings = twin.url.replace("127.0.0.1", "localhost") + "/settings"
+
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        authenticator(page)
+        create_passkey(page, setup_link(twin.output()))
+        page.goto(settings + "#backups")
+        backups = page.locator("#backups")
+        expect(backups.get_by_text("No backup yet.")).to_be_visible()
+
+        # a folder that is no full path is refused, with what to give instead
+        backups.get_by_label("Backup folder").fill("backups")
+        backups.get_by_role("button", name="Save").click()
+        expect(page.get_by_role("alert").first).to_contain_text("full path")
+
+        page.goto(settings + "#backups")
+        backups.get_by_label("Backup folder").fill(str(folder))
+        backups.get_by_label("How often").select_option(label="every day")
+        backups.get_by_label("How many backups to keep").fill("3")
+        backups.get_by_role("button", name="Save").click()
+        expect(page.get_by_role("status")).to_have_text("Backups saved.")
+        # switched on with none made yet: the first runs now, and the page follows it
+        page.reload()
+        expect(backups.get_by_text("Last backup")).to_be_visible(timeout=60_000)
+        first = backups.locator("[data-backup=snapshot]").inner_text()
+        assert (folder / "snapshots" / f"{first}.snap").is_file()
+
+        backups.get_by_role("button", name="Back up now").click()
+        expect(page.get_by_role("status")).to_contain_text("The backup has begun")
+        bar = page.get_by_role("progressbar", name="Backup progress")
+        expect(bar).to_be_visible()
+        expect(backups.get_by_text("Backing up")).to_be_visible()
+        screenshot(page, "settings-backup-running")
+        # the page turns to the outcome by itself when the backup ends
+        expect(backups.get_by_text("Last backup")).to_be_visible(timeout=60_000)
+        second = backups.locator("[data-backup=snapshot]").inner_text()
+        assert second != first
+        expect(backups).to_contain_text("of which")  # how much was new
+        expect(bar).to_be_hidden()
+        screenshot(page, "settings-backup-done")
+
+        # something else took the folder's place: the next backup fails and the page says why
+        shutil.rmtree(folder)
+        folder.write_text("not a folder")
+        page.goto(settings + "#backups")
+        backups.get_by_role("button", name="Back up now").click()
+        expect(backups.get_by_role("alert")).to_contain_text("did not finish", timeout=60_000)
+        expect(backups.get_by_role("alert")).to_contain_text("cannot back up into")
