@@ -77,7 +77,8 @@ async def export_twin(
 
 async def export_core(twin: Twin, out: Export) -> None:
     """The twin's own part, under ``twin/``: who it is, the twins it knows, the owner's
-    passkeys and the experiences' grants; the root seed only in the encrypted archive."""
+    passkeys and the experiences' grants; in the encrypted archive only, the root seed and
+    the envelopes still on their way to peers."""
     identity = twin.require_identity()
     await out.json(
         "identity.json",
@@ -109,6 +110,8 @@ async def export_core(twin: Twin, out: Export) -> None:
             for name, g in sorted(grants.items())
         },
     )
+    if not out.open:  # sealed for each peer: of use only to this twin, sending them on
+        await out.lines("outbox.jsonl", await twin.peers.outbox.waiting())
     await out.json(
         "passkeys.json",
         {
@@ -194,6 +197,8 @@ async def restore_core(twin: Twin, part: Part) -> bool:
             if held.get("origin") == twin.passkeys.rp.origin:
                 await twin.passkeys.restore(held["passkeys"])
                 kept = bool(held["passkeys"])
+        elif item.name == "outbox.jsonl":
+            await twin.peers.outbox.restore([row async for row in item.lines()])
         else:
             item.skip()
     return kept

@@ -172,7 +172,8 @@ class Chat(Capability):
 
     async def resend_lost(self) -> int:
         """Send again this twin's messages still on their way whose envelopes the twin's
-        outbox does not hold (an import brings chat's delivery ticks, not the outbox), to every
+        outbox does not hold (an import of a plain export brings chat's delivery ticks, not the
+        outbox, which only the encrypted archive and backups carry), to every
         member: a twin that has one already keeps it. How many messages went again."""
         rows = await self.db.fetchall(
             "SELECT envelope, conv, msg FROM chat_sent WHERE state IN ('queued', 'sent')"

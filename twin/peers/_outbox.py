@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from twin.db import Database
-from twin.errors import TwinError
+from twin.errors import BadInput, TwinError
 from twin.identity import Identity
 from twin.peers._directory import Directory
 from twin.peers._envelope import check_receipt
@@ -90,6 +90,10 @@ class Outbox:
 
     async def put(self, peer: Peer, envelope: dict[str, Any]) -> None:
         """Store one sealed envelope for ``peer`` and wake its lane."""
+        await self._store(peer, envelope, time.time())
+        self.wake(peer.id, early=False)
+
+    async def _store(self, peer: Peer, envelope: dict[str, Any], created: float) -> None:
         envelope_id = envelope["id"]
         wire = msgspec.json.encode(envelope)
         await self._db.execute(
@@ -100,11 +104,56 @@ class Outbox:
                 peer.id,
                 self._box.seal(envelope["type"], context=envelope_id),
                 self._box.seal(wire, context=envelope_id),
-                time.time(),
+                created,
                 envelope["expires"],
             ),
         )
-        self.wake(peer.id, early=False)
+
+    async def waiting(self) -> list[dict[str, Any]]:
+        """Every envelope not yet delivered, in order, as an export keeps it: the peer's did
+        and the envelope as it goes on the wire (sealed for that peer, signed by this twin)."""
+        rows = await self._db.fetchall(
+            "SELECT id, peer, envelope, created, expires FROM twin_outbox "
+            "WHERE state IN ('queued', 'sent') ORDER BY seq"
+        )
+        waiting = []
+        for row in rows:
+            peer = await self._directory.by_id(row["peer"])
+            if peer is None or row["envelope"] is None:
+                continue
+            wire = self._box.open(row["envelope"], context=row["id"])
+            waiting.append(
+                {
+                    "to": peer.did,
+                    "created": row["created"],
+                    "envelope": msgspec.json.decode(wire),
+                }
+            )
+        return waiting
+
+    async def restore(self, waiting: list[Any]) -> None:
+        """The envelopes of :meth:`waiting`, queued again (their peers restored first); they
+        go once the twin serves."""
+        now = time.time()
+        seen: set[str] = set()
+        for number, held in enumerate(waiting, 1):
+            envelope = held.get("envelope") if isinstance(held, dict) else None
+            if (
+                not isinstance(envelope, dict)
+                or not isinstance(envelope.get("id"), str)
+                or not isinstance(envelope.get("type"), str)
+                or not isinstance(envelope.get("expires"), int | float)
+                or not isinstance(held.get("created"), int | float)
+            ):
+                raise BadInput(f"line {number} of twin/outbox.jsonl is not a waiting envelope")
+            peer = await self._directory.get(str(held.get("to")))
+            if peer is None:
+                raise BadInput(f"line {number} of twin/outbox.jsonl is for a twin it does not know")
+            if envelope["id"] in seen:
+                raise BadInput(f"line {number} of twin/outbox.jsonl holds an envelope twice")
+            seen.add(envelope["id"])
+            if envelope["expires"] > now:  # else it would be dropped unsent anyway
+                await self._store(peer, envelope, held["created"])
 
     def wake(self, peer_id: str, *, early: bool = True) -> None:
         """Try ``peer_id``'s queue now (something arrived from it, it moved, the owner asked);
