@@ -145,7 +145,7 @@ async def read_identity(entries: Entries) -> tuple[Part, str, bytes | None]:
         seed = base64.b64decode(key["seed"], validate=True)
         if Identity.from_seed(seed).did != did:
             raise ValueError
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, BadInput):
         raise InvalidSignature("twin/key.json is not the key of the twin it names") from None
     return part, did, seed
 
