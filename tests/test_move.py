@@ -247,6 +247,25 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]
     return archive, phrase, process.data_dir
 
 
+@pytest.fixture(scope="module")
+def exported_documents(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
+    """A twin holding 3 MB of storage documents and no file, exported."""
+    root = tmp_path_factory.mktemp("documents")
+    process = start_twin(root)
+    phrase = " ".join(words_of(process.output()))
+    peer = Peer(process, "Ada")
+    for n in range(300):
+        text = os.urandom(5_000).hex()  # 10 kB that do not compress
+        put = peer.call("PUT", f"/api/storage/notes/docs/n{n}", json={"text": text})
+        assert put.status_code in (200, 201), put.text
+    peer.client.close()
+    stop_twin(process)
+    archive = root / "documents.twin"
+    done = run("export", "--data-dir", process.data_dir, "--out", archive)
+    assert done.returncode == 0, done.stderr
+    return archive, phrase, process.data_dir
+
+
 def target_with_a_twin(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A data directory holding another twin, and a fingerprint of every file in it."""
     target = tmp_path / "target"
@@ -343,12 +362,15 @@ def test_a_twin_with_data_is_replaced_only_when_asked(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".target")] == []
 
 
+@pytest.mark.parametrize("holding", ["exported", "exported_documents"])
 def test_a_disk_that_fills_up_during_import_leaves_the_twin_as_it_was(
-    exported: tuple[Path, str, Path], tmp_path: Path
+    holding: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """The import stages beside the target on a small disk of its own (a tmpfs in a mount
-    namespace) that the export does not fit."""
-    archive, phrase, _ = exported
+    namespace) that the export does not fit: its files are refused before they are written
+    (the files capability measures the room), its documents when the database finds the
+    disk full."""
+    archive, phrase, _ = request.getfixturevalue(holding)
     disk = tmp_path / "disk"
     disk.mkdir()
     sums = f"find {disk / 'target'} -type f ! -name serve.lock -exec sha256sum {{}} + | sort"
@@ -371,3 +393,35 @@ def test_a_disk_that_fills_up_during_import_leaves_the_twin_as_it_was(
     assert "is as it was" in output and "disk" in output, output
     assert (tmp_path / "after").read_text() == (tmp_path / "before").read_text()
     assert sorted((tmp_path / "left").read_text().split()) == [".", "..", "target"]
+
+
+def test_an_import_into_a_mount_point_keeps_the_mount(
+    exported: tuple[Path, str, Path], tmp_path: Path
+) -> None:
+    """A container's data volume is a mount point: the import cannot rename a new directory
+    over it, so it fills it in place, over a twin already there with --replace."""
+    archive, phrase, _ = exported
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (tmp_path / "phrase").write_text(phrase)
+    twin = " ".join(twin_command())
+    script = (
+        f"mount -t tmpfs -o size=400m tmpfs {volume} && "
+        f"{twin} init --data-dir {volume} >/dev/null && "
+        f"{twin} import {archive} --data-dir {volume} --replace < {tmp_path / 'phrase'} "
+        f"> {tmp_path / 'out'} 2>&1; echo $? > {tmp_path / 'rc'}; "
+        f"ls -a {volume} > {tmp_path / 'left'}; "
+        f"cp {volume}/identity.json {tmp_path / 'identity.json'}; "
+        f"{twin} export --open --data-dir {volume} --out {tmp_path / 'open'} > /dev/null"
+    )
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True)
+    if not (tmp_path / "rc").exists():
+        pytest.fail(f"cannot mount a volume here: {done.stderr}")
+    output = (tmp_path / "out").read_text()
+    assert (tmp_path / "rc").read_text().strip() == "0", output
+    left = sorted((tmp_path / "left").read_text().split())
+    assert [n for n in left if n.startswith(".") and n not in (".", "..")] == [], left
+    assert {"identity.json", "twin.db"} <= set(left)
+    identity = json.loads((tmp_path / "identity.json").read_text())
+    assert f"Imported {identity['did']}" in output  # the exported twin, not the one there before
+    assert (tmp_path / "open" / "files" / "tree" / "a.bin").stat().st_size == 2_000_000

@@ -388,8 +388,9 @@ def _is_entry(value: object) -> bool:
 
 
 def _later(name: str) -> str:
+    """The name after ``name`` within one second: …Z, …Z01, …Z02 (they sort as written)."""
     stem, _, number = name.partition("Z")
-    return f"{stem}Z{int(number or 0) + 1}"
+    return f"{stem}Z{int(number or 0) + 1:02d}"
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

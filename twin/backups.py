@@ -23,6 +23,7 @@ log = logging.getLogger("twin.backup")
 EVERY = {1: "every hour", 6: "every 6 hours", 24: "every day", 168: "every week"}
 MAX_KEEP = 365
 _LOOK = 60.0  # how often the schedule looks whether a backup is due
+RETRY = 3600.0  # a backup that failed is tried again this soon
 
 
 async def back_up(twin: Twin, root: Path, keep: int, progress: Progress | None = None) -> Written:
@@ -156,11 +157,13 @@ class Backups:
             if self.running is not None or self._twin.vault.locked:
                 continue
             row = await self._twin.db.fetchone(
-                "SELECT every, enabled, last_started FROM twin_backup WHERE id = 1"
+                "SELECT every, enabled, last_started, last_state FROM twin_backup WHERE id = 1"
             )
             if row is None or not row["enabled"]:
                 continue
-            if row["last_started"] is None or time.time() - row["last_started"] >= row["every"]:
+            # one that did not finish is tried again within the hour
+            every = row["every"] if row["last_state"] == "done" else min(row["every"], RETRY)
+            if row["last_started"] is None or time.time() - row["last_started"] >= every:
                 self._begin()
 
     async def _run(self) -> None:

@@ -959,7 +959,11 @@ async def _import(
     from twin.transfer import read_identity, restore_twin
 
     target = settings.data_dir
-    staging = target.parent / f".{target.name}.importing-{os.getpid()}"
+    # beside the target, or in it when it is a mount point (a container's volume), so the
+    # new directory is on the target's own disk and goes in place by renames
+    mounted = target.is_dir() and os.path.ismount(target)
+    beside = target if mounted else target.parent
+    staging = beside / f".{target.name}.importing-{os.getpid()}"
     meter = _Meter("Importing", opened.total)
     entries = Entries(opened.entries)
     try:
@@ -986,7 +990,7 @@ async def _import(
         manifest = opened.manifest()
         if manifest is None or manifest.get("did") != did:
             raise InvalidSignature(f"the export's manifest is not {did}'s")
-        _swap(staging, target)
+        _swap(staging, target, mounted=mounted)
     except (OSError, sqlite3.Error) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise click.ClickException(
@@ -1004,18 +1008,30 @@ async def _import(
     return did, counts, kept, peers
 
 
-def _swap(staging: Path, target: Path) -> None:
+def _swap(staging: Path, target: Path, *, mounted: bool) -> None:
     """Put the new data directory in the target's place: the old one (if any) is moved
-    aside first and removed last, so a crash between leaves both, never neither."""
+    aside first and removed last, so a crash between leaves both, never neither. A mount
+    point stays: what it holds is moved instead."""
     import shutil
     import time
 
     if not target.exists():
         os.rename(staging, target)
         return
-    aside = target.parent / f".{target.name}.replaced-{int(time.time())}"
-    os.rename(target, aside)
-    os.rename(staging, target)
+    if not mounted:
+        aside = target.parent / f".{target.name}.replaced-{int(time.time())}"
+        os.rename(target, aside)
+        os.rename(staging, target)
+        shutil.rmtree(aside)
+        return
+    aside = target / f".{target.name}.replaced-{int(time.time())}"
+    aside.mkdir()
+    for child in list(target.iterdir()):
+        if child not in (staging, aside) and child.name != "serve.lock":
+            os.rename(child, aside / child.name)
+    for child in list(staging.iterdir()):
+        os.rename(child, target / child.name)
+    staging.rmdir()
     shutil.rmtree(aside)
 
 

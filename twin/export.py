@@ -366,6 +366,16 @@ class Part:
             self.items += 1
         return item
 
+    async def expect(self, name: str) -> Item:
+        """The next entry, which must be ``name`` (a part read in the order it was written)."""
+        item = await self.next()
+        if item is None or item.name != name:
+            found = "nothing" if item is None else item.path
+            raise BadInput(
+                f"the export holds {found} where {self.folder}/{name} belongs: it is damaged"
+            )
+        return item
+
     def peek(self) -> str | None:
         """The name of the next entry, without reading it; None at the end of the part."""
         path = self._entries._peek(self.folder)
@@ -378,3 +388,20 @@ class Part:
             names.append(item.name)
             item.skip()
         return names
+
+
+MAX_TIME = 2**33  # seconds since 1970: past the year 2200
+
+
+def whole(value: Any, what: str, least: int = 0) -> int:
+    """``value`` if it is a whole number from ``least``, for checking what an export holds."""
+    if type(value) is not int or not least <= value < 2**63:
+        raise BadInput(f"{what} is a whole number from {least}, not {value!r:.80}")
+    return value
+
+
+def seconds(value: Any, what: str) -> float:
+    """``value`` if it is a time (seconds since 1970, up to the year 2200)."""
+    if type(value) not in (int, float) or not 0 <= value < MAX_TIME:
+        raise BadInput(f"{what} is seconds since 1970, not {value!r:.80}")
+    return float(value)

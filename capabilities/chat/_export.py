@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from twin import BadInput, Conflict, InvalidSignature
 from twin.archive import check_path
-from twin.export import Export, Item, Part
+from twin.export import Export, Item, Part, whole
 from twin.identity import public_key_from_did
 from twin.peers._types import STATES
 
@@ -419,8 +419,8 @@ class _Restore:
             admins,
             _time(line.get("created"), "created"),
             _time(line.get("updated"), "updated"),
-            n=_number(line.get("counter"), "counter", 0),
-            read_n=_number(line.get("read_up_to"), "read_up_to", 0),
+            n=whole(line.get("counter"), "counter", 0),
+            read_n=whole(line.get("read_up_to"), "read_up_to", 0),
             names=names,
             muted=muted,
             active=active,
@@ -429,7 +429,7 @@ class _Restore:
         if not isinstance(reads, dict) or len(reads) > 10 * _groups.MAX_MEMBERS:
             raise BadInput("read_by is an object of counters, by did")
         reads = {
-            self._did(d, "a did in read_by"): _number(n, "a read mark", 1) for d, n in reads.items()
+            self._did(d, "a did in read_by"): whole(n, "a read mark", 1) for d, n in reads.items()
         }
         return conv, log, reads, _messages_file(line.get("messages"), self.folder)
 
@@ -514,7 +514,7 @@ class _Restore:
         message = Message(
             conv.id,
             message_id,
-            _number(line.get("counter"), "counter", 1),
+            whole(line.get("counter"), "counter", 1),
             author,
             mine,
             _time(line.get("sent"), "sent"),
@@ -719,12 +719,6 @@ def _messages_file(value: object, folder: str) -> str:
 def _id(value: object, what: str) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_ID or not value.isprintable():
         raise BadInput(f"{what} is 1 to {MAX_ID} characters, not {value!r:.80}")
-    return value
-
-
-def _number(value: object, what: str, least: int) -> int:
-    if type(value) is not int or not least <= value < 2**63:
-        raise BadInput(f"{what} is a whole number from {least}, not {value!r:.80}")
     return value
 
 

@@ -157,7 +157,7 @@ class Contacts(Capability):
             raise Conflict(
                 "this twin holds contacts, invites or vouches already: import into a new twin"
             )
-        item = await _expect(part, PARTS[0])
+        item = await part.expect(PARTS[0])
         people: list[Person] = []
         seen: set[str] = set()
         async for where, line in _numbered(item):
@@ -171,7 +171,7 @@ class Contacts(Capability):
             people.append(person)
         await self.book.restore(people)
         for name, kind in ((PARTS[1], "contacts.vouch"), (PARTS[2], "contacts.revoke")):
-            item = await _expect(part, name)
+            item = await part.expect(name)
             page: list[tuple[str, dict[str, Any], float | None]] = []
             async for where, line in _numbered(item):
                 with _at(where):
@@ -180,7 +180,7 @@ class Contacts(Capability):
                     await self.vouches.restore(page)
                     page = []
             await self.vouches.restore(page)
-        item = await _expect(part, PARTS[3])
+        item = await part.expect(PARTS[3])
         invites = await item.json()
         with _at(item.path):
             await self.book.restore_invites(invites)
@@ -421,17 +421,6 @@ class Contacts(Capability):
         if not isinstance(days, (int, float)) or not 0 < days <= 30:
             raise BadInput("an invite lasts more than 0 and at most 30 days")
         return float(days)
-
-
-async def _expect(part: Part, name: str) -> Item:
-    """The next entry of ``part``, which must be ``name`` (the entries come as PARTS)."""
-    item = await part.next()
-    if item is None or item.name != name:
-        found = "nothing" if item is None else item.path
-        raise BadInput(
-            f"the export holds {found} where {part.folder}/{name} belongs: it is damaged"
-        )
-    return item
 
 
 def _statement(line: Any, kind: str) -> tuple[dict[str, Any], float | None]:

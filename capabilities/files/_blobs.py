@@ -350,8 +350,8 @@ def _unlink_all(paths: Iterable[Path]) -> None:
 def _over(size: int, room: int) -> str:
     return (
         f"this upload needs {human_size(size)}, but only {human_size(max(room, 0))} is left "
-        "for the twin's files (its --files-quota, or the disk's free space less 256 MiB): "
-        "delete files or empty the trash, free space on the disk, or raise --files-quota"
+        "in the twin's files: delete files or empty the trash, free space on the disk, or "
+        "raise --files-quota"
     )
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from twin import BadInput, Conflict, QuotaExceeded
 from twin.archive import check_path as check_entry
-from twin.export import Export, Item, Part
+from twin.export import Export, Item, Part, seconds, whole
 
 from ._blobs import CHUNK, INLINE, Blob, _ChunkWriter, _over
 from ._paths import check_path, join, split
@@ -33,7 +33,6 @@ INDEX = "index.jsonl"
 SHARES = "shares.json"
 PAGE = 1000  # nodes read, or inserted, at once
 IMPORT_AHEAD = 2  # chunks of a file sealed and written behind the one being read
-MAX_TIME = 2**33  # seconds since 1970: past the year 2200
 _ROWS = (
     "SELECT n.id, n.parent, n.folder, n.size, n.created, n.modified, n.blob, n.name, "
     "n.name_hash, n.trashed, n.trash_root, b.token, b.digests FROM files_nodes n "
@@ -348,7 +347,7 @@ class _Index:
             await self.flush()
 
     def _row(self, line: dict[str, Any]) -> _Row:
-        node = _number(line.get("id"), "id", 1)
+        node = whole(line.get("id"), "id", 1)
         if node in self.nodes:
             raise BadInput(f"id {node} is listed twice")
         kind = line.get("kind")
@@ -359,8 +358,8 @@ class _Index:
         if not isinstance(path, str):
             raise BadInput("path must be a string")
         path = check_path(path)
-        created = _time(line.get("created"), "created")
-        modified = _time(line.get("modified"), "modified")
+        created = seconds(line.get("created"), "created")
+        modified = seconds(line.get("modified"), "modified")
         properties = _check_properties(line.get("properties", {}))
         if not self.nodes:
             if (node, path, folder) != (ROOT, "", True) or line.get("parent") is not None:
@@ -369,11 +368,11 @@ class _Index:
             return _Row(node, 0, "", True, 0, created, modified, None, None, None, properties)
         if not path:
             raise BadInput('only the root folder has the path ""')
-        parent = _number(line.get("parent"), "parent", 1)
+        parent = whole(line.get("parent"), "parent", 1)
         trashed, item, origin = None, None, None
         if line.get("trashed") is not None:
-            trashed = _time(line["trashed"], "trashed")
-            item = _number(line.get("item"), "item", 1)
+            trashed = seconds(line["trashed"], "trashed")
+            item = whole(line.get("item"), "item", 1)
         above = self.nodes.get(parent)
         if item == node:  # a trash item's top: it goes back into its folder, if that is here
             origin = path
@@ -407,7 +406,7 @@ class _Index:
 
     def _file(self, line: dict[str, Any], node: int, path: str) -> int:
         """A file line's size, after noting the entry that holds its bytes."""
-        size = _number(line.get("size"), "size", 0)
+        size = whole(line.get("size"), "size", 0)
         token = _token(line.get("content"))
         entry = line.get("entry")
         if not isinstance(entry, str) or not entry.startswith(f"{self.folder}/"):
@@ -615,18 +614,18 @@ def _link(shares: Shares, index: _Index, link: dict[str, Any]) -> tuple[Any, ...
     share_id = link.get("id")
     if not isinstance(share_id, str) or not 0 < len(share_id) <= 64 or not share_id.isascii():
         raise BadInput("id is 1 to 64 ASCII characters")
-    node = _number(link.get("node"), "node", 1)
+    node = whole(link.get("node"), "node", 1)
     if node == ROOT or node not in index.nodes:
         raise BadInput(f"node {node} is not a file or folder {index.name} lists")
-    created = _time(link.get("created"), "created")
-    expires = _time(link.get("expires"), "expires")
+    created = seconds(link.get("created"), "created")
+    expires = seconds(link.get("expires"), "expires")
     limit = link.get("max_downloads")
     if limit is not None:
-        limit = _number(limit, "max_downloads", 1)
-    downloads = _number(link.get("downloads"), "downloads", 0)
+        limit = whole(limit, "max_downloads", 1)
+    downloads = whole(link.get("downloads"), "downloads", 0)
     revoked = link.get("revoked")
     if revoked is not None:
-        revoked = _time(revoked, "revoked")
+        revoked = seconds(revoked, "revoked")
     secret = link.get("secret")
     if secret is None:
         return None
@@ -643,18 +642,6 @@ def _link(shares: Shares, index: _Index, link: dict[str, Any]) -> tuple[Any, ...
         downloads,
         revoked,
     )
-
-
-def _number(value: Any, what: str, least: int) -> int:
-    if type(value) is not int or not least <= value < 2**63:
-        raise BadInput(f"{what} is a whole number from {least}, not {value!r}")
-    return value
-
-
-def _time(value: Any, what: str) -> float:
-    if type(value) not in (int, float) or not 0 <= value < MAX_TIME:
-        raise BadInput(f"{what} is seconds since 1970, not {value!r}")
-    return float(value)
 
 
 def _token(value: Any) -> bytes:

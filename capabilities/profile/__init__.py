@@ -10,6 +10,7 @@ import msgspec
 from starlette.responses import Response
 
 from twin import BadInput, Call, Capability, Conflict, Endpoint, Migration, NotFound, api
+from twin.export import seconds
 
 if TYPE_CHECKING:
     from twin.export import Export, Part
@@ -25,7 +26,6 @@ _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "ima
 PUBLIC = ("display_name", "bio", "avatar")  # what /.well-known/twin and /avatar show anyone
 MAX_DISPLAY_NAME = 64
 MAX_BIO = 1000
-MAX_TIME = 2**33  # seconds since 1970: past the year 2200
 
 
 class Profile(msgspec.Struct):
@@ -247,7 +247,7 @@ def _restored(document: Any, picture: tuple[str, bytes] | None) -> list[tuple[st
     rows = []
     if document.get("updated") is not None:
         text = msgspec.json.encode({"display_name": display_name, "bio": bio})
-        rows.append(("text", text, _time(document["updated"], "updated")))
+        rows.append(("text", text, seconds(document["updated"], "updated")))
     elif display_name or bio:
         raise BadInput("updated is null (a profile never set), yet it has a display_name or bio")
     avatar = document.get("avatar")
@@ -271,7 +271,7 @@ def _restored(document: Any, picture: tuple[str, bytes] | None) -> list[tuple[st
         (
             "avatar",
             media.encode() + b"\n" + picture[1],
-            _time(avatar.get("updated"), "avatar.updated"),
+            seconds(avatar.get("updated"), "avatar.updated"),
         )
     )
     return rows
@@ -282,9 +282,3 @@ def _text(value: Any, what: str, limit: int) -> str:
         raise BadInput(f"{what} is text of at most {limit} characters")
     _clean(value, what)  # refuses control characters; the text stays as exported
     return value
-
-
-def _time(value: Any, what: str) -> float:
-    if type(value) not in (int, float) or not 0 <= value < MAX_TIME:
-        raise BadInput(f"{what} is seconds since 1970, not {value!r}")
-    return float(value)

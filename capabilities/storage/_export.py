@@ -16,14 +16,13 @@ from typing import Any
 import msgspec
 
 from twin import BadInput, Conflict, QuotaExceeded
-from twin.export import Export, Item, Part
+from twin.export import Export, Part, seconds, whole
 from twin.settings import human_size
 
 from ._names import check_namespace, encode_body
 from ._store import Delete, Put, Store
 
 NAMESPACES = "namespaces.json"
-MAX_TIME = 2**33  # seconds since 1970: past the year 2200
 PAGE_ROWS = 500
 PAGE_BYTES = 4 * 1024 * 1024  # a page ends after this much, so 1 MiB documents stay few at once
 _DOCUMENTS = (  # through the folder "" that every live key is in: in listing order, by index
@@ -154,13 +153,13 @@ async def restore_storage(store: Store, part: Part) -> None:
     spaces = _namespaces(await first.json(), first.path, store.quota)
     for space in spaces:
         restoring = _Namespace(store, space, first.path)
-        item = await _expect(part, f"documents/{space.name}.jsonl")
+        item = await part.expect(f"documents/{space.name}.jsonl")
         number = 0
         async for line in item.lines():
             number += 1
             await restoring.add(line, f"line {number} of {item.path}", deleted=False)
         if space.deleted:
-            item = await _expect(part, f"deleted/{space.name}.jsonl")
+            item = await part.expect(f"deleted/{space.name}.jsonl")
             number = 0
             async for line in item.lines():
                 number += 1
@@ -171,17 +170,6 @@ async def restore_storage(store: Store, part: Part) -> None:
             f"{part.folder}/{extra} belongs to no namespace {first.path} lists (or not "
             "there): the export is damaged"
         )
-
-
-async def _expect(part: Part, name: str) -> Item:
-    """The next entry, which must be ``name``."""
-    item = await part.next()
-    if item is None or item.name != name:
-        found = "nothing" if item is None else item.path
-        raise BadInput(
-            f"the export holds {found} where {part.folder}/{name} belongs: it is damaged"
-        )
-    return item
 
 
 def _namespaces(value: Any, path: str, quota: int) -> list[_Space]:
@@ -213,11 +201,11 @@ def _space(entry: Any) -> _Space:
         raise BadInput("name must be a string")
     space = _Space(
         check_namespace(name),
-        _number(entry.get("last_seq"), "last_seq", 0),
-        _number(entry.get("documents"), "documents", 0),
-        _number(entry.get("bytes"), "bytes", 0),
-        _number(entry.get("deleted"), "deleted", 0),
-        _number(entry.get("forgotten"), "forgotten", 0),
+        whole(entry.get("last_seq"), "last_seq", 0),
+        whole(entry.get("documents"), "documents", 0),
+        whole(entry.get("bytes"), "bytes", 0),
+        whole(entry.get("deleted"), "deleted", 0),
+        whole(entry.get("forgotten"), "forgotten", 0),
     )
     if space.forgotten > space.last_seq or space.documents + space.deleted > space.last_seq:
         raise BadInput(
@@ -276,18 +264,18 @@ class _Namespace:
         key = line.get("key")
         if not isinstance(key, str):
             raise BadInput("key must be a string")
-        version = _number(line.get("version"), "version", 1)
+        version = whole(line.get("version"), "version", 1)
         if version > self.space.last_seq:
             raise BadInput(f"version {version} is past the namespace's last_seq")
-        created = _time(line.get("created"), "created")
+        created = seconds(line.get("created"), "created")
         name = self.space.name
         if deleted:
             gone = self.store.prepare(name, Delete(key))
-            updated = _time(line.get("deleted"), "deleted")
+            updated = seconds(line.get("deleted"), "deleted")
             return _Row(
                 where, key, gone.key_hash, gone.sealed_key, None, 0, version, created, updated, ()
             )
-        updated = _time(line.get("updated"), "updated")
+        updated = seconds(line.get("updated"), "updated")
         body = line.get("body")
         if not isinstance(body, dict):
             raise BadInput("body must be a JSON object")
@@ -385,15 +373,3 @@ def _counters(conn: sqlite3.Connection, space: _Space) -> None:
         "VALUES (?,?,?,?,?)",
         (space.name, space.last_seq, space.documents, space.bytes, space.forgotten),
     )
-
-
-def _number(value: Any, what: str, least: int) -> int:
-    if type(value) is not int or not least <= value < 2**63:
-        raise BadInput(f"{what} is a whole number from {least}, not {value!r}")
-    return value
-
-
-def _time(value: Any, what: str) -> float:
-    if type(value) not in (int, float) or not 0 <= value < MAX_TIME:
-        raise BadInput(f"{what} is seconds since 1970, not {value!r}")
-    return float(value)
