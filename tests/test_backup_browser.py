@@ -30,7 +30,7 @@ def test_the_owner_switches_on_backups_and_watches_one_run(serve: Any, tmp_path:
         check=True,
     ).stdout.split()[-1]
     with httpx.Client(base_url=twin.url, timeout=60) as client:
-        for n in range(3):  # enough that a backup takes a moment to watch
+        for n in range(6):  # enough that a backup takes a few seconds to watch
             put = client.put(
                 f"/api/files/content/Videos/{n}.bin",
                 content=os.urandom(48 * MIB),
@@ -69,8 +69,8 @@ def test_the_owner_switches_on_backups_and_watches_one_run(serve: Any, tmp_path:
         backups.get_by_role("button", name="Back up now").click()
         expect(page.get_by_role("status")).to_contain_text("The backup has begun")
         bar = page.get_by_role("progressbar", name="Backup progress")
-        expect(bar).to_be_visible()
         expect(backups.get_by_text("Backing up")).to_be_visible()
+        expect(bar).to_be_visible()
         screenshot(page, "settings-backup-running")
         # the page turns to the outcome by itself when the backup ends
         expect(backups.get_by_text("Last backup")).to_be_visible(timeout=60_000)

@@ -164,9 +164,7 @@ class Guestbook(Capability):
         # and times as they were, and say which line is wrong (BadInput) if one is.
         if await self.db.fetchval("SELECT COUNT(*) FROM guestbook_entries"):
             raise Conflict("the guestbook holds entries already: import into a new twin")
-        item = await part.next()
-        if item is None or item.name != "entries.jsonl":
-            raise BadInput(f"the export has no {part.folder}/entries.jsonl where it belongs")
+        item = await part.expect("entries.jsonl")  # BadInput if another entry comes first
         box = self.context.box()
         rows = []
         number = 0
