@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -290,3 +291,26 @@ def _setup_link(process: Any) -> str:
     links = re.findall(r"/setup/([A-Za-z0-9_-]+)", printed)
     assert links, printed
     return links[-1]
+
+
+async def test_the_schedule_moves_with_the_twin_and_stays_on_only_where_its_folder_is(
+    tmp_path: Path,
+) -> None:
+    from test_restore_capabilities import archive_of, imported
+
+    folder = tmp_path / "usb"
+    async with running_twin(tmp_path / "twin") as running:
+        await running.twin.backups.configure(str(folder), 6, 4, True)
+        identity = running.twin.require_identity()
+        archive = await archive_of(running.twin)
+    async with imported(tmp_path / "here", identity, archive) as (twin, _client):
+        assert (await twin.backups.state())["schedule"] == {
+            "folder": str(folder),
+            "every": 6,
+            "keep": 4,
+            "enabled": True,
+        }
+    shutil.rmtree(folder)  # on a machine where that disk is not mounted
+    async with imported(tmp_path / "there", identity, archive) as (twin, _client):
+        schedule = (await twin.backups.state())["schedule"]
+        assert schedule["folder"] == str(folder) and schedule["enabled"] is False

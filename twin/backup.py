@@ -226,14 +226,17 @@ class BackupFolder:
     def _chunk_path(self, name: str) -> Path:
         return self.root / "chunks" / name[:2] / f"{name}.chunk"
 
-    def _put(self, plain: bytes, written: Written) -> str:
+    def _put(self, plain: bytes, written: Written, unsynced: list[Path]) -> str:
+        """Store a chunk unless it is there already; a new one is written now and put on
+        the disk for good (fsync) with the others before the snapshot naming them."""
         name = self._name(plain)
         path = self._chunk_path(name)
         written.chunks += 1
         if not path.exists():
             sealed = self._box.encrypt(plain, nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE))
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomic(path, bytes(sealed))
+            _write_atomic(path, bytes(sealed), sync=False)
+            unsynced.append(path)
             written.new_chunks += 1
             written.new_bytes += len(sealed)
         return name
@@ -247,8 +250,8 @@ class BackupFolder:
 
 
 class SnapshotWriter:
-    """A sink (twin/export.py) that cuts each entry into chunks, stores the new ones and, on
-    ``close``, seals the snapshot that names them."""
+    """A sink (twin/export.py) that cuts each entry into chunks and stores the new ones; after
+    ``close``, :meth:`seal` writes the snapshot that names them."""
 
     def __init__(self, folder: BackupFolder, created: float) -> None:
         self._folder = folder
@@ -263,6 +266,8 @@ class SnapshotWriter:
         self._chunks: list[str] = []
         self._size = 0
         self._digest = hashlib.sha256()
+        self._unsynced: list[Path] = []
+        self._manifest: dict[str, Any] | None = None
 
     def begin(self, path: str) -> None:
         if self._current is not None:
@@ -304,13 +309,10 @@ class SnapshotWriter:
         return entry
 
     def close(self, extra: dict[str, Any] | None = None) -> list[Entry]:
+        """The snapshot's manifest, made ready: :meth:`seal` writes it."""
         if self._current is not None:
             raise RuntimeError(f"the entry {self._current!r} is not ended")
-        name = self.written.snapshot
-        while (self._folder.root / "snapshots" / f"{name}.snap").exists():
-            name = _later(name)  # two backups within one second
-        self.written.snapshot = name
-        manifest = {
+        self._manifest = {
             **(extra or {}),
             "format": FORMAT,
             "version": VERSION,
@@ -318,8 +320,19 @@ class SnapshotWriter:
             "created": int(self._created),
             "entries": self._entries,
         }
-        self._folder._seal_snapshot(name, manifest)
         return [Entry(p, s, h) for p, s, h, _ in self._entries]
+
+    def seal(self) -> None:
+        """Put the new chunks on the disk for good, then write the snapshot that names them
+        (blocking: a serving twin runs it on a thread, so its requests do not wait)."""
+        if self._manifest is None:
+            raise RuntimeError("seal() before close()")
+        _sync(self._unsynced)
+        name = self.written.snapshot
+        while (self._folder.root / "snapshots" / f"{name}.snap").exists():
+            name = _later(name)  # two backups within one second
+        self.written.snapshot = name
+        self._folder._seal_snapshot(name, self._manifest)
 
     def _cut_lines(self) -> None:
         """Cut after a line whose CRC-32 says so, once the chunk is LINES_MIN long."""
@@ -342,7 +355,7 @@ class SnapshotWriter:
         plain = bytes(self._buffer[:length])
         del self._buffer[:length]
         self._scanned = max(0, self._scanned - length)
-        self._chunks.append(self._folder._put(plain, self.written))
+        self._chunks.append(self._folder._put(plain, self.written, self._unsynced))
 
 
 def read_info(root: Path) -> dict[str, Any]:
@@ -393,10 +406,35 @@ def _later(name: str) -> str:
     return f"{stem}Z{int(number or 0) + 1:02d}"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Write under a temporary name and rename, so a reader sees all of it or nothing; with
+    ``sync``, on the disk for good before it is named (else :func:`_sync` does that later)."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
     with open(temporary, "wb") as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if sync:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(temporary, path)
+    if sync:
+        _sync_folder(path.parent)
+
+
+def _sync(paths: list[Path]) -> None:
+    """Put files written with ``sync=False``, and their folders' entries, on the disk."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for folder in {p.parent for p in paths}:
+        _sync_folder(folder)
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -38,6 +38,7 @@ async def back_up(twin: Twin, root: Path, keep: int, progress: Progress | None =
     try:
         writer = folder.writer()
         await export_twin(twin, writer, open=False, progress=progress)
+        await asyncio.to_thread(writer.seal)
         written = writer.written
         written.removed = await asyncio.to_thread(folder.keep, keep)
         return written
@@ -119,6 +120,32 @@ class Backups:
             (str(root), every * 3600.0, keep, int(enabled)),
         )
         self._wake.set()
+
+    async def export(self) -> dict[str, Any] | None:
+        """The schedule, for an export (``twin/backup.json``): None when there is none."""
+        schedule: dict[str, Any] | None = (await self.state())["schedule"]
+        return schedule
+
+    async def restore(self, schedule: object) -> bool:
+        """A schedule from an export, kept on only if its folder is there on this machine (a
+        disk not mounted yet would get the backups on the twin's own disk); whether it is on."""
+        if not isinstance(schedule, dict):
+            raise BadInput("twin/backup.json is not a backup schedule")
+        folder, every, keep = schedule.get("folder"), schedule.get("every"), schedule.get("keep")
+        if (
+            not isinstance(folder, str)
+            or not Path(folder).is_absolute()
+            or every not in EVERY
+            or type(keep) is not int
+            or not 1 <= keep <= MAX_KEEP
+        ):
+            raise BadInput("twin/backup.json: a schedule needs a full path, every and keep")
+        enabled = schedule.get("enabled") is True and Path(folder).is_dir()
+        await self._twin.db.execute(
+            "INSERT INTO twin_backup (id, folder, every, keep, enabled) VALUES (1, ?, ?, ?, ?)",
+            (folder, every * 3600.0, keep, int(enabled)),
+        )
+        return enabled
 
     async def run_now(self) -> None:
         """Begin a backup at once, in the background (its progress is in ``running``)."""

@@ -77,8 +77,8 @@ async def export_twin(
 
 async def export_core(twin: Twin, out: Export) -> None:
     """The twin's own part, under ``twin/``: who it is, the twins it knows, the owner's
-    passkeys and the experiences' grants; in the encrypted archive only, the root seed and
-    the envelopes still on their way to peers."""
+    passkeys, the experiences' grants and the backup schedule; in the encrypted archive only,
+    the root seed and the envelopes still on their way to peers."""
     identity = twin.require_identity()
     await out.json(
         "identity.json",
@@ -112,6 +112,9 @@ async def export_core(twin: Twin, out: Export) -> None:
     )
     if not out.open:  # sealed for each peer: of use only to this twin, sending them on
         await out.lines("outbox.jsonl", await twin.peers.outbox.waiting())
+    schedule = await twin.backups.export()
+    if schedule is not None:
+        await out.json("backup.json", schedule)
     await out.json(
         "passkeys.json",
         {
@@ -197,6 +200,8 @@ async def restore_core(twin: Twin, part: Part) -> bool:
             if held.get("origin") == twin.passkeys.rp.origin:
                 await twin.passkeys.restore(held["passkeys"])
                 kept = bool(held["passkeys"])
+        elif item.name == "backup.json":
+            await twin.backups.restore(await item.json())
         elif item.name == "outbox.jsonl":
             await twin.peers.outbox.restore([row async for row in item.lines()])
         else:

@@ -206,7 +206,8 @@ async def _content(store: FileStore, blob_id: int, path: str) -> AsyncIterator[b
         "SELECT token, size, cipher, inline FROM files_blobs WHERE id = ?", (blob_id,)
     )
     if row is None:
-        raise Conflict(f"{path!r} changed while it was exported: export again")
+        # only a serving twin's backup meets this (an export is of a twin at rest)
+        raise Conflict(f"{path!r} was replaced while it was copied: the next backup takes it")
     blob = Blob(row["token"], row["size"], row["cipher"], row["inline"])
     async for piece in store.blobs.read(blob, 0, blob.size):
         yield piece
