@@ -75,15 +75,22 @@ def test_the_owner_switches_on_backups_and_watches_one_run(serve: Any, tmp_path:
         # not turn the page to its outcome before the look
         put(twin.url, token, "Photos/new.bin", os.urandom(64 * MIB))
         held: list[Route] = []
-        page.route("**/settings/backup/state", lambda route: held.append(route))
+
+        def hold(route: Route) -> None:
+            if held is not None:
+                held.append(route)
+            else:
+                route.continue_()
+
+        page.route("**/settings/backup/state", hold)
         backups.get_by_role("button", name="Back up now").click()
         expect(page.get_by_role("status")).to_contain_text("The backup has begun")
         bar = page.get_by_role("progressbar", name="Backup progress")
         expect(backups.get_by_text("Backing up")).to_be_visible()
         expect(bar).to_be_visible()
         screenshot(page, "settings-backup-running")
-        page.unroute("**/settings/backup/state")
-        for route in held:
+        waiting, held = held, None  # type: ignore[assignment]
+        for route in waiting:
             route.continue_()
         # the page turns to the outcome by itself when the backup ends
         expect(backups.get_by_text("Last backup")).to_be_visible(timeout=60_000)
