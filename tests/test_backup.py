@@ -113,6 +113,8 @@ async def test_a_backup_opens_only_with_its_twins_keys(tmp_path: Path) -> None:
         info = json.loads((root / "twin-backup.json").read_text())
         assert info["did"] == running.twin.did
         assert "seed" not in json.dumps(info)
+        # encrypted, and still the owner's alone, as an export is
+        assert all(p.stat().st_mode & 0o077 == 0 for p in root.rglob("*")), "mode"
         with pytest.raises(WrongPassphrase, match="backups of"):
             BackupFolder(root, Identity.generate().seed)
     async with running_twin(tmp_path / "other") as other:

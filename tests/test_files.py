@@ -129,7 +129,6 @@ async def test_etag_changes_with_content_and_conditions_hold(
     assert (await tw.client.get("/api/files/content/c.txt", headers=auth)).content == b"five"
 
 
-
 async def test_a_replaced_version_leaves_the_disk(tw: Running, auth: dict[str, str]) -> None:
     """The old content file goes once the new version is committed (in the background, so the
     upload's answer does not wait for the unlink), and it is still readable until then."""
@@ -141,6 +140,7 @@ async def test_a_replaced_version_leaves_the_disk(tw: Running, auth: dict[str, s
     (current,) = blob_files(tw.settings.data_dir)
     assert current != old and not old.exists()
     assert (await tw.client.get("/api/files/content/big.bin", headers=auth)).content == newer
+
 
 async def test_folders_listing_move_rename_copy(tw: Running, auth: dict[str, str]) -> None:
     client = tw.client

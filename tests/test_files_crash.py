@@ -33,12 +33,16 @@ def check(data_dir: Path) -> subprocess.CompletedProcess[str]:
 def test_sigkill_mid_upload_keeps_the_previous_version(serve: Any, tmp_path: Path) -> None:
     data_dir = tmp_path / "twin"
     process = serve(data_dir=data_dir)
-    token = subprocess.run(
-        twin_command("token", "create", "--scope", "files:*", "--data-dir", str(data_dir)),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip().splitlines()[-1]
+    token = (
+        subprocess.run(
+            twin_command("token", "create", "--scope", "files:*", "--data-dir", str(data_dir)),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     auth = {"Authorization": f"Bearer {token}"}
     first = os.urandom(5 * 1024 * 1024)
     url = f"{process.url}/api/files/content/Videos/holiday.mp4"

@@ -5,6 +5,7 @@ holds a capability not installed here, is refused saying what is wrong."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,10 @@ import pytest
 from test_peers_core import twin_with
 
 from twin import BadInput, InvalidSignature
+from twin.core import initialize
 from twin.export import Entries
 from twin.identity import Identity
+from twin.settings import Settings
 from twin.transfer import read_identity, restore_twin
 
 pytestmark = pytest.mark.anyio
@@ -96,3 +99,48 @@ async def test_an_export_that_is_not_a_twins_is_refused(tmp_path: Path) -> None:
         stolen = export_of(identity, {"twin/key.json": {"seed": seed}})
         with pytest.raises(InvalidSignature, match="not the key of the twin it names"):
             await restore(tmp_path, stolen)
+
+
+async def test_grants_and_passkeys_come_back_and_the_same_device_signs_in(
+    tmp_path: Path,
+) -> None:
+    """At the same address the owner's device signs in to the moved twin as before, and each
+    experience keeps what it was allowed; at another address the passkeys stay behind."""
+    from authenticator import Authenticator
+    from conftest import running_twin
+    from test_restore_capabilities import archive_of
+
+    from twin.archive import ArchiveReader
+
+    device = Authenticator()
+    async with running_twin(tmp_path / "old") as old:
+        await old.sign_in(device)
+        notes = old.twin.registry.experiences["notes"]
+        await old.twin.grants.grant(notes, frozenset({"storage:read"}))
+        grants = {k: (v.scopes, v.granted) for k, v in (await old.twin.grants.all()).items()}
+        passkeys = [(p.id, p.name, p.created) for p in await old.twin.passkeys.all()]
+        identity = old.twin.require_identity()
+        archive = await archive_of(old.twin)
+
+    async def into(data_dir: Path, **settings: Any) -> Any:
+        initialize(Settings(data_dir=data_dir, rate_limit=0, **settings), identity=identity)
+        return running_twin(data_dir, **settings)
+
+    async with await into(tmp_path / "same") as moved:
+        entries = Entries(ArchiveReader(io.BytesIO(archive), seed=identity.seed).entries())
+        core, _did, _seed = await read_identity(entries)
+        _counts, kept = await restore_twin(moved.twin, entries, core)
+        assert kept == "kept"
+        assert {
+            k: (v.scopes, v.granted) for k, v in (await moved.twin.grants.all()).items()
+        } == grants
+        assert [(p.id, p.name, p.created) for p in await moved.twin.passkeys.all()] == passkeys
+        signed_in = await moved.login(device)
+        assert signed_in.status_code == 200, signed_in.text
+
+    elsewhere = {"public_url": "https://twin.example.org"}
+    async with await into(tmp_path / "elsewhere", **elsewhere) as moved:
+        entries = Entries(ArchiveReader(io.BytesIO(archive), seed=identity.seed).entries())
+        core, _did, _seed = await read_identity(entries)
+        _counts, kept = await restore_twin(moved.twin, entries, core)
+        assert kept == "left" and await moved.twin.passkeys.all() == []

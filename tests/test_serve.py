@@ -336,9 +336,7 @@ def test_a_request_the_parser_cannot_read_gets_a_json_400(serve: Any) -> None:
     host, port = "127.0.0.1", int(twin.url.rsplit(":", 1)[1])
     for path in (b"/dav/\xff\xfe.txt", "/dav/café.txt".encode()):
         with socket.create_connection((host, port), timeout=10) as conn:
-            conn.sendall(
-                b"PUT " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nevil"
-            )
+            conn.sendall(b"PUT " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nevil")
             answer = b""
             while chunk := conn.recv(4096):
                 answer += chunk

@@ -87,7 +87,9 @@ class BackupFolder:
                 raise BadInput(f"{root} is not a twin backup (it has no {_INFO})")
             if root.exists() and any(p.name != ".lock" for p in root.iterdir()):
                 raise Conflict(f"{root} holds other files: back up into a new or empty folder")
-            root.mkdir(parents=True, exist_ok=True)
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for folder in ("chunks", "snapshots"):
+                (root / folder).mkdir(mode=0o700, exist_ok=True)
             _write_atomic(
                 info_path,
                 json.dumps(
@@ -234,7 +236,7 @@ class BackupFolder:
         written.chunks += 1
         if not path.exists():
             sealed = self._box.encrypt(plain, nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE))
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             _write_atomic(path, bytes(sealed), sync=False)
             unsynced.append(path)
             written.new_chunks += 1
@@ -245,7 +247,7 @@ class BackupFolder:
         manifest["sig"] = self._identity.sign(manifest)
         plain = json.dumps(manifest, separators=(",", ":")).encode()
         sealed = self._box.encrypt(plain, nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE))
-        (self.root / "snapshots").mkdir(exist_ok=True)
+        (self.root / "snapshots").mkdir(mode=0o700, exist_ok=True)
         _write_atomic(self.root / "snapshots" / f"{name}.snap", bytes(sealed))
 
 
@@ -410,7 +412,8 @@ def _write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
     """Write under a temporary name and rename, so a reader sees all of it or nothing; with
     ``sync``, on the disk for good before it is named (else :func:`_sync` does that later)."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    with open(temporary, "wb") as handle:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    with os.fdopen(os.open(temporary, flags, 0o600), "wb") as handle:
         handle.write(data)
         if sync:
             handle.flush()

@@ -724,13 +724,16 @@ def import_(
             f"When it serves, it tells its {peers} peer{'s' * (peers != 1)} its address, "
             f"{settings.url}, so they reach it here."
         )
-    if kept_passkeys:
+    if kept_passkeys == "kept":
         click.echo(f"Your passkeys work as before at {settings.url}.")
     else:
-        click.echo(
-            f"A passkey belongs to the address it was made at: make one for {settings.url} "
-            "with this link."
-        )
+        if kept_passkeys == "left":
+            click.echo(
+                f"A passkey belongs to the address it was made at: make one for "
+                f"{settings.url} with this link."
+            )
+        else:
+            click.echo(f"Make your passkey for {settings.url} with this link.")
         _run(_print_fresh_link(settings))
 
 
@@ -944,10 +947,10 @@ def _counting(chunks: Any, read: list[int]) -> Any:
 
 async def _import(
     settings: Settings, opened: _Opened, passphrase: str | None
-) -> tuple[str, dict[str, int], bool, int]:
+) -> tuple[str, dict[str, int], str, int]:
     """Read the export into a new data directory beside the target, and only once all of it
     is read and checked put it in the target's place; on any failure the target is as it
-    was. The did, each part's entries, whether the passkeys came, how many peers to tell."""
+    was. The did, each part's entries, what became of the passkeys, how many peers to tell."""
     import dataclasses
     import shutil
     import sqlite3

@@ -155,11 +155,12 @@ async def read_identity(entries: Entries) -> tuple[Part, str, bytes | None]:
 
 async def restore_twin(
     twin: Twin, entries: Entries, core: Part, progress: Progress | None = None
-) -> tuple[dict[str, int], bool]:
+) -> tuple[dict[str, int], str]:
     """Read the rest of an export into ``twin``, new and empty with the same identity: the
     rest of its own part ``core`` (from :func:`read_identity`), then every capability's. How
-    many entries each part had, and whether the owner's passkeys came along (only to the
-    same address: a passkey is bound to it)."""
+    many entries each part had, and what became of the owner's passkeys: ``kept`` (at the
+    same address: a passkey is bound to it), ``left`` (another address) or ``none`` (the
+    export held none)."""
     counts: dict[str, int] = {}
     kept_passkeys = await restore_core(twin, core)
     counts[CORE] = core.items
@@ -179,9 +180,9 @@ async def restore_twin(
     return counts, kept_passkeys
 
 
-async def restore_core(twin: Twin, part: Part) -> bool:
-    """The rest of ``twin/``; whether the passkeys were kept."""
-    kept = False
+async def restore_core(twin: Twin, part: Part) -> str:
+    """The rest of ``twin/``; what became of the passkeys (see :func:`restore_twin`)."""
+    kept = "none"
     async for item in part:
         if item.name == "peers.json":
             peers = await item.json()
@@ -197,9 +198,13 @@ async def restore_core(twin: Twin, part: Part) -> bool:
             held = await item.json()
             if not isinstance(held, dict) or not isinstance(held.get("passkeys"), list):
                 raise BadInput("twin/passkeys.json holds no list of passkeys")
-            if held.get("origin") == twin.passkeys.rp.origin:
+            if not held["passkeys"]:
+                kept = "none"
+            elif held.get("origin") == twin.passkeys.rp.origin:
                 await twin.passkeys.restore(held["passkeys"])
-                kept = bool(held["passkeys"])
+                kept = "kept"
+            else:
+                kept = "left"
         elif item.name == "backup.json":
             await twin.backups.restore(await item.json())
         elif item.name == "outbox.jsonl":
