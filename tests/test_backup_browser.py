@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from browser import authenticator, chromium, screenshot
+from browser import SCREENSHOTS, authenticator, chromium
 from conftest import twin_command
 from playwright.sync_api import Route, expect
 from test_browser import create_passkey, setup_link
@@ -88,7 +88,7 @@ def test_the_owner_switches_on_backups_and_watches_one_run(serve: Any, tmp_path:
         bar = page.get_by_role("progressbar", name="Backup progress")
         expect(backups.get_by_text("Backing up")).to_be_visible()
         expect(bar).to_be_visible()
-        screenshot(page, "settings-backup-running")
+        backups.screenshot(path=str(SCREENSHOTS / "settings-backup-running.png"))
         waiting, held = held, None  # type: ignore[assignment]
         for route in waiting:
             route.continue_()
@@ -98,7 +98,7 @@ def test_the_owner_switches_on_backups_and_watches_one_run(serve: Any, tmp_path:
         assert second != first
         expect(backups).to_contain_text("of which")  # how much was new
         expect(bar).to_be_hidden()
-        screenshot(page, "settings-backup-done")
+        backups.screenshot(path=str(SCREENSHOTS / "settings-backup-done.png"))
 
         # something else took the folder's place: the next backup fails and the page says why
         shutil.rmtree(folder)
