@@ -65,6 +65,7 @@ async def test_a_second_backup_writes_only_what_changed(tmp_path: Path) -> None:
 
         same = await back_up(running.twin, root, keep=5)
         assert same.new_chunks == 0 and same.new_bytes == 0  # nothing changed: nothing written
+        assert same.reused == 6  # and the files were not even read
 
         changed = os.urandom(3 * MIB)
         await put(running, "photos/2.bin", changed)
@@ -316,3 +317,27 @@ async def test_the_schedule_moves_with_the_twin_and_stays_on_only_where_its_fold
     async with imported(tmp_path / "there", identity, archive) as (twin, _client):
         schedule = (await twin.backups.state())["schedule"]
         assert schedule["folder"] == str(folder) and schedule["enabled"] is False
+
+
+async def test_a_backup_mends_what_the_last_one_lost(tmp_path: Path) -> None:
+    """A file's chunk gone from the folder, or a newest snapshot that does not open: the next
+    backup reads those bytes again instead of trusting the last one, and is whole."""
+    root = tmp_path / "backups"
+    async with running_twin(tmp_path / "twin") as running:
+        await put(running, "a.bin", os.urandom(3 * MIB))
+        await put(running, "b.bin", os.urandom(MIB))
+        await back_up(running.twin, root, keep=5)
+        folder = folder_of(running, root)
+        biggest = max(chunk_files(root), key=lambda p: p.stat().st_size)
+        biggest.unlink()
+        mended = await back_up(running.twin, root, keep=5)
+        assert mended.reused == 1 and mended.new_chunks >= 1  # b.bin taken, a.bin read again
+        assert biggest.exists()  # the same bytes, the same name: written again
+        for name in folder.snapshots():
+            folder.verify(name)  # the older backup, which named it too, is whole again
+
+        newest = root / "snapshots" / f"{folder.snapshots()[-1]}.snap"
+        newest.write_bytes(newest.read_bytes()[:-1])
+        whole = await back_up(running.twin, root, keep=5)
+        assert whole.reused == 0 and whole.new_chunks == 0  # all read, all there already
+        folder.verify(folder.snapshots()[-1])

@@ -13,7 +13,9 @@ The folder (docs/export-format.md, "Backups"):
 The keys come from the root seed (the recovery phrase), so a backup opens on any machine with
 the phrase, and a running twin can back itself up without asking anyone. A file's bytes are
 cut every CHUNK bytes; a JSON Lines entry is cut only after a line, where the line's own hash
-says so, so one changed document changes the chunk it is in, not every chunk after it. A
+says so, so one changed document changes the chunk it is in, not every chunk after it. Bytes
+a capability names for good (a file's content token, ``Export.file(same_as=…)``) are taken
+from the last snapshot unread when it holds them, so an unchanged file costs nothing. A
 snapshot is written last, after every chunk it names, and each file is written under a
 temporary name and renamed: a backup cut short leaves no snapshot, only chunks that the next
 one takes up or throws away.
@@ -65,6 +67,7 @@ class Written:
     chunks: int = 0
     new_chunks: int = 0
     new_bytes: int = 0  # sealed bytes written to the folder
+    reused: int = 0  # entries taken from the last snapshot unread (files that did not change)
     removed: list[str] = field(default_factory=list)  # snapshots let go (keep)
 
 
@@ -166,7 +169,7 @@ class BackupFolder:
         """Every entry of a snapshot with its bytes, each chunk checked as it is read and each
         entry's size and SHA-256 at its end: what ``twin import`` and ``verify`` read."""
         manifest = self.manifest(name)
-        for path, size, sha256, chunks in manifest["entries"]:
+        for path, size, sha256, chunks, *_same_as in manifest["entries"]:
             yield path, self._read_entry(path, size, sha256, chunks)
 
     def verify(self, name: str) -> tuple[int, int]:
@@ -189,12 +192,29 @@ class BackupFolder:
             (self.root / "snapshots" / f"{name}.snap").unlink()
         named: set[str] = set()
         for name in names[-newest:]:
-            for *_, chunks in self.manifest(name)["entries"]:
-                named.update(chunks)
+            try:
+                entries = self.manifest(name)["entries"]
+            except (BadInput, InvalidSignature):
+                return gone  # what a damaged one names is unknown: no chunk goes (verify says)
+            for entry in entries:
+                named.update(entry[3])
         for path in (self.root / "chunks").glob("*/*"):
             if path.name.startswith(".") or path.stem not in named:
                 path.unlink(missing_ok=True)
         return gone
+
+    def _held(self) -> dict[str, tuple[int, str, list[str]]]:
+        """The entries of the newest snapshot whose bytes have an id (``Export.file``'s
+        ``same_as``), by that id: what the next backup may take unread. Nothing when there
+        is no snapshot, or the newest does not open (the next one reads everything)."""
+        names = self.snapshots()
+        if not names:
+            return {}
+        try:
+            entries = self.manifest(names[-1])["entries"]
+        except (BadInput, InvalidSignature):
+            return {}
+        return {e[4]: (e[1], e[2], e[3]) for e in entries if len(e) == 5}
 
     def _read_entry(self, path: str, size: int, sha256: str, chunks: list[str]) -> Iterator[bytes]:
         digest = hashlib.sha256()
@@ -270,13 +290,38 @@ class SnapshotWriter:
         self._digest = hashlib.sha256()
         self._unsynced: list[Path] = []
         self._manifest: dict[str, Any] | None = None
+        self._same_as: str | None = None  # the id of the bytes of the entry being written
+        self._previous = folder._held()
+
+    def reuse(self, path: str, same_as: str) -> Entry | None:
+        """The entry of bytes the last snapshot holds under the id ``same_as``, taken from
+        it unread (when all its chunks are still there); None: write them, noting the id."""
+        if self._current is not None:
+            raise RuntimeError(f"the entry {self._current!r} is not ended")
+        held = self._previous.get(same_as)
+        if held is None or not all(self._folder._chunk_path(c).exists() for c in held[2]):
+            self._same_as = same_as
+            return None
+        path = self._fresh(path)
+        size, sha256, chunks = held
+        self._entries.append([path, size, sha256, chunks, same_as])
+        self._paths.add(path)
+        self.written.entries += 1
+        self.written.bytes += size
+        self.written.chunks += len(chunks)
+        self.written.reused += 1
+        return Entry(path, size, sha256)
+
+    def _fresh(self, path: str) -> str:
+        path = check_path(path)
+        if path in self._paths:
+            raise BadInput(f"the backup already has an entry {path!r}")
+        return path
 
     def begin(self, path: str) -> None:
         if self._current is not None:
             raise RuntimeError(f"the entry {self._current!r} is not ended")
-        path = check_path(path)
-        if path in self._paths:
-            raise BadInput(f"the backup already has an entry {path!r}")
+        path = self._fresh(path)
         self._current = path
         self._lines = path.endswith(".jsonl")
         self._buffer.clear()
@@ -303,7 +348,11 @@ class SnapshotWriter:
         if self._buffer or not self._chunks:
             self._store(len(self._buffer))
         entry = Entry(self._current, self._size, self._digest.hexdigest())
-        self._entries.append([entry.path, entry.size, entry.sha256, self._chunks])
+        row = [entry.path, entry.size, entry.sha256, self._chunks]
+        if self._same_as is not None:
+            row.append(self._same_as)
+            self._same_as = None
+        self._entries.append(row)
         self._paths.add(entry.path)
         self.written.entries += 1
         self.written.bytes += entry.size
@@ -322,7 +371,7 @@ class SnapshotWriter:
             "created": int(self._created),
             "entries": self._entries,
         }
-        return [Entry(p, s, h) for p, s, h, _ in self._entries]
+        return [Entry(e[0], e[1], e[2]) for e in self._entries]
 
     def seal(self) -> None:
         """Put the new chunks on the disk for good, then write the snapshot that names them
@@ -391,14 +440,16 @@ def check_name(name: str) -> str:
 
 
 def _is_entry(value: object) -> bool:
+    """[path, size, sha256, chunks] and, for bytes ``Export.file`` named, their id."""
     return (
         isinstance(value, list)
-        and len(value) == 4
+        and len(value) in (4, 5)
         and isinstance(value[0], str)
         and isinstance(value[1], int)
         and isinstance(value[2], str)
         and isinstance(value[3], list)
         and all(isinstance(c, str) and len(c) == 64 for c in value[3])
+        and (len(value) == 4 or isinstance(value[4], str))
     )
 
 

@@ -791,7 +791,8 @@ def backup(ctx: click.Context, root: Path | None, keep: int, **flags: Any) -> No
                 f"Backed up {_mib(written.bytes)} in {written.entries:,} entries to {root} as "
                 f"{written.snapshot} in {time.monotonic() - began:.1f} s: "
                 f"{written.new_chunks:,} of {written.chunks:,} chunks were new "
-                f"({_mib(written.new_bytes)} written)."
+                f"({_mib(written.new_bytes)} written; {written.reused:,} unchanged files "
+                "taken from the last backup unread)."
             )
             if written.removed:
                 click.echo(f"Let go of {len(written.removed)} older: {', '.join(written.removed)}.")

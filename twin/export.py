@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -92,9 +92,27 @@ class Export:
         self._sink.write(bytes(pending))
         self._ended()
 
-    async def file(self, name: str, chunks: AsyncIterable[bytes] | Iterable[bytes]) -> None:
-        """A file as it is, its bytes as they come."""
-        self._sink.begin(self._path(name))
+    async def file(
+        self,
+        name: str,
+        chunks: AsyncIterable[bytes] | Iterable[bytes],
+        *,
+        same_as: str | None = None,
+    ) -> None:
+        """A file as it is, its bytes as they come. ``same_as`` is an id of these bytes that
+        never names other bytes (a content token): a backup whose last snapshot holds them
+        takes them from there, and ``chunks`` is not read."""
+        path = self._path(name)
+        if same_as is not None:
+            reuse = getattr(self._sink, "reuse", None)
+            entry = None if reuse is None else reuse(path, f"{self.folder}:{same_as}")
+            if entry is not None:
+                if isinstance(chunks, AsyncGenerator):
+                    await chunks.aclose()
+                self.entries += 1
+                self.bytes += entry.size
+                return
+        self._sink.begin(path)
         if isinstance(chunks, AsyncIterable):
             async for chunk in chunks:
                 self._sink.write(chunk)

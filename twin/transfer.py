@@ -47,6 +47,15 @@ class _Counted:
         self.entries += 1
         return self._sink.end()
 
+    def reuse(self, path: str, same_as: str) -> Any:
+        """An entry a backup takes from its last snapshot (see ``Export.file``), or None."""
+        reuse = getattr(self._sink, "reuse", None)
+        entry = None if reuse is None else reuse(path, same_as)
+        if entry is not None:
+            self.entries += 1
+            self.bytes += entry.size
+        return entry
+
     def close(self, extra: dict[str, Any] | None = None) -> Any:
         return self._sink.close(extra)
 

@@ -52,8 +52,9 @@ async def export_files(store: FileStore, shares: Shares, out: Export) -> None:
     walk = _Walk(store, out.folder, shared)
     await out.lines(INDEX, walk.lines())
     await out.json(SHARES, await _links(shares, walk.shared, open=out.open))
-    for name, blob, path in walk.contents:
-        await out.file(name, _content(store, blob, path))
+    for name, blob, path, token in walk.contents:
+        # a content token never names other bytes: a backup that has them takes them as they are
+        await out.file(name, _content(store, blob, path), same_as=token)
 
 
 class _Walk:
@@ -65,7 +66,7 @@ class _Walk:
         self.folder = folder
         self.wanted = shared  # nodes share links point at
         self.shared: dict[int, tuple[str, bool]] = {}  # those found: (path, in the trash)
-        self.contents: list[tuple[str, int, str]] = []  # (entry name, blob id, path)
+        self.contents: list[tuple[str, int, str, str]] = []  # (entry, blob id, path, token)
         self._places = _Places(folder)
 
     async def lines(self) -> AsyncIterator[dict[str, Any]]:
@@ -132,7 +133,7 @@ class _Walk:
                 line["entry"] = f"{self.folder}/{name}"
                 if row["digests"] is not None:
                     line["digests"] = self.store.blobs.digests(row["token"], row["digests"])
-                self.contents.append((name, row["blob"], path))
+                self.contents.append((name, row["blob"], path, row["token"].hex()))
             if row["id"] in properties:
                 line["properties"] = properties[row["id"]]
             if row["trashed"] is not None:
