@@ -4,6 +4,7 @@ verify` (and refused by `twin import`) with a message saying what is wrong."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -144,8 +145,10 @@ async def test_damage_is_found_and_named(tmp_path: Path) -> None:
         chunk.write_bytes(damaged)
         with pytest.raises(BadInput, match=f"chunk {chunk.stem} is damaged"):
             folder.verify(name)
+        aside = chunk.with_name(chunk.name + ".damaged")
+        assert aside.exists() and not chunk.exists()  # for the next backup to write again
 
-        chunk.unlink()
+        aside.unlink()
         with pytest.raises(BadInput, match=f"missing the chunk {chunk.stem}"):
             folder.verify(name)
 
@@ -216,7 +219,8 @@ def test_backup_verify_and_import_on_the_command_line(
     assert damaged.returncode == 1 and "is damaged" in damaged.stderr
     target = tmp_path / "target"
     refused = cli("import", root, "--data-dir", target, stdin=phrase)
-    assert refused.returncode == 1 and "damaged" in refused.stderr
+    # verify put the damaged chunk aside: the import finds it missing
+    assert refused.returncode == 1 and "the folder is incomplete" in refused.stderr
     assert not target.exists()  # nothing half imported
 
 
@@ -296,9 +300,8 @@ def _setup_link(process: Any) -> str:
     return links[-1]
 
 
-async def test_the_schedule_moves_with_the_twin_and_stays_on_only_where_its_folder_is(
-    tmp_path: Path,
-) -> None:
+async def test_the_schedule_moves_with_the_twin_switched_off(tmp_path: Path) -> None:
+    """The old twin may still back up into that folder: the moved one waits to be told."""
     from test_restore_capabilities import archive_of, imported
 
     folder = tmp_path / "usb"
@@ -311,12 +314,8 @@ async def test_the_schedule_moves_with_the_twin_and_stays_on_only_where_its_fold
             "folder": str(folder),
             "every": 6,
             "keep": 4,
-            "enabled": True,
+            "enabled": False,
         }
-    shutil.rmtree(folder)  # on a machine where that disk is not mounted
-    async with imported(tmp_path / "there", identity, archive) as (twin, _client):
-        schedule = (await twin.backups.state())["schedule"]
-        assert schedule["folder"] == str(folder) and schedule["enabled"] is False
 
 
 async def test_a_backup_mends_what_the_last_one_lost(tmp_path: Path) -> None:
@@ -328,8 +327,9 @@ async def test_a_backup_mends_what_the_last_one_lost(tmp_path: Path) -> None:
         await put(running, "b.bin", os.urandom(MIB))
         await back_up(running.twin, root, keep=5)
         folder = folder_of(running, root)
-        biggest = max(chunk_files(root), key=lambda p: p.stat().st_size)
-        biggest.unlink()
+        (entry,) = [e for e in folder.manifest(folder.snapshots()[0])["entries"] if "a.bin" in e[0]]
+        biggest = folder._chunk_path(entry[3][1])
+        biggest.unlink()  # a piece of a.bin
         mended = await back_up(running.twin, root, keep=5)
         assert mended.reused == 1 and mended.new_chunks >= 1  # b.bin taken, a.bin read again
         assert biggest.exists()  # the same bytes, the same name: written again
@@ -341,3 +341,55 @@ async def test_a_backup_mends_what_the_last_one_lost(tmp_path: Path) -> None:
         whole = await back_up(running.twin, root, keep=5)
         assert whole.reused == 0 and whole.new_chunks == 0  # all read, all there already
         folder.verify(folder.snapshots()[-1])
+
+
+async def test_a_damaged_chunk_found_by_verify_is_written_again(tmp_path: Path) -> None:
+    root = tmp_path / "backups"
+    async with running_twin(tmp_path / "twin") as running:
+        await put(running, "a.bin", os.urandom(2 * MIB))
+        await back_up(running.twin, root, keep=5)
+        folder = folder_of(running, root)
+        (entry,) = [e for e in folder.manifest(folder.snapshots()[0])["entries"] if "a.bin" in e[0]]
+        chunk = folder._chunk_path(entry[3][0])
+        rotten = bytearray(chunk.read_bytes())
+        rotten[100] ^= 0x04  # a bit gone bad on the disk
+        chunk.write_bytes(rotten)
+        with pytest.raises(BadInput, match="is damaged"):
+            folder.verify(folder.snapshots()[0])
+        assert not chunk.exists()  # put aside, for the next backup to write again
+        again = await back_up(running.twin, root, keep=5)
+        assert again.new_chunks == 1 and again.reused == 0
+        for name in folder.snapshots():
+            folder.verify(name)  # both sound: the same bytes under the same name
+
+
+async def test_many_backups_in_one_second_keep_the_newest(tmp_path: Path) -> None:
+    root = tmp_path / "backups"
+    async with running_twin(tmp_path / "twin") as running:
+        names = []
+        for n in range(4):
+            await put(running, "a.bin", bytes([n]) * 1000)
+            written = await back_up(running.twin, root, keep=1)
+            names.append(written.snapshot)
+        folder = folder_of(running, root)
+        assert folder.snapshots() == [names[-1]]  # the one just written, whatever the clock
+        assert names == sorted(names) and len(set(names)) == 4
+        found = {p: b"".join(c) for p, c in folder.entries(names[-1])}
+        assert found["files/tree/a.bin"] == bytes([3]) * 1000
+
+
+async def test_a_scheduled_backup_never_makes_its_folder(tmp_path: Path) -> None:
+    """The disk it is on not mounted: the backup fails saying so, and writes nothing there."""
+    root = tmp_path / "usb" / "twin"
+    async with running_twin(tmp_path / "twin") as running:
+        backups = running.twin.backups
+        await backups.configure(str(root), 24, 3, False)
+        shutil.rmtree(tmp_path / "usb")
+        await backups.run_now()
+        while backups.running is not None:
+            await asyncio.sleep(0.05)
+        last = (await backups.state())["last"]
+        assert last["state"] == "failed" and "mounted" in last["error"]
+        assert not root.exists()
+        with pytest.raises(BadInput, match="inside the twin's own folder"):
+            await back_up(running.twin, running.settings.data_dir / "b", keep=3)

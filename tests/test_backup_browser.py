@@ -100,10 +100,14 @@ def test_the_owner_switches_on_backups_and_watches_one_run(serve: Any, tmp_path:
         expect(bar).to_be_hidden()
         backups.screenshot(path=str(SCREENSHOTS / "settings-backup-done.png"))
 
-        # something else took the folder's place: the next backup fails and the page says why
+        # the backup disk is not mounted: the next backup fails (and writes nowhere else),
+        # and the page says why, and when the last good one was
         shutil.rmtree(folder)
-        folder.write_text("not a folder")
         page.goto(settings + "#backups")
         backups.get_by_role("button", name="Back up now").click()
-        expect(backups.get_by_role("alert")).to_contain_text("did not finish", timeout=60_000)
-        expect(backups.get_by_role("alert")).to_contain_text("cannot back up into")
+        alert = backups.get_by_role("alert")
+        expect(alert).to_contain_text("did not finish", timeout=60_000)
+        expect(alert).to_contain_text("is the disk it is on mounted?")
+        expect(alert).to_contain_text(f"The last good backup was made just now, as {second}")
+        assert not folder.exists()
+        backups.screenshot(path=str(SCREENSHOTS / "settings-backup-failed.png"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -425,3 +426,28 @@ def test_an_import_into_a_mount_point_keeps_the_mount(
     identity = json.loads((tmp_path / "identity.json").read_text())
     assert f"Imported {identity['did']}" in output  # the exported twin, not the one there before
     assert (tmp_path / "open" / "files" / "tree" / "a.bin").stat().st_size == 2_000_000
+
+
+def test_an_import_through_a_linked_data_dir_and_from_inside_it(
+    exported: tuple[Path, str, Path], tmp_path: Path
+) -> None:
+    """A data directory that is a symbolic link is replaced where it points, and the link
+    stays; an export inside the directory it would replace is refused, not lost with it."""
+    archive, phrase, _ = exported
+    real = tmp_path / "big-disk" / "twin"
+    real.mkdir(parents=True, mode=0o700)
+    link = tmp_path / "twin-link"
+    link.symlink_to(real, target_is_directory=True)
+    assert run("init", "--data-dir", link).returncode == 0
+    done = run("import", archive, "--data-dir", link, "--replace", stdin=phrase)
+    assert done.returncode == 0, done.stderr
+    assert link.is_symlink() and (real / "identity.json").is_file()
+    assert "left in" not in done.stdout  # the replaced twin went, all of it
+    assert [p.name for p in real.parent.iterdir()] == ["twin"]
+
+    inside = real / "keep" / "ada.twin"
+    inside.parent.mkdir()
+    shutil.copy(archive, inside)
+    refused = run("import", inside, "--data-dir", link, "--replace", stdin=phrase)
+    assert refused.returncode == 1 and "move it out first" in refused.stderr
+    assert inside.is_file()

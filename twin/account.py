@@ -33,8 +33,8 @@ DONE = {
 
 
 CONFIRM = (
-    "Adding or removing a passkey needs a recent sign-in: press “Confirm it's you” and use "
-    "your passkey, then try again."
+    "Adding or removing a passkey, or changing backups, needs a recent sign-in: press "
+    "“Confirm it's you” and use your passkey, then try again."
 )
 
 
@@ -150,7 +150,7 @@ def account_routes(twin: Twin, pages: Pages) -> list[BaseRoute]:
         await twin.tokens.delete(request.path_params["id"])
         return back("revoked", "tokens")
 
-    @action()
+    @action(recent=True)  # what the owner's backups become (keep=1 lets go of the others)
     async def schedule(request: Request, session: Session, fields: dict[str, str]) -> Response:
         try:
             every, keep = int(fields.get("every", "")), int(fields.get("keep", ""))

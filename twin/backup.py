@@ -28,6 +28,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import time
 import zlib
 from collections.abc import Iterator
@@ -40,7 +41,7 @@ import nacl.secret
 import nacl.utils
 
 from twin.archive import Entry, check_path
-from twin.errors import BadInput, Conflict, InvalidSignature, WrongPassphrase
+from twin.errors import BadInput, Conflict, InvalidSignature, TwinError, WrongPassphrase
 from twin.identity import Identity, verify
 from twin.vault._keys import keyed_hash
 
@@ -55,6 +56,8 @@ _KEY_LABEL = b"twin backup/1"
 _NAME_LABEL = b"twin backup chunk name/1"
 _CHECK_LABEL = b"twin backup key check/1"
 _INFO = "twin-backup.json"
+_SNAPSHOT = re.compile(r"[0-9]{8}T[0-9]{6}Z[0-9]*")  # (others, such as ._X.snap, are not ours)
+_SEALING = nacl.secret.SecretBox.NONCE_SIZE + nacl.secret.SecretBox.MACBYTES  # 40 bytes more
 
 
 @dataclass
@@ -69,6 +72,14 @@ class Written:
     new_bytes: int = 0  # sealed bytes written to the folder
     reused: int = 0  # entries taken from the last snapshot unread (files that did not change)
     removed: list[str] = field(default_factory=list)  # snapshots let go (keep)
+
+
+class _Damaged(BadInput):
+    """A chunk that does not open, or holds other bytes than its name says."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class BackupFolder:
@@ -86,6 +97,8 @@ class BackupFolder:
         check = base64.b64encode(keyed_hash(_CHECK_LABEL, key)[:16]).decode()
         info_path = root / _INFO
         if not info_path.exists():
+            if not create and not root.exists():
+                raise BadInput(f"{root} is not there: is the disk it is on mounted?")
             if not create:
                 raise BadInput(f"{root} is not a twin backup (it has no {_INFO})")
             if root.exists() and any(p.name != ".lock" for p in root.iterdir()):
@@ -116,10 +129,16 @@ class BackupFolder:
         handle = os.fdopen(os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600), "r+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             handle.close()
             raise Conflict(
                 f"another backup is writing to {self.root}: try again when it is done"
+            ) from None
+        except OSError as exc:
+            handle.close()
+            raise BadInput(
+                f"{self.root} cannot be locked ({exc.strerror}): back up into a folder on a "
+                "disk of this machine, and copy that folder elsewhere"
             ) from None
         return handle
 
@@ -128,7 +147,7 @@ class BackupFolder:
         folder = self.root / "snapshots"
         if not folder.is_dir():
             return []
-        return sorted(p.stem for p in folder.glob("*.snap"))
+        return sorted(p.stem for p in folder.glob("*.snap") if _SNAPSHOT.fullmatch(p.stem))
 
     def writer(self, created: float | None = None) -> SnapshotWriter:
         return SnapshotWriter(self, time.time() if created is None else created)
@@ -173,13 +192,31 @@ class BackupFolder:
             yield path, self._read_entry(path, size, sha256, chunks)
 
     def verify(self, name: str) -> tuple[int, int]:
-        """Read a whole snapshot back and check every byte: its entries and bytes."""
+        """Read a whole snapshot back and check every byte: its entries and bytes. A damaged
+        chunk is put aside (``….chunk.damaged``) when no backup is writing, so the next
+        backup writes those bytes again if the twin still holds them."""
         count = total = 0
-        for _path, chunks in self.entries(name):
-            count += 1
-            for chunk in chunks:
-                total += len(chunk)
+        try:
+            for _path, chunks in self.entries(name):
+                count += 1
+                for chunk in chunks:
+                    total += len(chunk)
+        except _Damaged as exc:
+            self._put_aside(exc.path)
+            raise
         return count, total
+
+    def _put_aside(self, path: Path) -> None:
+        try:
+            lock = self.lock()
+        except TwinError:
+            return
+        try:
+            path.rename(path.with_name(path.name + ".damaged"))
+        except OSError:
+            pass
+        finally:
+            lock.close()
 
     def keep(self, newest: int) -> list[str]:
         """Let go of all but the ``newest`` snapshots and of the chunks no snapshot left
@@ -188,16 +225,18 @@ class BackupFolder:
             raise BadInput("keep at least one backup")
         names = self.snapshots()
         gone = names[:-newest]
-        for name in gone:
-            (self.root / "snapshots" / f"{name}.snap").unlink()
         named: set[str] = set()
         for name in names[-newest:]:
             try:
                 entries = self.manifest(name)["entries"]
             except (BadInput, InvalidSignature):
-                return gone  # what a damaged one names is unknown: no chunk goes (verify says)
+                # a kept one that does not open: the older ones may be the good ones, and what
+                # it names is unknown, so nothing goes (twin backup verify --all finds it)
+                return []
             for entry in entries:
                 named.update(entry[3])
+        for name in gone:
+            (self.root / "snapshots" / f"{name}.snap").unlink()
         for path in (self.root / "chunks").glob("*/*"):
             if path.name.startswith(".") or path.stem not in named:
                 path.unlink(missing_ok=True)
@@ -237,9 +276,13 @@ class BackupFolder:
         try:
             plain = self._box.decrypt(sealed)
         except nacl.exceptions.CryptoError:
-            raise BadInput(f"the backup's chunk {name} is damaged") from None
+            path = self._chunk_path(name)
+            raise _Damaged(path, f"the backup's chunk {name} is damaged") from None
         if self._name(plain) != name:
-            raise BadInput(f"the backup's chunk {name} holds other bytes than its name says")
+            raise _Damaged(
+                self._chunk_path(name),
+                f"the backup's chunk {name} holds other bytes than its name says",
+            )
         return plain
 
     def _name(self, plain: bytes) -> str:
@@ -254,7 +297,13 @@ class BackupFolder:
         name = self._name(plain)
         path = self._chunk_path(name)
         written.chunks += 1
-        if not path.exists():
+        try:
+            whole = path.stat().st_size == len(plain) + _SEALING
+        except FileNotFoundError:
+            whole = False
+        if whole:
+            unsynced.append(path)  # a cut-short backup may have left it unsynced
+        else:
             sealed = self._box.encrypt(plain, nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE))
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             _write_atomic(path, bytes(sealed), sync=False)
@@ -266,6 +315,12 @@ class BackupFolder:
     def _seal_snapshot(self, name: str, manifest: dict[str, Any]) -> None:
         manifest["sig"] = self._identity.sign(manifest)
         plain = json.dumps(manifest, separators=(",", ":")).encode()
+        if len(plain) + _SEALING > MAX_SNAPSHOT:
+            raise BadInput(
+                f"this twin holds too many entries ({len(manifest['entries']):,}) for one "
+                f"backup of this format (its list would take {len(plain) / 2**20:,.0f} MiB, "
+                f"more than {MAX_SNAPSHOT // 2**20} MiB): use twin export for now"
+            )
         sealed = self._box.encrypt(plain, nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE))
         (self.root / "snapshots").mkdir(mode=0o700, exist_ok=True)
         _write_atomic(self.root / "snapshots" / f"{name}.snap", bytes(sealed))
@@ -380,8 +435,11 @@ class SnapshotWriter:
             raise RuntimeError("seal() before close()")
         _sync(self._unsynced)
         name = self.written.snapshot
-        while (self._folder.root / "snapshots" / f"{name}.snap").exists():
-            name = _later(name)  # two backups within one second
+        names = self._folder.snapshots()
+        if names and name <= names[-1]:
+            # within the second of the last, or a clock set back: the newest must sort last,
+            # or keeping the newest would let it go
+            name = _later(names[-1])
         self.written.snapshot = name
         self._folder._seal_snapshot(name, self._manifest)
 

@@ -26,12 +26,20 @@ _LOOK = 60.0  # how often the schedule looks whether a backup is due
 RETRY = 3600.0  # a backup that failed is tried again this soon
 
 
-async def back_up(twin: Twin, root: Path, keep: int, progress: Progress | None = None) -> Written:
-    """One snapshot of the whole twin into the backup folder ``root`` (made if new), then all
-    but the ``keep`` newest let go."""
+async def back_up(
+    twin: Twin,
+    root: Path,
+    keep: int,
+    progress: Progress | None = None,
+    *,
+    create: bool = True,
+) -> Written:
+    """One snapshot of the whole twin into the backup folder ``root`` (made if new, with
+    ``create``), then all but the ``keep`` newest let go."""
     identity = twin.require_identity()
+    refuse_inside(twin, root)
     try:
-        folder = await asyncio.to_thread(BackupFolder, root, identity.seed, create=True)
+        folder = await asyncio.to_thread(BackupFolder, root, identity.seed, create=create)
     except OSError as exc:
         raise BadInput(f"cannot back up into {root}: {exc.strerror or exc}") from None
     lock = folder.lock()
@@ -44,6 +52,16 @@ async def back_up(twin: Twin, root: Path, keep: int, progress: Progress | None =
         return written
     finally:
         lock.close()
+
+
+def refuse_inside(twin: Twin, root: Path) -> None:
+    """A backup in the twin's own folder is lost with it (and an import over it deletes it)."""
+    data = twin.settings.data_dir.resolve()
+    if root.resolve() == data or data in root.resolve().parents:
+        raise BadInput(
+            "a backup inside the twin's own folder is lost with it: choose a folder on "
+            "another disk, or one another machine copies"
+        )
 
 
 @dataclass
@@ -86,6 +104,8 @@ class Backups:
                     "error": row["last_error"],
                     "bytes": row["last_bytes"],
                     "new_bytes": row["last_new_bytes"],
+                    "good_finished": row["good_finished"],
+                    "good_snapshot": row["good_snapshot"],
                 }
         running = None
         if self.running is not None:
@@ -102,12 +122,7 @@ class Backups:
         root = Path(folder.strip())
         if not root.is_absolute():
             raise BadInput("give the backup folder as a full path, such as /mnt/disk/twin-backups")
-        data = self._twin.settings.data_dir.resolve()
-        if root.resolve() == data or data in root.resolve().parents:
-            raise BadInput(
-                "a backup inside the twin's own folder is lost with it: choose a folder on "
-                "another disk, or one another machine copies"
-            )
+        refuse_inside(self._twin, root)
         identity = self._twin.require_identity()
         try:
             await asyncio.to_thread(BackupFolder, root, identity.seed, create=True)
@@ -126,9 +141,10 @@ class Backups:
         schedule: dict[str, Any] | None = (await self.state())["schedule"]
         return schedule
 
-    async def restore(self, schedule: object) -> bool:
-        """A schedule from an export, kept on only if its folder is there on this machine (a
-        disk not mounted yet would get the backups on the twin's own disk); whether it is on."""
+    async def restore(self, schedule: object) -> None:
+        """A schedule from an export, kept switched off: the old twin may still back up into
+        that folder, or its disk not be mounted here (the backups would land on the twin's
+        own disk). The owner switches it on in Settings once this twin is the one in use."""
         if not isinstance(schedule, dict):
             raise BadInput("twin/backup.json is not a backup schedule")
         folder, every, keep = schedule.get("folder"), schedule.get("every"), schedule.get("keep")
@@ -140,12 +156,10 @@ class Backups:
             or not 1 <= keep <= MAX_KEEP
         ):
             raise BadInput("twin/backup.json: a schedule needs a full path, every and keep")
-        enabled = schedule.get("enabled") is True and Path(folder).is_dir()
         await self._twin.db.execute(
-            "INSERT INTO twin_backup (id, folder, every, keep, enabled) VALUES (1, ?, ?, ?, ?)",
-            (folder, every * 3600.0, keep, int(enabled)),
+            "INSERT INTO twin_backup (id, folder, every, keep, enabled) VALUES (1, ?, ?, ?, 0)",
+            (folder, every * 3600.0, keep),
         )
-        return enabled
 
     async def run_now(self) -> None:
         """Begin a backup at once, in the background (its progress is in ``running``)."""
@@ -171,8 +185,10 @@ class Backups:
         self._task = self._job = None
 
     def _begin(self) -> None:
+        if self.running is not None:  # the schedule and Back up now, at one moment
+            return
         self.running = Running(started=time.time(), total=0)
-        self._job = asyncio.create_task(self._run(), name="twin backup")
+        self._job = asyncio.create_task(self._run(self.running), name="twin backup")
 
     async def _schedule(self) -> None:
         while True:
@@ -181,36 +197,41 @@ class Backups:
             except TimeoutError:
                 pass
             self._wake.clear()
-            if self.running is not None or self._twin.vault.locked:
-                continue
-            row = await self._twin.db.fetchone(
-                "SELECT every, enabled, last_started, last_state FROM twin_backup WHERE id = 1"
-            )
-            if row is None or not row["enabled"]:
-                continue
-            # one that did not finish is tried again within the hour
-            every = row["every"] if row["last_state"] == "done" else min(row["every"], RETRY)
-            if row["last_started"] is None or time.time() - row["last_started"] >= every:
-                self._begin()
+            try:
+                await self._look()
+            except Exception:  # the next look tries again
+                log.exception("the backup schedule could not look whether one is due")
 
-    async def _run(self) -> None:
-        running = self.running
-        assert running is not None
-        db = self._twin.db
-        row = await db.fetchone("SELECT folder, keep FROM twin_backup WHERE id = 1")
-        assert row is not None
-        await db.execute(
-            "UPDATE twin_backup SET last_started = ?, last_finished = NULL, "
-            "last_state = 'running', last_error = NULL WHERE id = 1",
-            (running.started,),
+    async def _look(self) -> None:
+        if self.running is not None or self._twin.vault.locked:
+            return
+        row = await self._twin.db.fetchone(
+            "SELECT every, enabled, last_started, last_state FROM twin_backup WHERE id = 1"
         )
-        running.total = sum(h.bytes for _, h in await self._twin.holdings())
+        if row is None or not row["enabled"]:
+            return
+        # one that did not finish is tried again within the hour
+        every = row["every"] if row["last_state"] == "done" else min(row["every"], RETRY)
+        if row["last_started"] is None or time.time() - row["last_started"] >= every:
+            self._begin()
 
+    async def _run(self, running: Running) -> None:
         def progress(part: str, _entries: int, done: int) -> None:
             running.part, running.done = part, done
 
+        db = self._twin.db
         try:
-            written = await back_up(self._twin, Path(row["folder"]), row["keep"], progress)
+            row = await db.fetchone("SELECT folder, keep FROM twin_backup WHERE id = 1")
+            assert row is not None
+            await db.execute(
+                "UPDATE twin_backup SET last_started = ?, last_finished = NULL, "
+                "last_state = 'running', last_error = NULL WHERE id = 1",
+                (running.started,),
+            )
+            running.total = sum(h.bytes for _, h in await self._twin.holdings())
+            written = await back_up(
+                self._twin, Path(row["folder"]), row["keep"], progress, create=False
+            )
         except asyncio.CancelledError:
             await self._finish("stopped", error="the twin stopped while it ran")
             raise
@@ -231,15 +252,23 @@ class Backups:
             self.running = None
 
     async def _finish(self, state: str, *, error: str = "", written: Written | None = None) -> None:
-        await self._twin.db.execute(
-            "UPDATE twin_backup SET last_finished = ?, last_state = ?, last_error = ?, "
-            "last_snapshot = ?, last_bytes = ?, last_new_bytes = ? WHERE id = 1",
-            (
-                time.time(),
-                state,
-                error or None,
-                written.snapshot if written else None,
-                written.bytes if written else None,
-                written.new_bytes if written else None,
-            ),
-        )
+        try:
+            await self._twin.db.execute(
+                "UPDATE twin_backup SET last_finished = ?, last_state = ?, last_error = ?, "
+                "last_snapshot = ?, last_bytes = ?, last_new_bytes = ? WHERE id = 1",
+                (
+                    time.time(),
+                    state,
+                    None if written is not None else error or "it stopped",
+                    written.snapshot if written else None,
+                    written.bytes if written else None,
+                    written.new_bytes if written else None,
+                ),
+            )
+            if written is not None:
+                await self._twin.db.execute(
+                    "UPDATE twin_backup SET good_finished = last_finished, "
+                    "good_snapshot = last_snapshot WHERE id = 1"
+                )
+        except Exception:
+            log.exception("the backup's outcome could not be noted")

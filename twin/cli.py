@@ -708,6 +708,10 @@ def import_(
                 f"{target} holds files but no twin: give an empty or new --data-dir, "
                 "or --replace to put the twin in place of them"
             )
+    if target.resolve() in source.resolve().parents:
+        raise click.ClickException(
+            f"{source} is inside {target}, which the import replaces: move it out first"
+        )
     opened = _open_export(source, snapshot)
     new_passphrase = _new_passphrase(settings, ask_passphrase)
     lock = _hold_data_dir(settings, "import") if target.is_dir() else None
@@ -962,7 +966,8 @@ async def _import(
     from twin.registry import find_sources
     from twin.transfer import read_identity, restore_twin
 
-    target = settings.data_dir
+    # a data directory that is a symbolic link is replaced where it points, on that disk
+    target = settings.data_dir.resolve()
     # beside the target, or in it when it is a mount point (a container's volume), so the
     # new directory is on the target's own disk and goes in place by renames
     mounted = target.is_dir() and os.path.ismount(target)
@@ -988,6 +993,7 @@ async def _import(
             progress("twin", 0, 0)
             counts, kept = await restore_twin(twin, entries, core, progress)
             peers = sum(p.state == "pinned" for p in await twin.peers.directory.all())
+            schedule = (await twin.backups.state())["schedule"]
         finally:
             await twin.stop()
             meter.done()
@@ -1009,14 +1015,18 @@ async def _import(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if schedule is not None:
+        click.echo(
+            f"Backups into {schedule['folder']} came along switched off: switch them on in "
+            "Settings, Backups, once this twin is the one in use."
+        )
     return did, counts, kept, peers
 
 
 def _swap(staging: Path, target: Path, *, mounted: bool) -> None:
     """Put the new data directory in the target's place: the old one (if any) is moved
-    aside first and removed last, so a crash between leaves both, never neither. A mount
-    point stays: what it holds is moved instead."""
-    import shutil
+    aside first and removed last, so a crash between leaves both, never neither; a rename
+    that fails puts back what had moved. A mount point stays: what it holds is moved."""
     import time
 
     if not target.exists():
@@ -1025,18 +1035,44 @@ def _swap(staging: Path, target: Path, *, mounted: bool) -> None:
     if not mounted:
         aside = target.parent / f".{target.name}.replaced-{int(time.time())}"
         os.rename(target, aside)
-        os.rename(staging, target)
-        shutil.rmtree(aside)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            os.rename(aside, target)
+            raise
+        _remove_old(aside)
         return
     aside = target / f".{target.name}.replaced-{int(time.time())}"
     aside.mkdir()
-    for child in list(target.iterdir()):
-        if child not in (staging, aside) and child.name != "serve.lock":
+    moved: list[tuple[Path, Path]] = []
+    try:
+        for child in list(target.iterdir()):
+            if child in (staging, aside) or child.name == "serve.lock":
+                continue
+            if child.name.startswith(f".{target.name}."):
+                continue  # what an import cut short left: not the twin's
             os.rename(child, aside / child.name)
-    for child in list(staging.iterdir()):
-        os.rename(child, target / child.name)
+            moved.append((aside / child.name, child))
+        for child in list(staging.iterdir()):
+            os.rename(child, target / child.name)
+            moved.append((target / child.name, staging / child.name))
+    except OSError:
+        for now, was in reversed(moved):
+            os.rename(now, was)
+        aside.rmdir()
+        raise
     staging.rmdir()
-    shutil.rmtree(aside)
+    _remove_old(aside)
+
+
+def _remove_old(aside: Path) -> None:
+    """The replaced twin, once the new one is in place: what cannot go is said, not fatal."""
+    import shutil
+
+    try:
+        shutil.rmtree(aside)
+    except OSError as exc:
+        click.echo(f"The replaced twin is left in {aside} ({exc.strerror}): remove it by hand.")
 
 
 class _Meter:

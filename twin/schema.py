@@ -159,4 +159,11 @@ MIGRATIONS = (
         );
     """,
     ),
+    Migration(
+        "keep the last good backup beside the last one",
+        """
+        ALTER TABLE twin_backup ADD COLUMN good_finished REAL;
+        ALTER TABLE twin_backup ADD COLUMN good_snapshot TEXT;
+    """,
+    ),
 )

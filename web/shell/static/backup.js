@@ -13,6 +13,10 @@
     let answer;
     try {
       const response = await fetch("/settings/backup/state", { credentials: "same-origin" });
+      if (response.status === 401) {
+        figure.textContent = "Signed out: sign in again to follow the backup.";
+        return;
+      }
       if (!response.ok) throw new Error(response.status);
       answer = await response.json();
     } catch (err) {
