@@ -310,7 +310,7 @@ def damaged(archive: Path, tmp_path: Path, how: str) -> Path:
     [
         ("truncated", "cut off"),
         ("flipped", "damaged"),
-        ("flipped-header", ""),
+        ("flipped-header", "not a twin archive"),
         ("newer", "newer"),
     ],
 )
@@ -444,6 +444,13 @@ def test_an_import_through_a_linked_data_dir_and_from_inside_it(
     assert link.is_symlink() and (real / "identity.json").is_file()
     assert "left in" not in done.stdout  # the replaced twin went, all of it
     assert [p.name for p in real.parent.iterdir()] == ["twin"]
+
+    # what an import killed midway left beside it goes with the next one
+    killed = real.parent / ".twin.importing-999999999"
+    (killed / "files").mkdir(parents=True)
+    again = run("import", archive, "--data-dir", link, "--replace", stdin=phrase)
+    assert again.returncode == 0, again.stderr
+    assert not killed.exists()
 
     inside = real / "keep" / "ada.twin"
     inside.parent.mkdir()

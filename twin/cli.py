@@ -973,6 +973,10 @@ async def _import(
     mounted = target.is_dir() and os.path.ismount(target)
     beside = target if mounted else target.parent
     staging = beside / f".{target.name}.importing-{os.getpid()}"
+    for stale in beside.glob(f".{target.name}.importing-*"):  # an import killed midway
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
     meter = _Meter("Importing", opened.total)
     entries = Entries(opened.entries)
     try:
@@ -1021,6 +1025,16 @@ async def _import(
             "Settings, Backups, once this twin is the one in use."
         )
     return did, counts, kept, peers
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _swap(staging: Path, target: Path, *, mounted: bool) -> None:
