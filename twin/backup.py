@@ -23,6 +23,7 @@ one takes up or throws away.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import fcntl
 import hashlib
@@ -31,7 +32,9 @@ import os
 import re
 import time
 import zlib
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,7 @@ LINES_MIN = 64 * 1024  # a JSON Lines chunk is at least this long …
 LINES_MAX = 4 * 1024 * 1024  # … and at most this long
 LINES_MASK = 0x3FF  # … and ends after a line whose CRC-32 has these bits clear (1 in 1024)
 MAX_SNAPSHOT = 64 * 1024 * 1024
+AHEAD = 4  # new chunks (of up to 4 MiB) handed to the writing thread and not written yet
 _KEY_LABEL = b"twin backup/1"
 _NAME_LABEL = b"twin backup chunk name/1"
 _CHECK_LABEL = b"twin backup key check/1"
@@ -291,9 +295,12 @@ class BackupFolder:
     def _chunk_path(self, name: str) -> Path:
         return self.root / "chunks" / name[:2] / f"{name}.chunk"
 
-    def _put(self, plain: bytes, written: Written, unsynced: list[Path]) -> str:
-        """Store a chunk unless it is there already; a new one is written now and put on
-        the disk for good (fsync) with the others before the snapshot naming them."""
+    def _put(
+        self, plain: bytes, written: Written, unsynced: list[Path], write: Callable[..., Any]
+    ) -> str:
+        """Store a chunk unless it is there already: a new one goes to ``write`` (the
+        writer's thread, which seals and writes it), and each is put on the disk for good
+        (fsync) with the others before the snapshot naming them."""
         name = self._name(plain)
         path = self._chunk_path(name)
         written.chunks += 1
@@ -301,16 +308,17 @@ class BackupFolder:
             whole = path.stat().st_size == len(plain) + _SEALING
         except FileNotFoundError:
             whole = False
-        if whole:
-            unsynced.append(path)  # a cut-short backup may have left it unsynced
-        else:
-            sealed = self._box.encrypt(plain, nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE))
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write_atomic(path, bytes(sealed), sync=False)
-            unsynced.append(path)
+        if not whole:
+            write(self._write_chunk, path, plain)
             written.new_chunks += 1
-            written.new_bytes += len(sealed)
+            written.new_bytes += len(plain) + _SEALING
+        unsynced.append(path)  # (one already there: a backup cut short may not have synced it)
         return name
+
+    def _write_chunk(self, path: Path, plain: bytes) -> None:
+        sealed = self._box.encrypt(plain, nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE))
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_atomic(path, bytes(sealed), sync=False)
 
     def _seal_snapshot(self, name: str, manifest: dict[str, Any]) -> None:
         manifest["sig"] = self._identity.sign(manifest)
@@ -347,6 +355,9 @@ class SnapshotWriter:
         self._manifest: dict[str, Any] | None = None
         self._same_as: str | None = None  # the id of the bytes of the entry being written
         self._previous = folder._held()
+        # new chunks are sealed and written on a thread of their own, a few at a time ahead
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twin-backup")
+        self._writing: deque[Future[None]] = deque()
 
     def reuse(self, path: str, same_as: str) -> Entry | None:
         """The entry of bytes the last snapshot holds under the id ``same_as``, taken from
@@ -428,11 +439,30 @@ class SnapshotWriter:
         }
         return [Entry(e[0], e[1], e[2]) for e in self._entries]
 
+    def _submit(self, fn: Callable[..., None], *args: Any) -> None:
+        self._writing.append(self._pool.submit(fn, *args))
+
+    async def drain(self) -> None:
+        """Wait, without holding the event loop, while more than AHEAD chunks are still to
+        be written; a chunk that could not be written raises here."""
+        while len(self._writing) > AHEAD:
+            await asyncio.wrap_future(self._writing.popleft())
+        while self._writing and self._writing[0].done():
+            self._writing.popleft().result()
+
+    def shut(self) -> None:
+        """Let the writing thread go (after ``seal``, or when the backup stopped)."""
+        for future in self._writing:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+
     def seal(self) -> None:
         """Put the new chunks on the disk for good, then write the snapshot that names them
         (blocking: a serving twin runs it on a thread, so its requests do not wait)."""
         if self._manifest is None:
             raise RuntimeError("seal() before close()")
+        while self._writing:
+            self._writing.popleft().result()
         _sync(self._unsynced)
         name = self.written.snapshot
         names = self._folder.snapshots()
@@ -464,7 +494,7 @@ class SnapshotWriter:
         plain = bytes(self._buffer[:length])
         del self._buffer[:length]
         self._scanned = max(0, self._scanned - length)
-        self._chunks.append(self._folder._put(plain, self.written, self._unsynced))
+        self._chunks.append(self._folder._put(plain, self.written, self._unsynced, self._submit))
 
 
 def read_info(root: Path) -> dict[str, Any]:

@@ -44,9 +44,12 @@ async def back_up(
         raise BadInput(f"cannot back up into {root}: {exc.strerror or exc}") from None
     lock = folder.lock()
     try:
-        writer = folder.writer()
-        await export_twin(twin, writer, open=False, progress=progress)
-        await asyncio.to_thread(writer.seal)
+        writer = await asyncio.to_thread(folder.writer)  # (it opens the last snapshot)
+        try:
+            await export_twin(twin, writer, open=False, progress=progress)
+            await asyncio.to_thread(writer.seal)
+        finally:
+            await asyncio.to_thread(writer.shut)
         written = writer.written
         written.removed = await asyncio.to_thread(folder.keep, keep)
         return written

@@ -81,15 +81,15 @@ class Export:
             async for row in rows:
                 pending += _line(row)
                 if len(pending) >= 256 * 1024:
-                    self._sink.write(bytes(pending))
+                    await self._write(bytes(pending))
                     pending.clear()
         else:
             for row in rows:
                 pending += _line(row)
                 if len(pending) >= 256 * 1024:
-                    self._sink.write(bytes(pending))
+                    await self._write(bytes(pending))
                     pending.clear()
-        self._sink.write(bytes(pending))
+        await self._write(bytes(pending))
         self._ended()
 
     async def file(
@@ -115,11 +115,19 @@ class Export:
         self._sink.begin(path)
         if isinstance(chunks, AsyncIterable):
             async for chunk in chunks:
-                self._sink.write(chunk)
+                await self._write(chunk)
         else:
             for chunk in chunks:
-                self._sink.write(chunk)
+                await self._write(chunk)
         self._ended()
+
+    async def _write(self, chunk: bytes) -> None:
+        """Into the sink; a sink that writes on threads (a backup) holds the export back
+        here, without holding the event loop, while its disk is behind."""
+        self._sink.write(chunk)
+        drain = getattr(self._sink, "drain", None)
+        if drain is not None:
+            await drain()
 
     def _path(self, name: str) -> str:
         return check_path(f"{self.folder}/{check_path(name)}")

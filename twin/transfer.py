@@ -47,6 +47,11 @@ class _Counted:
         self.entries += 1
         return self._sink.end()
 
+    async def drain(self) -> None:
+        drain = getattr(self._sink, "drain", None)
+        if drain is not None:
+            await drain()
+
     def reuse(self, path: str, same_as: str) -> Any:
         """An entry a backup takes from its last snapshot (see ``Export.file``), or None."""
         reuse = getattr(self._sink, "reuse", None)
