@@ -5,6 +5,7 @@ verify` (and refused by `twin import`) with a message saying what is wrong."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import shutil
@@ -393,3 +394,28 @@ async def test_a_scheduled_backup_never_makes_its_folder(tmp_path: Path) -> None
         assert not root.exists()
         with pytest.raises(BadInput, match="inside the twin's own folder"):
             await back_up(running.twin, running.settings.data_dir / "b", keep=3)
+
+
+async def test_a_twin_past_what_one_snapshot_can_list_is_refused_not_left_unreadable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the format's limit (64 MiB of manifest, some 150,000 entries: here lowered to a
+    few kB, so a small twin passes it) the backup says so, and no snapshot that no reader
+    would open is written."""
+    import twin.archive
+    import twin.backup
+
+    root = tmp_path / "backups"
+    async with running_twin(tmp_path / "twin") as running:
+        await back_up(running.twin, root, keep=3)
+        monkeypatch.setattr(twin.backup, "MAX_SNAPSHOT", 2000)
+        with pytest.raises(BadInput, match="too many entries"):
+            await back_up(running.twin, root, keep=3)
+        monkeypatch.undo()
+        assert len(folder_of(running, root).snapshots()) == 1
+        monkeypatch.setattr(twin.archive, "MAX_LINE", 2000)
+        writer = twin.archive.ArchiveWriter(io.BytesIO(), running.twin.require_identity())
+        for n in range(40):
+            writer.add(f"x/{n}", b"")
+        with pytest.raises(BadInput, match="too many entries"):
+            writer.close()

@@ -203,6 +203,12 @@ class ArchiveWriter:
             "entries": [[e.path, e.size, e.sha256] for e in self._entries],
         }
         manifest["sig"] = self._identity.sign(manifest)
+        line = json.dumps({"manifest": manifest}, separators=(",", ":"), ensure_ascii=False)
+        if len(line.encode()) >= MAX_LINE:  # what a reader would refuse: say so now
+            raise BadInput(
+                f"this twin holds too many entries ({len(self._entries):,}) for one archive "
+                f"of this format (its manifest would pass {MAX_LINE // 2**20} MiB)"
+            )
         self._record({"manifest": manifest})
         self._flush(final=True)
         self._closed = True
