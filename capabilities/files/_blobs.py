@@ -144,15 +144,26 @@ class Blobs:
         return bytes.fromhex(self.box.blind(b"content key\0" + token))
 
     async def receive(
-        self, body: AsyncIterable[bytes], length: int | None, room: int, *, digests: bool = False
+        self,
+        body: AsyncIterable[bytes],
+        length: int | None,
+        room: int,
+        *,
+        digests: bool = False,
+        token: bytes | None = None,
+        ahead: int | None = None,
     ) -> Blob:
         """Write a body as a new blob; refuses (507) once it passes ``room`` bytes and (400)
         when it ends short of ``length``. On any failure nothing of it is left on disk.
         ``digests`` keeps the content's MD5 and SHA-1, for the sync clients that compare them
-        (they cost more than the encryption: about 3 ms a MiB)."""
+        (they cost more than the encryption: about 3 ms a MiB). ``token``: the one the
+        content had (an import keeps it, so its files keep their ETags); else a new one.
+        ``ahead``: at most this many chunks in flight (an import has no client to keep up
+        with; without it the writer lets three tasks a chunk run ahead, each chunk held
+        twice while it is sealed)."""
         if length is not None and length > room:
             raise QuotaExceeded(_over(length, room))
-        token = os.urandom(16)
+        token = os.urandom(16) if token is None else token
         self.pending.add(token)
         writer = _ChunkWriter(self, token, digests)
         pieces: list[bytes] = []  # joined once a chunk's worth is there: one copy per chunk
@@ -172,6 +183,9 @@ class Blobs:
                     pieces[-1] = pieces[-1][:cut]
                     await writer.put(b"".join(pieces), last=False)
                     pieces, held = [rest], len(rest)
+                    if ahead is not None:
+                        while len(writer._busy) > ahead * (1 + len(writer.hashes)):
+                            await writer._busy.popleft()
             if length is not None and size != length:
                 raise BadInput(f"the body ended after {size} of its {length} bytes")
             buffer = b"".join(pieces)

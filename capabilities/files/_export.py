@@ -17,11 +17,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from twin import BadInput, Conflict, QuotaExceeded
+from twin import BadInput, Conflict
 from twin.archive import check_path as check_entry
 from twin.export import Export, Item, Part, seconds, whole
 
-from ._blobs import CHUNK, INLINE, Blob, _ChunkWriter, _over
+from ._blobs import Blob
 from ._paths import check_path, join, split
 from ._store import MAX_PROPERTIES, MAX_PROPERTY, FileStore
 from ._tree import ROOT, Tree, media_type, node_key
@@ -538,47 +538,12 @@ async def _receive(
     size: int,
     digests: dict[str, str] | None,
 ) -> Blob:
-    """``Blobs.receive`` under the token the content had, so its files keep their ETags."""
-    blobs = store.blobs
+    """``Blobs.receive`` under the token the content had, so its files keep their ETags,
+    with two chunks in flight: they keep the disk and a core busy."""
     room = store.room(await store.db.fetchval("SELECT bytes FROM files_usage") or 0)
-    if size > room:
-        raise QuotaExceeded(_over(size, room))
-    blobs.pending.add(token)
-    writer = _ChunkWriter(blobs, token, digests is not None)
-    pieces: list[bytes] = []
-    held = 0
-    try:
-        async for piece in body:
-            pieces.append(piece)
-            held += len(piece)
-            while held > CHUNK:  # the last chunk is only known once the body ends
-                cut = len(pieces[-1]) - (held - CHUNK)
-                rest = pieces[-1][cut:]
-                pieces[-1] = pieces[-1][:cut]
-                await writer.put(b"".join(pieces), last=False)
-                pieces, held = [rest], len(rest)
-                await _caught_up(writer)
-        buffer = b"".join(pieces)
-        if writer.index == 0 and size <= INLINE:
-            writer.hash(buffer)
-            sealed = blobs.box.seal(buffer, context=b"content" + token)
-            return Blob(token, size, blobs.cipher, sealed, blobs.seal_digests(token, writer))
-        await writer.put(buffer, last=True)
-        await writer.finish()
-        return Blob(token, size, blobs.cipher, None, blobs.seal_digests(token, writer))
-    except BaseException:
-        await writer.abandon()
-        blobs.pending.discard(token)
-        raise
-
-
-async def _caught_up(writer: _ChunkWriter) -> None:
-    """Wait until at most IMPORT_AHEAD chunks are in flight. The writer itself lets three
-    tasks a chunk run ahead (two digests and the write), so without digests twelve chunks,
-    each held twice while it is sealed: an import has no client to keep up with, and two
-    chunks keep the disk and a core busy."""
-    while len(writer._busy) > IMPORT_AHEAD * (1 + len(writer.hashes)):
-        await writer._busy.popleft()
+    return await store.blobs.receive(
+        body, size, room, digests=digests is not None, token=token, ahead=IMPORT_AHEAD
+    )
 
 
 async def _restore_links(shares: Shares, index: _Index, item: Item) -> None:
