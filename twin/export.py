@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -299,6 +300,14 @@ class Item:
         if pending.strip():
             yield self._value(bytes(pending), number + 1)
 
+    async def numbered(self, limit: int = MAX_LINE) -> AsyncIterator[tuple[str, Any]]:
+        """The lines of :meth:`lines`, each with where it is (``line 3 of guestbook/x.jsonl``),
+        to say in a refusal (see :func:`at`)."""
+        number = 0
+        async for value in self.lines(limit):
+            number += 1
+            yield f"line {number} of {self.path}", value
+
     def _value(self, line: bytes, number: int) -> Any:
         try:
             return json.loads(line)
@@ -431,3 +440,12 @@ def seconds(value: Any, what: str) -> float:
     if type(value) not in (int, float) or not 0 <= value < MAX_TIME:
         raise BadInput(f"{what} is seconds since 1970, not {value!r:.80}")
     return float(value)
+
+
+@contextmanager
+def at(where: str) -> Iterator[None]:
+    """Say where the input was that a check inside refused: ``line 3 of …: <why>``."""
+    try:
+        yield
+    except BadInput as exc:
+        raise BadInput(f"{where}: {exc.message}") from None

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from twin import BadInput, Conflict, InvalidSignature
 from twin.archive import check_path
-from twin.export import Export, Item, Part, whole
+from twin.export import Export, Item, Part, at, whole
 from twin.identity import public_key_from_did
 from twin.peers._types import STATES
 
@@ -466,16 +466,11 @@ class _Restore:
     async def messages(self, item: Item) -> None:
         conv = self.files.pop(item.name)
         ids: set[str] = set()
-        number = 0
-        async for line in item.lines():
-            number += 1
-            where = f"line {number} of {item.path}"
+        async for where, line in item.numbered():
             if not isinstance(line, dict):
                 raise BadInput(f"{where} is not an object")
-            try:
+            with at(where):
                 self._message(conv, line, ids)
-            except BadInput as exc:
-                raise BadInput(f"{where}: {exc.message}") from None
             if self._count >= PAGE:
                 await self.flush()
 
@@ -649,16 +644,11 @@ class _Restore:
         self.waited = True
         await self.flush()
         rows = []
-        number = 0
-        async for line in item.lines():
-            number += 1
-            where = f"line {number} of {item.path}"
+        async for where, line in item.numbered():
             if not isinstance(line, dict):
                 raise BadInput(f"{where} is not an object")
-            try:
+            with at(where):
                 rows.append(self._waiting(line))
-            except BadInput as exc:
-                raise BadInput(f"{where}: {exc.message}") from None
             if len(rows) > MAX_WAITING:
                 raise BadInput(f"{item.path} holds more than the {MAX_WAITING} chat keeps")
         if rows:

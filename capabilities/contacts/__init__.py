@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from twin import BadInput, Capability, Conflict, Holding, Migration, NotFound, Unavailable
 from twin.api import Endpoint
 from twin.doors import Mount
+from twin.export import at
 from twin.peers import Message, MessageType, PeerChannel
 
 from ..profile import ProfileCapability
@@ -31,7 +31,7 @@ from ._book import (
 from ._vouches import EXPORT_PAGE, Vouches
 
 if TYPE_CHECKING:
-    from twin.export import Export, Item, Part
+    from twin.export import Export, Part
 
 __all__ = ["Contacts", "Person"]
 SHARE_CHUNK = 40  # statements in one contacts.vouches message
@@ -160,8 +160,8 @@ class Contacts(Capability):
         item = await part.expect(PARTS[0])
         people: list[Person] = []
         seen: set[str] = set()
-        async for where, line in _numbered(item):
-            with _at(where):
+        async for where, line in item.numbered():
+            with at(where):
                 person = self.book.restored(line)
                 if person.id in seen or person.did in seen:
                     raise BadInput("this contact is listed before (the same id or did)")
@@ -173,8 +173,8 @@ class Contacts(Capability):
         for name, kind in ((PARTS[1], "contacts.vouch"), (PARTS[2], "contacts.revoke")):
             item = await part.expect(name)
             page: list[tuple[str, dict[str, Any], float | None]] = []
-            async for where, line in _numbered(item):
-                with _at(where):
+            async for where, line in item.numbered():
+                with at(where):
                     page.append((where, *_statement(line, kind)))
                 if len(page) >= EXPORT_PAGE:
                     await self.vouches.restore(page)
@@ -182,7 +182,7 @@ class Contacts(Capability):
             await self.vouches.restore(page)
         item = await part.expect(PARTS[3])
         invites = await item.json()
-        with _at(item.path):
+        with at(item.path):
             await self.book.restore_invites(invites)
         if (extra := part.peek()) is not None:
             raise BadInput(f"{part.folder}/{extra} is not part of contacts: the export is damaged")
@@ -431,20 +431,3 @@ def _statement(line: Any, kind: str) -> tuple[dict[str, Any], float | None]:
     if not isinstance(line, dict) or "statement" not in line:
         raise BadInput('it is not an object of a "statement" and when it was "revoked"')
     return Vouches.restored(line["statement"], kind), check_time(line.get("revoked"), "revoked")
-
-
-async def _numbered(item: Item) -> AsyncIterator[tuple[str, Any]]:
-    """The lines of a JSON Lines entry, each with where it is, for a refusal."""
-    number = 0
-    async for line in item.lines():
-        number += 1
-        yield f"line {number} of {item.path}", line
-
-
-@contextmanager
-def _at(where: str) -> Iterator[None]:
-    """Say where the input was that was refused."""
-    try:
-        yield
-    except BadInput as exc:
-        raise BadInput(f"{where}: {exc.message}") from None

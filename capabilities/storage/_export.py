@@ -154,16 +154,12 @@ async def restore_storage(store: Store, part: Part) -> None:
     for space in spaces:
         restoring = _Namespace(store, space, first.path)
         item = await part.expect(f"documents/{space.name}.jsonl")
-        number = 0
-        async for line in item.lines():
-            number += 1
-            await restoring.add(line, f"line {number} of {item.path}", deleted=False)
+        async for where, line in item.numbered():
+            await restoring.add(line, where, deleted=False)
         if space.deleted:
             item = await part.expect(f"deleted/{space.name}.jsonl")
-            number = 0
-            async for line in item.lines():
-                number += 1
-                await restoring.add(line, f"line {number} of {item.path}", deleted=True)
+            async for where, line in item.numbered():
+                await restoring.add(line, where, deleted=True)
         await restoring.finish()
     if (extra := part.peek()) is not None:
         raise BadInput(
