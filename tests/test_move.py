@@ -232,14 +232,13 @@ def layout_holds_everything(plain: Path, before: dict[str, Any]) -> None:
     assert "engines" in contacts  # the vouch
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
-    """A twin with a file in it, exported: (archive, recovery phrase, the twin's data dir)."""
-    root = tmp_path_factory.mktemp("exported")
+def export_of(root: Path, fill: Any) -> tuple[Path, str, Path]:
+    """A new twin, filled by ``fill(peer)`` and exported: (archive, recovery phrase, the
+    twin's data dir)."""
     process = start_twin(root)
     phrase = " ".join(words_of(process.output()))
     peer = Peer(process, "Ada")
-    peer.call("PUT", "/api/files/content/a.bin", content=os.urandom(2_000_000))
+    fill(peer)
     peer.client.close()
     stop_twin(process)
     archive = root / "ada.twin"
@@ -249,22 +248,26 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]
 
 
 @pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
+    """A twin with a file in it, exported."""
+
+    def a_file(peer: Peer) -> None:
+        peer.call("PUT", "/api/files/content/a.bin", content=os.urandom(2_000_000))
+
+    return export_of(tmp_path_factory.mktemp("exported"), a_file)
+
+
+@pytest.fixture(scope="module")
 def exported_documents(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
     """A twin holding 3 MB of storage documents and no file, exported."""
-    root = tmp_path_factory.mktemp("documents")
-    process = start_twin(root)
-    phrase = " ".join(words_of(process.output()))
-    peer = Peer(process, "Ada")
-    for n in range(300):
-        text = os.urandom(5_000).hex()  # 10 kB that do not compress
-        put = peer.call("PUT", f"/api/storage/notes/docs/n{n}", json={"text": text})
-        assert put.status_code in (200, 201), put.text
-    peer.client.close()
-    stop_twin(process)
-    archive = root / "documents.twin"
-    done = run("export", "--data-dir", process.data_dir, "--out", archive)
-    assert done.returncode == 0, done.stderr
-    return archive, phrase, process.data_dir
+
+    def documents(peer: Peer) -> None:
+        for n in range(300):
+            text = os.urandom(5_000).hex()  # 10 kB that do not compress
+            put = peer.call("PUT", f"/api/storage/notes/docs/n{n}", json={"text": text})
+            assert put.status_code in (200, 201), put.text
+
+    return export_of(tmp_path_factory.mktemp("documents"), documents)
 
 
 def target_with_a_twin(tmp_path: Path) -> tuple[Path, dict[str, str]]:
